@@ -1,0 +1,44 @@
+"""What every storage provider declares and builds.
+
+A provider module exposes three names:
+
+* ``Options``: a pydantic model of its YAML section (``extra="forbid"``),
+* ``CAPABILITIES``: a :class:`Capabilities` instance,
+* ``build(options, context) -> fsspec.AbstractFileSystem``.
+
+The filesystem it builds must:
+
+* use paths relative to its own root ("" or "a/b", never leading "/"),
+  and refuse anything that escapes that root with ``InvalidPathError``;
+* raise only the errors of :mod:`mosaic.vfs.errors` and built-in OSErrors;
+* return ``ls(path, detail=True)`` entries with ``name`` (relative path),
+  ``type`` ("file" | "directory"), ``size`` and ``mtime`` (epoch float), and
+  optionally ``etag`` (unquoted);
+* support ``open(path, "wb", autocommit=False)`` returning a file whose
+  ``commit()`` publishes it atomically and ``discard()`` leaves nothing;
+* set ``cachable = False`` so fsspec never shares an instance between tenants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    empty_directories: bool = True
+    atomic_rename: bool = True
+    server_side_copy: bool = True
+    mtime_precision: float = 1e-6  # seconds
+    settable_mtime: bool = True
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a provider may know about where it is mounted (for messages)."""
+
+    tenant: str
+    mount: str
+    data_dir: Path
+    user: str | None = None

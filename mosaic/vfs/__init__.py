@@ -1,0 +1,1 @@
+"""Virtual filesystem: a tenant's tree composed of mounted providers."""

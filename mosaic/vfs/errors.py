@@ -1,0 +1,57 @@
+"""The closed error vocabulary of the VFS.
+
+Every provider and the tenant filesystem raise only these (built-in OSError
+subclasses where Python has one), so the protocol layers map errors to status
+codes in exactly one place (`mosaic.dav.errors`). Messages name virtual paths
+and mounts, never backend locations or credentials.
+"""
+
+from __future__ import annotations
+
+import errno
+
+
+class InvalidPathError(OSError):
+    """The path is malformed or tries to leave its root (traversal, NUL, ...)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.EINVAL, message)
+
+
+class DirectoryNotEmptyError(OSError):
+    def __init__(self, path: str) -> None:
+        super().__init__(errno.ENOTEMPTY, "Directory not empty", path)
+
+
+class ReadOnlyError(PermissionError):
+    """A write into a read-only mount."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(errno.EROFS, "Read-only mount", path)
+
+
+class AccessDeniedError(PermissionError):
+    """The user's permission rules forbid this operation."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(errno.EACCES, "Access denied", path)
+
+
+class MountUnavailableError(OSError):
+    """The backend of a mount cannot be reached or is misconfigured.
+
+    Raised for the mount's subtree only; the message names the tenant and the
+    mount point, never the backend's address or secrets.
+    """
+
+    def __init__(self, tenant: str, mount: str, reason: str) -> None:
+        super().__init__(errno.EIO, f"Mount {mount!r} of tenant {tenant!r} unavailable: {reason}")
+        self.tenant = tenant
+        self.mount = mount
+
+
+class CrossDeviceError(OSError):
+    """Raised by a provider that cannot do an operation natively across roots."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(errno.EXDEV, "Cross-device operation", path)
