@@ -1,0 +1,101 @@
+"""Builds and caches the filesystems behind every tenant's mounts.
+
+One filesystem instance per (tenant, mount, expanded user): instances are
+never shared between tenants (providers set ``cachable = False``) and a config
+reload drops them all. A mount that fails to build is remembered only briefly,
+so it recovers by itself once its backend is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from mosaic import providers
+from mosaic.config.schema import Config, ProviderSpec
+from mosaic.providers.base import BuildContext, Capabilities
+from mosaic.vfs import paths
+from mosaic.vfs.mounts import MountEntry, MountTable
+
+log = logging.getLogger(__name__)
+
+USER_PLACEHOLDER = "{user}"
+FAILED_MOUNT_RETRY_SECONDS = 5.0
+
+
+def _expand(value: Any, user: str) -> Any:
+    if isinstance(value, str):
+        return value.replace(USER_PLACEHOLDER, user)
+    if isinstance(value, dict):
+        return {k: _expand(v, user) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, user) for v in value]
+    return value
+
+
+def is_per_user(spec: ProviderSpec) -> bool:
+    return USER_PLACEHOLDER in repr(spec.model_extra)
+
+
+def safe_user_segment(user: str) -> str:
+    """A user name as it may appear inside a backend path."""
+    if not user or user.startswith(".") or any(c in user for c in "/\\\x00"):
+        raise ValueError(f"user name {user!r} cannot be used in a per-user path")
+    return user
+
+
+class StorageRegistry:
+    def __init__(self, data_dir: Path) -> None:
+        self._data_dir = data_dir
+        self._lock = threading.Lock()
+        self._built: dict[tuple[str, str, str | None], tuple[MountEntry, float]] = {}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._built.clear()
+
+    def mount_table(self, config: Config, tenant_id: str, user: str) -> MountTable:
+        tenant = config.tenants[tenant_id]
+        entries = [self._entry(tenant_id, "", tenant.root, False, user)]
+        for vpath, mount in tenant.mounts.items():
+            entries.append(
+                self._entry(tenant_id, paths.normalize(vpath), mount.provider,
+                            mount.read_only, user)
+            )
+        return MountTable(tenant_id, entries)
+
+    def _entry(self, tenant_id: str, vpath: str, spec: ProviderSpec, read_only: bool,
+               user: str) -> MountEntry:
+        owner = user if is_per_user(spec) else None
+        cache_key = (tenant_id, vpath, owner)
+        with self._lock:
+            cached = self._built.get(cache_key)
+        if cached is not None and (cached[0].fs is not None or cached[1] > time.monotonic()):
+            return cached[0]
+        entry = self._build(tenant_id, vpath, spec, read_only, owner)
+        expiry = time.monotonic() + FAILED_MOUNT_RETRY_SECONDS
+        with self._lock:
+            self._built[cache_key] = (entry, expiry)
+        return entry
+
+    def _build(self, tenant_id: str, vpath: str, spec: ProviderSpec, read_only: bool,
+               owner: str | None) -> MountEntry:
+        mount_name = "/" + vpath
+        try:
+            module = providers.load(spec.type)
+            capabilities: Capabilities = module.CAPABILITIES
+            raw = spec.model_extra or {}
+            if owner is not None:
+                raw = _expand(raw, safe_user_segment(owner))
+            options = module.Options.model_validate(raw)
+            context = BuildContext(tenant_id, mount_name, self._data_dir, owner)
+            fs = module.build(options, context)
+        except Exception as exc:  # any backend failure is confined to this mount
+            log.warning("tenant %s: mount %s (%s) failed: %s: %s", tenant_id, mount_name,
+                        spec.type, type(exc).__name__, exc)
+            return MountEntry(vpath, read_only, Capabilities(), None,
+                              error="storage backend unavailable", owner=owner)
+        return MountEntry(vpath, read_only, capabilities, fs, owner=owner)

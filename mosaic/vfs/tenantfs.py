@@ -1,0 +1,253 @@
+"""A tenant's whole tree as one fsspec filesystem, seen through one user's rights.
+
+The DAV layer, tests and future sync agents all talk to this one interface.
+Paths are virtual and relative to the tenant root ("" or "/" is the root).
+Mount points show up as folders in their parent's listing whatever the parent
+backend holds; an operation under a broken mount fails for that subtree only.
+Permissions are enforced here so that every protocol gets them.
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+from fsspec import AbstractFileSystem
+
+from mosaic.vfs import paths
+from mosaic.vfs.errors import AccessDeniedError, ReadOnlyError
+from mosaic.vfs.mounts import MountEntry, MountTable
+from mosaic.vfs.permissions import PermissionView
+
+COPY_CHUNK = 1024 * 1024
+
+
+def _dir_info(name: str, mtime: float = 0.0) -> dict[str, Any]:
+    return {"name": name, "type": "directory", "size": 0, "mtime": mtime}
+
+
+class TenantFileSystem(AbstractFileSystem):
+    cachable = False
+    protocol = "mosaic"
+    root_marker = ""
+
+    def __init__(self, table: MountTable, permissions: PermissionView, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.table = table
+        self.permissions = permissions
+
+    @property
+    def tenant(self) -> str:
+        return self.table.tenant
+
+    # -- resolution and checks ------------------------------------------------
+
+    def _resolve(self, path: str) -> tuple[str, MountEntry, AbstractFileSystem, str]:
+        vpath = paths.normalize(path)
+        entry, rel = self.table.resolve(vpath)
+        return vpath, entry, entry.filesystem(self.tenant), rel
+
+    def _check_read(self, vpath: str) -> None:
+        if not self.permissions.can_read(vpath):
+            raise AccessDeniedError("/" + vpath)
+
+    def _check_visible(self, vpath: str) -> None:
+        if not self.permissions.can_traverse(vpath):
+            # Hidden entries look absent, so their names do not leak.
+            raise FileNotFoundError(2, "No such file or directory", "/" + vpath)
+
+    def _check_write(self, vpath: str, entry: MountEntry, recursive: bool = False) -> None:
+        if entry.read_only:
+            raise ReadOnlyError("/" + vpath)
+        allowed = (self.permissions.weakest_below(vpath) if recursive
+                   else self.permissions.access(vpath))
+        if allowed != "write":
+            raise AccessDeniedError("/" + vpath)
+
+    def _check_not_virtual(self, vpath: str) -> None:
+        """Mount points, the folders leading to them and the root cannot be
+        replaced, moved or deleted: they are configuration, not content."""
+        if not vpath or self.table.is_virtual(vpath):
+            raise AccessDeniedError("/" + vpath)
+
+    def _check_writable_target(self, vpath: str) -> MountEntry:
+        self._check_not_virtual(vpath)
+        entry, _ = self.table.resolve(vpath)
+        self._check_write(vpath, entry)
+        return entry
+
+    # -- reading ----------------------------------------------------------------
+
+    def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
+        vpath, entry, fs, rel = self._resolve(path)
+        self._check_visible(vpath)
+        virtual = self.table.virtual_children(vpath)
+        try:
+            listed = fs.ls(rel, detail=True)
+        except FileNotFoundError:
+            if not virtual:
+                raise
+            listed = []
+        result = self._merge_listing(vpath, entry, listed, virtual)
+        return result if detail else [item["name"] for item in result]
+
+    def _merge_listing(self, vpath: str, entry: MountEntry, listed: list[dict[str, Any]],
+                       virtual: dict[str, MountEntry | None]) -> list[dict[str, Any]]:
+        shadowed = {paths.match_key(name) for name in virtual}
+        items = []
+        for item in listed:
+            name = paths.basename(item["name"].rstrip("/"))
+            if paths.match_key(name) in shadowed:
+                continue
+            items.append({**item, "name": paths.join(vpath, name)})
+        for name in virtual:
+            items.append(_dir_info(paths.join(vpath, name)))
+        return [item for item in items if self.permissions.can_traverse(item["name"])]
+
+    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        vpath = paths.normalize(path)
+        self._check_visible(vpath)
+        entry, rel = self.table.resolve(vpath)
+        if entry.path == vpath and entry.path and entry.fs is None:
+            return _dir_info(vpath)  # a broken mount still shows as a folder
+        fs = entry.filesystem(self.tenant)
+        try:
+            found = fs.info(rel)
+        except FileNotFoundError:
+            if self.table.is_virtual(vpath):
+                return _dir_info(vpath)
+            raise
+        return {**found, "name": vpath}
+
+    def open(self, path: str, mode: str = "rb", block_size: int | None = None,
+             **kwargs: Any) -> Any:
+        vpath, _entry, fs, rel = self._resolve(path)
+        if "r" in mode:
+            self._check_visible(vpath)
+            self._check_read(vpath)
+            return fs.open(rel, mode, **kwargs)
+        self._check_writable_target(vpath)
+        return fs.open(rel, mode, **kwargs)
+
+    def cat_file(self, path: str, start: int | None = None, end: int | None = None,
+                 **kwargs: Any) -> bytes:
+        with self.open(path, "rb") as handle:
+            if start:
+                handle.seek(start)
+            return handle.read(-1 if end is None else end - (start or 0))
+
+    # -- writing ----------------------------------------------------------------
+
+    def mkdir(self, path: str, create_parents: bool = False, **kwargs: Any) -> None:
+        vpath, _entry, fs, rel = self._resolve(path)
+        if vpath and self.table.is_virtual(vpath):
+            raise FileExistsError(17, "File exists", "/" + vpath)
+        self._check_writable_target(vpath)
+        parent_is_virtual = self.table.is_virtual(paths.parent(vpath))
+        fs.mkdir(rel, create_parents=create_parents or parent_is_virtual)
+
+    def makedirs(self, path: str, exist_ok: bool = False) -> None:
+        vpath = paths.normalize(path)
+        if self.exists(vpath):
+            if exist_ok and self.isdir(vpath):
+                return
+            raise FileExistsError(17, "File exists", "/" + vpath)
+        self.mkdir(vpath, create_parents=True)
+
+    def rmdir(self, path: str) -> None:
+        vpath, entry, fs, rel = self._resolve(path)
+        self._check_not_virtual(vpath)
+        self._check_write(vpath, entry)
+        fs.rmdir(rel)
+
+    def rm_file(self, path: str) -> None:
+        vpath, entry, fs, rel = self._resolve(path)
+        self._check_not_virtual(vpath)
+        self._check_write(vpath, entry)
+        fs.rm_file(rel)
+
+    def rm(self, path: str, recursive: bool = False, maxdepth: int | None = None) -> None:
+        vpath, entry, fs, rel = self._resolve(path)
+        self._check_not_virtual(vpath)
+        self._check_write(vpath, entry, recursive=recursive)
+        fs.rm(rel, recursive=recursive)
+
+    def set_mtime(self, path: str, mtime: float) -> None:
+        vpath, entry, fs, rel = self._resolve(path)
+        self._check_write(vpath, entry)
+        fs.set_mtime(rel, mtime)
+
+    def touch(self, path: str, truncate: bool = True, **kwargs: Any) -> None:
+        vpath, _entry, fs, rel = self._resolve(path)
+        self._check_writable_target(vpath)
+        fs.touch(rel, truncate=truncate, **kwargs)
+
+    # -- move and copy -------------------------------------------------------------
+
+    def mv(self, path1: str, path2: str, recursive: bool = True, maxdepth: int | None = None,
+           **kwargs: Any) -> None:
+        src, src_entry, src_fs, src_rel = self._resolve(path1)
+        dst, dst_entry, _dst_fs, dst_rel = self._resolve(path2)
+        self._check_not_virtual(src)
+        self._check_write(src, src_entry, recursive=True)
+        self._check_writable_target(dst)
+        if src_entry is dst_entry:
+            src_fs.mv(src_rel, dst_rel)
+            return
+        self._copy_across(src, dst)
+        src_fs.rm(src_rel, recursive=True)
+
+    def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
+        self.copy(path1, path2, recursive=False)
+
+    def copy(self, path1: str, path2: str, recursive: bool = True, **kwargs: Any) -> None:
+        src, src_entry, src_fs, src_rel = self._resolve(path1)
+        dst, dst_entry, _dst_fs, dst_rel = self._resolve(path2)
+        if self.permissions.weakest_below(src) == "none":
+            raise AccessDeniedError("/" + src)
+        self._check_writable_target(dst)
+        is_dir = self.isdir(src)
+        if src_entry is dst_entry and not self.table.has_mount_below(src):
+            if is_dir:
+                src_fs.copy(src_rel, dst_rel, recursive=recursive)
+            else:
+                src_fs.cp_file(src_rel, dst_rel)
+            return
+        self._copy_across(src, dst, recursive=recursive)
+
+    def _copy_across(self, src: str, dst: str, recursive: bool = True) -> None:
+        """Stream a file or tree between mounts (no native operation spans two)."""
+        if not self.isdir(src):
+            self._stream_file(src, dst)
+            return
+        self.mkdir(dst)
+        if not recursive:
+            return
+        for item in self.ls(src, detail=True):
+            child = paths.basename(item["name"])
+            self._copy_across(item["name"], paths.join(dst, child))
+
+    def _stream_file(self, src: str, dst: str) -> None:
+        with self.open(src, "rb") as reader:
+            writer = self.open(dst, "wb", autocommit=False)
+            try:
+                shutil.copyfileobj(reader, writer, COPY_CHUNK)
+                writer.close()
+                writer.commit()
+            except BaseException:
+                writer.discard()
+                raise
+
+    # -- identity ---------------------------------------------------------------
+
+    def ref_key(self, path: str) -> str:
+        return self.table.ref_key(paths.normalize(path))
+
+    def capabilities(self, path: str) -> Any:
+        return self.table.resolve(paths.normalize(path))[0].capabilities
+
+    def is_read_only(self, path: str) -> bool:
+        vpath = paths.normalize(path)
+        entry, _ = self.table.resolve(vpath)
+        return entry.read_only or not self.permissions.can_write(vpath)
+
