@@ -1,0 +1,81 @@
+"""The wsgidav provider: every tenant's tree behind one provider at "/"."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from wsgidav import util
+from wsgidav.dav_error import (
+    HTTP_FORBIDDEN,
+    HTTP_UNAUTHORIZED,
+    DAVError,
+    PRECONDITION_CODE_PropfindFiniteDepth,
+)
+from wsgidav.dav_provider import DAVProvider, _DAVResource
+
+from mosaic.dav.errors import to_dav_error
+from mosaic.dav.resources import make_resource
+from mosaic.vfs.mounts import path_from_ref_key
+from mosaic.vfs.tenantfs import TenantFileSystem
+
+FOLDER_PAGE = b"This folder is served over WebDAV: map it as a network drive.\n"
+
+#: environ -> the requesting user's view of their tenant
+SessionFactory = Callable[[dict[str, Any]], TenantFileSystem]
+
+
+class MosaicProvider(DAVProvider):
+    def __init__(self, open_session: SessionFactory) -> None:
+        super().__init__()
+        self._open_session = open_session
+
+    def __repr__(self) -> str:
+        return "MosaicProvider"
+
+    def is_readonly(self) -> bool:
+        # Read-only mounts and rules are per user and path: enforced in the VFS.
+        return False
+
+    def session(self, environ: dict[str, Any]) -> TenantFileSystem:
+        fs = environ.get("mosaic.fs")
+        if fs is None:
+            if "mosaic.principal" not in environ:
+                raise DAVError(HTTP_UNAUTHORIZED)
+            fs = environ["mosaic.fs"] = self._open_session(environ)
+        return fs
+
+    def get_resource_inst(self, path: str, environ: dict[str, Any]) -> _DAVResource | None:
+        fs = self.session(environ)
+        try:
+            info = fs.info(path.strip("/"))
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise to_dav_error(exc) from exc
+        return make_resource(path, environ, info)
+
+    def ref_url_to_path(self, ref_url: str) -> str:
+        return path_from_ref_key(ref_url)[1]
+
+    def custom_request_handler(self, environ: dict[str, Any], start_response: Any,
+                               default_handler: Any) -> Any:
+        method = environ["REQUEST_METHOD"]
+        if method == "PROPFIND" and environ.get("HTTP_DEPTH", "infinity") == "infinity":
+            # A Depth: infinity PROPFIND walks a whole tenant into memory.
+            raise DAVError(HTTP_FORBIDDEN, err_condition=PRECONDITION_CODE_PropfindFiniteDepth)
+        if method in ("GET", "HEAD"):
+            res = self.get_resource_inst(environ["PATH_INFO"], environ)
+            if res is not None and res.is_collection:
+                return _folder_page(method, start_response)
+        return default_handler(environ, start_response)
+
+
+def _folder_page(method: str, start_response: Any) -> list[bytes]:
+    # Office and Explorer probe folders with HEAD and expect a 200.
+    start_response("200 OK", [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Length", str(len(FOLDER_PAGE))),
+        ("Date", util.get_rfc1123_time()),
+    ])
+    return [] if method == "HEAD" else [FOLDER_PAGE]

@@ -1,0 +1,245 @@
+"""wsgidav resources over a TenantFileSystem.
+
+Each resource is built from one ``info``/``ls`` entry and never asks the
+backend again for its live properties, so a PROPFIND costs one ``ls``.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import posixpath
+from functools import lru_cache
+from typing import Any
+
+from wsgidav import util
+from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_INTERNAL_ERROR, DAVError
+from wsgidav.dav_provider import DAVCollection, DAVNonCollection, _DAVResource
+
+from mosaic.dav.errors import translated
+from mosaic.dav.upload import AtomicUpload
+from mosaic.vfs.tenantfs import TenantFileSystem
+
+DEFAULT_MIME = "application/octet-stream"
+
+
+@lru_cache(maxsize=4096)
+def mime_type(name: str) -> str:
+    # Keyed by the extension only, so a PROPFIND guesses once per extension.
+    return mimetypes.guess_type("x" + posixpath.splitext(name)[1])[0] or DEFAULT_MIME
+
+
+def clean_etag(value: Any) -> str:
+    """wsgidav wants strong, unquoted ETags; stores hand out ``W/"..."``."""
+    text = str(value)
+    text = text.removeprefix("W/")
+    return text.strip('"')
+
+
+def _vpath(path: str) -> str:
+    return path.strip("/")
+
+
+class _Common:
+    """Behaviour shared by files and folders (mixed in before wsgidav's bases)."""
+
+    path: str
+    environ: dict[str, Any]
+    provider: Any
+    info: dict[str, Any]
+
+    @property
+    def fs(self) -> TenantFileSystem:
+        return self.environ["mosaic.fs"]
+
+    def get_ref_url(self) -> str:
+        return self.fs.ref_key(self.path)
+
+    def get_display_name(self) -> str:
+        return posixpath.basename(self.path.rstrip("/"))
+
+    def get_last_modified(self) -> float | None:
+        return self.info.get("mtime")
+
+    def get_creation_date(self) -> float | None:
+        return self.info.get("created") or self.info.get("mtime")
+
+    @translated
+    def set_last_modified(self, dest_path: str, time_stamp: Any, *, dry_run: bool) -> bool:
+        seconds = time_stamp if isinstance(time_stamp, int | float) \
+            else util.parse_time_string(time_stamp)
+        if seconds is None:
+            raise DAVError(HTTP_BAD_REQUEST, "unparsable time stamp")
+        if not dry_run:
+            self.fs.set_mtime(_vpath(dest_path), float(seconds))
+        return True
+
+    def _move_properties(self, dest_path: str, *, with_children: bool) -> None:
+        manager = self.provider.prop_manager
+        if manager:
+            manager.move_properties(self.get_ref_url(), self.fs.ref_key(dest_path),
+                                    with_children=with_children, environ=self.environ)
+
+    def _copy_properties(self, dest_path: str) -> None:
+        manager = self.provider.prop_manager
+        if manager:
+            manager.copy_properties(self.get_ref_url(), self.fs.ref_key(dest_path),
+                                    self.environ)
+
+    def support_recursive_move(self, dest_path: str) -> bool:
+        return True
+
+    @translated
+    def move_recursive(self, dest_path: str) -> None:
+        self.fs.mv(_vpath(self.path), _vpath(dest_path))
+        self._move_properties(dest_path, with_children=True)
+
+    def _forget(self) -> None:
+        self.remove_all_properties(recursive=True)
+        self.remove_all_locks(recursive=True)
+
+    def remove_all_properties(self, *, recursive: bool) -> None:
+        manager = self.provider.prop_manager
+        if manager:
+            manager.remove_properties(self.get_ref_url(), self.environ)
+
+
+class FileResource(_Common, DAVNonCollection):
+    def __init__(self, path: str, environ: dict[str, Any], info: dict[str, Any]) -> None:
+        DAVNonCollection.__init__(self, path, environ)
+        self.info = info
+        self._upload: AtomicUpload | None = None
+
+    def get_content_length(self) -> int:
+        return int(self.info.get("size") or 0)
+
+    def get_content_type(self) -> str:
+        return mime_type(self.path)
+
+    def get_etag(self) -> str:
+        etag = self.info.get("etag")
+        if etag:
+            return clean_etag(etag)
+        return f"{int(float(self.info.get('mtime') or 0) * 1e6):x}-{self.get_content_length():x}"
+
+    def support_etag(self) -> bool:
+        return True
+
+    def support_ranges(self) -> bool:
+        return True
+
+    @translated
+    def get_content(self) -> Any:
+        return self.fs.open(_vpath(self.path), "rb")
+
+    @translated
+    def begin_write(self, *, content_type: str | None = None) -> AtomicUpload:
+        expected = self.environ.get("CONTENT_LENGTH")
+        self._upload = AtomicUpload(
+            self.fs.open(_vpath(self.path), "wb", autocommit=False),
+            int(expected) if expected and expected.isdigit() else None,
+        )
+        return self._upload
+
+    @translated
+    def end_write(self, *, with_errors: bool) -> None:
+        upload, self._upload = self._upload, None
+        if upload is None:
+            return
+        if with_errors:
+            upload.abort()
+            return
+        if not upload.finish():
+            raise DAVError(HTTP_BAD_REQUEST, "request body shorter than Content-Length")
+        self.info = self.fs.info(_vpath(self.path))
+
+    @translated
+    def delete(self) -> None:
+        self.fs.rm_file(_vpath(self.path))
+        self._forget()
+
+    @translated
+    def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
+        if is_move:
+            self.fs.mv(_vpath(self.path), _vpath(dest_path))
+            self._move_properties(dest_path, with_children=False)
+        else:
+            self.fs.copy(_vpath(self.path), _vpath(dest_path), recursive=False)
+            self._copy_properties(dest_path)
+
+
+class PendingFileResource(FileResource):
+    """The target of a PUT to a new name: nothing exists until the upload commits.
+
+    wsgidav calls ``create_empty_resource`` before every new-file PUT; writing a
+    0-byte file there would leave a stray file behind an aborted upload.
+    """
+
+    def __init__(self, path: str, environ: dict[str, Any]) -> None:
+        super().__init__(path, environ, {"name": path, "type": "file", "size": 0, "mtime": None})
+
+
+class FolderResource(_Common, DAVCollection):
+    def __init__(self, path: str, environ: dict[str, Any], info: dict[str, Any]) -> None:
+        DAVCollection.__init__(self, path, environ)
+        self.info = info
+
+    def get_etag(self) -> None:
+        return None
+
+    @translated
+    def get_member_list(self) -> list[_DAVResource]:
+        base = self.path.rstrip("/")
+        return [
+            make_resource(f"{base}/{posixpath.basename(item['name'])}", self.environ, item)
+            for item in self.fs.ls(_vpath(self.path), detail=True)
+        ]
+
+    def get_member_names(self) -> list[str]:
+        return [m.name for m in self.get_member_list()]
+
+    @translated
+    def get_member(self, name: str) -> _DAVResource | None:
+        return self.provider.get_resource_inst(util.join_uri(self.path, name), self.environ)
+
+    @translated
+    def create_empty_resource(self, name: str) -> _DAVResource:
+        path = util.join_uri(self.path, name)
+        if self.environ.get("REQUEST_METHOD") == "PUT":
+            return PendingFileResource(path, self.environ)
+        self.fs.touch(_vpath(path))  # LOCK on an unmapped URL creates the file
+        return self._resource(path)
+
+    @translated
+    def create_collection(self, name: str) -> None:
+        self.fs.mkdir(_vpath(util.join_uri(self.path, name)))
+
+    def support_recursive_delete(self) -> bool:
+        return True
+
+    @translated
+    def delete(self) -> None:
+        self.fs.rm(_vpath(self.path), recursive=True)
+        self._forget()
+
+    @translated
+    def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
+        # Collections: create the target folder only; wsgidav walks the members.
+        target = _vpath(dest_path)
+        if not self.fs.exists(target):
+            self.fs.mkdir(target)
+        if is_move:
+            self._move_properties(dest_path, with_children=False)
+        else:
+            self._copy_properties(dest_path)
+
+    def _resource(self, path: str) -> _DAVResource:
+        res = self.provider.get_resource_inst(path, self.environ)
+        if res is None:
+            raise DAVError(HTTP_INTERNAL_ERROR, "resource vanished")
+        return res
+
+
+def make_resource(path: str, environ: dict[str, Any], info: dict[str, Any]) -> _DAVResource:
+    if info.get("type") == "directory":
+        return FolderResource(path, environ, info)
+    return FileResource(path, environ, info)
