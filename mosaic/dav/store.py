@@ -1,0 +1,191 @@
+"""SQL schema and engine set-up shared by the lock storage and the property manager.
+
+One schema serves SQLite (the default: a file under the server's data dir) and
+PostgreSQL (a server farm). Both stores key rows by *ref-url*: an opaque string
+the provider builds from tenant + backend identity (``/acme/projects/doc.txt``,
+``/acme/home~alice/doc.txt``). This module never parses them; it only needs
+"equal" and "is a descendant of", both defined byte-wise (see `children_of`).
+
+Concurrency model: every write that must be atomic with a preceding read runs in
+one transaction that is serialised across processes. SQLite gets that for every
+transaction from ``BEGIN IMMEDIATE``; PostgreSQL takes a transaction-level
+advisory lock where a caller asks for it (`serialise`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Connection,
+    Engine,
+    Float,
+    LargeBinary,
+    String,
+    and_,
+    create_engine,
+    event,
+    make_url,
+    or_,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+#: How long a SQLite writer waits for another process's transaction (seconds).
+SQLITE_BUSY_TIMEOUT_S = 60.0
+
+#: Key of the PostgreSQL advisory lock that serialises lock grants ("MOSA").
+ADVISORY_LOCK_KEY = 0x4D4F5341
+
+# Paths compare byte-wise everywhere: SQLite's default BINARY collation does, and
+# PostgreSQL must be told, or a locale collation (en_US, ICU) would sort "/Acme/x"
+# and "/äcme/x" between "/acme/" and "/acme0" and leak them into range queries.
+_PathString = String().with_variant(String(collation="C"), "postgresql")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class LockRow(Base):
+    """One WebDAV lock; mirrors wsgidav's lock dict field by field."""
+
+    __tablename__ = "dav_locks"
+
+    token: Mapped[str] = mapped_column(String(200), primary_key=True)
+    root: Mapped[str] = mapped_column(_PathString, index=True)
+    principal: Mapped[str] = mapped_column(String)
+    type: Mapped[str] = mapped_column(String(16))
+    scope: Mapped[str] = mapped_column(String(16))
+    depth: Mapped[str] = mapped_column(String(16))
+    owner: Mapped[bytes] = mapped_column(LargeBinary)  # client-supplied XML
+    timeout: Mapped[float] = mapped_column(Float)
+    expire: Mapped[float] = mapped_column(Float)  # epoch seconds; < 0: never
+
+
+class PropertyRow(Base):
+    """One dead property of one resource."""
+
+    __tablename__ = "dav_properties"
+
+    ref_url: Mapped[str] = mapped_column(_PathString, primary_key=True)
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+    # wsgidav hands over bytes (etree.tostring) but other callers pass str; the
+    # flag lets us give back exactly the type we were given.
+    value_is_text: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine for a ``sqlite:///...`` or ``postgresql://...`` URL.
+
+    A bare ``postgresql://`` URL uses psycopg 3 (SQLAlchemy would pick psycopg2).
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _make_sqlite_engine(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return create_engine(parsed, pool_pre_ping=True)
+
+
+def _make_sqlite_engine(url: str) -> Engine:
+    database = make_url(url).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+    # SQLAlchemy's documented pysqlite recipe: take transaction control away from
+    # the driver so that we can say BEGIN IMMEDIATE, which grabs the database
+    # write lock up front. A deferred BEGIN would let two processes read, then
+    # both try to upgrade - one fails with SQLITE_BUSY instead of waiting.
+    event.listen(engine, "connect", _on_sqlite_connect)
+    event.listen(engine, "begin", _on_sqlite_begin)
+    return engine
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None
+    # WAL: readers of other processes are not blocked by the one writer.
+    dbapi_connection.execute("PRAGMA journal_mode=WAL")
+
+
+def _on_sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def serialise(conn: Connection) -> None:
+    """Make the current transaction exclusive against all other serialised ones.
+
+    SQLite needs nothing: ``BEGIN IMMEDIATE`` already holds the database write
+    lock. PostgreSQL takes an advisory lock released at commit or rollback.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+
+
+def create_schema(engine: Engine) -> None:
+    """Create the tables if they are missing (idempotent, safe to race).
+
+    ``create_all`` is enough while the schema is young; once it has to change
+    in place, replace this with Alembic migrations.
+    """
+    with engine.begin() as conn:
+        # Two workers starting together would otherwise both see "no table"
+        # and one would fail on CREATE TABLE.
+        serialise(conn)
+        Base.metadata.create_all(conn)
+
+
+class ConnectionScope:
+    """A per-thread "current transaction" on one engine.
+
+    `begin` opens a transaction, or joins the one this thread already has open,
+    so that several storage calls made by wsgidav's LockManager (conflict check,
+    then create) can run inside one serialised transaction without wsgidav
+    knowing about connections.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._local = threading.local()
+
+    @contextmanager
+    def begin(self, *, serialised: bool = False) -> Iterator[Connection]:
+        current: Connection | None = getattr(self._local, "conn", None)
+        if current is not None:
+            if serialised and not self._local.serialised:
+                # Too late: reads already done outside the exclusive section.
+                raise RuntimeError("cannot serialise a transaction that is already open")
+            yield current
+            return
+        with self.engine.begin() as conn:
+            if serialised:
+                serialise(conn)
+            self._local.conn, self._local.serialised = conn, serialised
+            try:
+                yield conn
+            finally:
+                self._local.conn = None
+
+
+def children_of(column: ColumnElement[str], path: str) -> ColumnElement[bool]:
+    """Rows strictly below ``path``: "/a/b" is below "/a", "/ab" is not.
+
+    A half-open range ["/a/", "/a0") instead of LIKE: no wildcard escaping, no
+    SQLite case-insensitive LIKE, and it uses the index. "0" is the character
+    after "/", so the range holds exactly the strings that start with "/a/".
+    """
+    prefix = path.rstrip("/") + "/"
+    return and_(column > prefix, column < prefix[:-1] + "0")
+
+
+def subtree_of(column: ColumnElement[str], path: str) -> ColumnElement[bool]:
+    """``path`` itself (with or without trailing slash) and everything below it."""
+    base = path.rstrip("/")
+    return or_(column == base, column == base + "/", children_of(column, path))
