@@ -1,0 +1,110 @@
+"""Which tenant a login belongs to.
+
+Accepted forms of the Basic-auth user name:
+
+* ``alice@acme.example`` - a domain listed in a tenant's ``domains``;
+* ``ACME\\alice``        - a NetBIOS name listed in a tenant's ``netbios``
+  (a doubled backslash, as some Windows clients send, counts as one);
+* ``alice@acme`` / ``acme\\alice`` - the tenant id itself as an implicit
+  domain, so every tenant has a working login without DNS or NetBIOS setup;
+* ``alice`` - the tenant whose ``hosts`` lists the request's Host header, or
+  the only tenant when the config has exactly one.
+
+Names are compared ASCII-case-insensitively (Unicode case folding would let
+e.g. the Kelvin sign stand for ``k``). A qualifier that matches several
+tenants (one's id is another's domain) or none fails the login, and so does a
+login naming tenant A sent to a host name of tenant B: a tenant's host name
+must never become a door into another tenant.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from mosaic.config.schema import Config
+
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+class ResolvedLogin(NamedTuple):
+    tenant_id: str
+    #: The user part as typed (case not normalised; identity sources do that).
+    user: str
+
+
+def fold_case(name: str) -> str:
+    """Lower-case ASCII letters only."""
+    return name.translate(_ASCII_LOWER)
+
+
+def resolve_login(config: Config, login: str, environ: Mapping[str, Any]) -> ResolvedLogin | None:
+    """The tenant and user part of ``login``, or None if it names no single tenant."""
+    split = _split(login)
+    if split is None:
+        return None
+    kind, qualifier, user = split
+    host_tenant = host_tenant_id(config, environ)
+    if qualifier is None:
+        tenant_id = host_tenant or _only_tenant(config)
+    else:
+        tenant_id = _qualified_tenant(config, kind, qualifier)
+        if host_tenant is not None and tenant_id != host_tenant:
+            return None
+    return ResolvedLogin(tenant_id, user) if tenant_id is not None else None
+
+
+def host_tenant_id(config: Config, environ: Mapping[str, Any]) -> str | None:
+    """The tenant whose ``hosts`` lists the request's Host header (port ignored)."""
+    host = _host_name(environ.get("HTTP_HOST", ""))
+    if not host:
+        return None
+    for tenant_id, tenant in config.tenants.items():
+        if any(_host_name(name) == host for name in tenant.hosts):
+            return tenant_id
+    return None
+
+
+def _split(login: str) -> tuple[str, str | None, str] | None:
+    """(tenant attribute the qualifier names, qualifier or None, user), None if malformed."""
+    if not login or not login.isprintable():
+        # Control characters (NUL above all) have no place in a name and
+        # would blur the field separators of the credential cache key.
+        return None
+    login = login.replace("\\\\", "\\")
+    if "\\" in login and "@" in login:
+        return None
+    if "\\" in login:
+        qualifier, _, user = login.partition("\\")
+        kind = "netbios"
+    elif "@" in login:
+        user, _, qualifier = login.rpartition("@")
+        kind = "domains"
+    else:
+        return "", None, login
+    if not qualifier or not user or "\\" in user:
+        return None
+    return kind, qualifier, user
+
+
+def _qualified_tenant(config: Config, kind: str, qualifier: str) -> str | None:
+    """The one tenant whose ``kind`` list (domains or netbios) or id is ``qualifier``."""
+    wanted = fold_case(qualifier)
+    owners = {
+        tenant_id
+        for tenant_id, tenant in config.tenants.items()
+        if wanted == tenant_id or any(fold_case(name) == wanted for name in getattr(tenant, kind))
+    }
+    return owners.pop() if len(owners) == 1 else None
+
+
+def _only_tenant(config: Config) -> str | None:
+    return next(iter(config.tenants)) if len(config.tenants) == 1 else None
+
+
+def _host_name(host: str) -> str:
+    """``Example.COM:8443`` -> ``example.com``; ``[::1]:80`` -> ``::1``."""
+    host = host.strip()
+    host = host[1:].partition("]")[0] if host.startswith("[") else host.partition(":")[0]
+    return fold_case(host.rstrip("."))
