@@ -1,0 +1,100 @@
+"""Assembles the WSGI application: auth, tenant routing, VFS and wsgidav."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from wsgidav.error_printer import ErrorPrinter
+from wsgidav.http_authenticator import HTTPAuthenticator
+from wsgidav.request_resolver import RequestResolver
+from wsgidav.wsgidav_app import WsgiDAVApp
+
+from mosaic.auth.domain_controller import MosaicDomainController
+from mosaic.auth.middleware import CanonicalUserMiddleware
+from mosaic.config.holder import ConfigHolder
+from mosaic.config.schema import Config
+from mosaic.dav.locks import AtomicLockManager, SqlLockStorage
+from mosaic.dav.properties import SqlPropertyManager
+from mosaic.dav.provider import MosaicProvider
+from mosaic.dav.store import create_schema, make_engine
+from mosaic.vfs.permissions import PermissionView
+from mosaic.vfs.storage import StorageRegistry
+from mosaic.vfs.tenantfs import TenantFileSystem
+
+log = logging.getLogger(__name__)
+
+
+def database_url(config: Config) -> str:
+    server = config.server
+    return server.database_url or f"sqlite:///{Path(server.data_dir).resolve() / 'mosaic.db'}"
+
+
+class SessionOpener:
+    """Builds the requesting user's view of their tenant from the live config."""
+
+    def __init__(self, holder: ConfigHolder) -> None:
+        self._holder = holder
+        self.storage = StorageRegistry(Path(holder.current.server.data_dir))
+        holder.on_change(lambda _config: self.storage.clear())
+
+    def __call__(self, environ: dict[str, Any]) -> TenantFileSystem:
+        config = self._holder.current
+        principal = environ["mosaic.principal"]
+        tenant = config.tenants.get(principal.tenant)
+        if tenant is None:  # removed by a reload while the login was cached
+            raise PermissionError(13, "tenant no longer exists")
+        table = self.storage.mount_table(config, principal.tenant, principal.user)
+        permissions = PermissionView(tenant.permissions, principal.user, principal.groups,
+                                     tenant.default_access)
+        return TenantFileSystem(table, permissions)
+
+
+def wsgidav_config(holder: ConfigHolder, provider: MosaicProvider,
+                   engine: Any) -> dict[str, Any]:
+    server = holder.current.server
+    return {
+        "provider_mapping": {"/": provider},
+        "mount_path": None,
+        "block_size": server.block_size,
+        "lock_storage": SqlLockStorage(engine),
+        "property_manager": SqlPropertyManager(engine),
+        "http_authenticator": {
+            "domain_controller": MosaicDomainController,
+            "accept_basic": True,
+            "accept_digest": False,  # AD cannot give Digest hashes
+            "default_to_digest": False,
+            "trusted_auth_header": None,
+        },
+        "mosaic": {"get_config": lambda: holder.current},
+        "middleware_stack": [
+            ErrorPrinter,
+            HTTPAuthenticator,
+            CanonicalUserMiddleware,
+            RequestResolver,
+        ],
+        "dir_browser": {"enable": False},
+        "hotfixes": {
+            "emulate_win32_lastmod": True,  # Explorer PROPPATCHes Win32LastModifiedTime
+            "re_encode_path_info": True,
+            "unquote_path_info": False,
+            "treat_root_options_as_asterisk": False,
+        },
+        "add_header_MS_Author_Via": True,
+        "suppress_version_info": True,
+        "verbose": 1,
+        "logging": {"enable": False},
+    }
+
+
+def build_app(holder: ConfigHolder) -> WsgiDAVApp:
+    engine = make_engine(database_url(holder.current))
+    create_schema(engine)
+    provider = MosaicProvider(SessionOpener(holder))
+    app = WsgiDAVApp(wsgidav_config(holder, provider, engine))
+    # wsgidav's LockManager checks and grants under an in-process lock only;
+    # ours does both in one serialised transaction, so worker processes agree.
+    app.lock_manager = AtomicLockManager(app.lock_manager.storage)
+    provider.set_lock_manager(app.lock_manager)
+    return app

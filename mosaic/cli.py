@@ -1,0 +1,100 @@
+"""The ``mosaic`` command: serve, check-config, hash-password."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import sys
+from pathlib import Path
+
+from mosaic.config.schema import Config
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from mosaic.config.default import default_config
+    from mosaic.config.loader import ConfigError, load_config
+    from mosaic.server import serve
+
+    if args.config:
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+    else:
+        config, password = default_config(Path(args.data_dir), args.listen)
+        if password:
+            print(f"Created tenant 'default' with user 'admin', password: {password}\n"
+                  "(shown once; only its hash is stored)", flush=True)
+    config = _with_overrides(config, args)
+    logging.basicConfig(level=config.server.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    print(f"Mosaic serving WebDAV on http{'s' if config.server.tls else ''}://"
+          f"{config.server.listen}/", flush=True)
+    serve(args.config, config)
+    return 0
+
+
+def _with_overrides(config: Config, args: argparse.Namespace) -> Config:
+    changes = {}
+    if args.listen:
+        changes["listen"] = args.listen
+    if args.workers:
+        changes["workers"] = args.workers
+    if not changes:
+        return config
+    return config.model_copy(update={"server": config.server.model_copy(update=changes)})
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from mosaic.config.loader import ConfigError, load_config
+
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"{args.file}: OK ({len(config.tenants)} tenant(s))")
+    return 0
+
+
+def _hash_password(args: argparse.Namespace) -> int:
+    from mosaic.auth.passwords import hash_password
+
+    if args.stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if password != getpass.getpass("Again: "):
+            print("passwords differ", file=sys.stderr)
+            return 1
+    if not password:
+        print("empty password refused", file=sys.stderr)
+        return 1
+    print(hash_password(password))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="mosaic", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the WebDAV server")
+    serve.add_argument("--config", type=Path, help="YAML config (default: embedded default)")
+    serve.add_argument("--data-dir", default="mosaic-data",
+                       help="data directory of the embedded default")
+    serve.add_argument("--listen", help="host:port, overrides the config")
+    serve.add_argument("--workers", type=int, help="processes, overrides the config")
+    serve.set_defaults(run=_serve)
+    check = commands.add_parser("check-config", help="validate a YAML config")
+    check.add_argument("file", type=Path)
+    check.set_defaults(run=_check_config)
+    hashing = commands.add_parser("hash-password", help="print an argon2 hash for a config")
+    hashing.add_argument("--stdin", action="store_true", help="read the password from stdin")
+    hashing.set_defaults(run=_hash_password)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.run(args)
