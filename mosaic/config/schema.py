@@ -3,32 +3,97 @@
 Every model forbids unknown keys. Secret values are ``SecretStr`` and may be
 given inline, as ``${ENV_VAR}``, or through a sibling ``<key>_file`` path; the
 loader resolves both before validation (see ``mosaic.config.loader``).
+
+Validators that find several problems raise them together as one
+``ValidationError`` whose locations point at the offending key, so the loader
+can report each at its own file line.
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     SecretStr,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError, core_schema
 
 from mosaic import providers
+from mosaic.vfs.paths import match_key
 
 TENANT_ID = r"^[a-z0-9][a-z0-9-]{0,62}$"
 USER_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 Access = Literal["none", "read", "write"]
+Loc = tuple[str | int, ...]
+_KNOWN_ERRORS = frozenset(typing.get_args(core_schema.ErrorType))
+
+
+def _problem(loc: Loc, message: str) -> InitErrorDetails:
+    # The input is never echoed: it may be a secret.
+    return InitErrorDetails(type=PydanticCustomError("config", message), loc=loc, input=None)
+
+
+def _raise_all(title: str, problems: list[InitErrorDetails]) -> None:
+    """Raise every problem at once, each at its own location."""
+    if problems:
+        raise ValidationError.from_exception_data(title, problems)
+
+
+def _as_init(error: ErrorDetails) -> InitErrorDetails:
+    kind = error["type"]
+    details = InitErrorDetails(
+        type=kind if kind in _KNOWN_ERRORS else PydanticCustomError(kind, error["msg"]),
+        loc=error["loc"], input=error["input"])
+    if "ctx" in error:
+        details["ctx"] = error["ctx"]
+    return details
+
+
+def _validate_and_check(handler: ValidatorFunctionWrapHandler, data: Any,
+                        problems: list[InitErrorDetails]) -> Any:
+    """Validate ``data`` and raise its errors together with ``problems``.
+
+    Cross-reference checks run on the raw data so they are reported even when
+    some field is invalid too: the user sees every problem in one go.
+    """
+    try:
+        result = handler(data)
+    except ValidationError as exc:
+        _raise_all(exc.title, [*map(_as_init, exc.errors()), *problems])
+        raise
+    _raise_all(type(result).__name__, problems)
+    return result
+
+
+def _get(obj: Any, key: str) -> Any:
+    """A member of raw (dict) or validated (model) data, None if absent."""
+    return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
+
+
+def _strings(value: Any) -> list[tuple[int, str]]:
+    return [(i, v) for i, v in enumerate(value) if isinstance(v, str)] \
+        if isinstance(value, list) else []
+
+
+def _mapping(value: Any) -> dict[Any, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a ValidationError printed anywhere must not show secrets.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class TLS(Strict):
@@ -39,7 +104,9 @@ class TLS(Strict):
 class AuthSettings(Strict):
     cache_seconds: float = Field(60, ge=0, description="How long a verified login is remembered")
     max_failures: int = Field(5, ge=1, description="Failed logins before throttling starts")
-    failure_window_seconds: float = Field(300, gt=0)
+    failure_window_seconds: float = Field(
+        300, gt=0, description="Window in which failed logins are counted"
+    )
     lockout_seconds: float = Field(60, ge=0, description="Delay imposed once throttled")
 
 
@@ -56,10 +123,14 @@ class Server(Strict):
         description="Processes sharing the port (SO_REUSEPORT); default one per core",
     )
     threads: int = Field(32, ge=1, le=1024, description="Request threads per process")
-    tls: TLS | None = None
-    block_size: int = Field(262144, ge=4096, description="GET/PUT streaming block size")
-    auth: AuthSettings = AuthSettings()
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    tls: TLS | None = Field(
+        None, description="Serve HTTPS with this certificate; plain HTTP if unset"
+    )
+    block_size: int = Field(262144, ge=4096, description="GET/PUT streaming block size in bytes")
+    auth: AuthSettings = Field(AuthSettings(), description="Login caching and throttling")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Minimum level of log records written"
+    )
 
     @field_validator("listen")
     @classmethod
@@ -82,31 +153,38 @@ class ProviderSpec(Strict):
     """``type`` names a provider; the other keys are that provider's options."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    type: str
+    type: str = Field(description="Provider name, e.g. local or memory")
 
     @model_validator(mode="after")
     def _validate_options(self) -> ProviderSpec:
         try:
             module = providers.load(self.type)
         except providers.ProviderUnavailable as exc:
-            raise ValueError(str(exc)) from None
+            _raise_all("ProviderSpec", [_problem(("type",), str(exc))])
+        # The options' own ValidationError propagates with locations relative
+        # to this mapping, so a typo is reported at its own line.
         module.Options.model_validate(self.model_extra or {})
         return self
 
     def options(self) -> BaseModel:
         return providers.load(self.type).Options.model_validate(self.model_extra or {})
 
+    def __repr_args__(self) -> Any:
+        # The raw extras may hold secrets; the validated options mask them.
+        yield "type", self.type
+        yield from self.options().__repr_args__()
+
 
 class Mount(Strict):
-    provider: ProviderSpec
-    read_only: bool = False
+    provider: ProviderSpec = Field(description="Storage behind this mount: `type` plus options")
+    read_only: bool = Field(False, description="Refuse every write below this mount")
 
 
 class User(Strict):
     password_hash: SecretStr = Field(description="argon2 hash from `mosaic hash-password`")
-    groups: list[str] = []
-    display_name: str | None = None
-    enabled: bool = True
+    groups: list[str] = Field([], description="Groups of the tenant this user belongs to")
+    display_name: str | None = Field(None, description="Name shown in clients")
+    enabled: bool = Field(True, description="A disabled user cannot log in")
 
     @field_validator("password_hash")
     @classmethod
@@ -116,17 +194,37 @@ class User(Strict):
         return value
 
 
-VirtualPath = Annotated[str, Field(pattern=r"^/")]
+def _normalised(path: str) -> str:
+    # Matches mosaic.vfs.paths: no NUL or backslash, no ., .., //, trailing /.
+    if "\x00" in path or "\\" in path:
+        raise ValueError("path must not contain a NUL or a backslash")
+    if path != "/" and (path.startswith("//") or posixpath.normpath(path) != path):
+        raise ValueError(f"path must be normalised: expected {posixpath.normpath(path)!r}")
+    return path
+
+
+def _not_root(path: str) -> str:
+    if path == "/":
+        raise ValueError("'/' is the tenant root: set it with `root`, not in mounts")
+    return path
+
+
+VirtualPath = Annotated[str, Field(pattern=r"^/"), AfterValidator(_normalised)]
+MountPath = Annotated[VirtualPath, AfterValidator(_not_root)]
 
 
 class Tenant(Strict):
     domains: list[str] = Field([], description="Login domains: user@domain")
     netbios: list[str] = Field([], description="NetBIOS names: DOMAIN\\user")
     hosts: list[str] = Field([], description="Host names that select this tenant")
-    root: ProviderSpec
-    mounts: dict[VirtualPath, Mount] = {}
-    users: dict[Annotated[str, Field(pattern=USER_NAME)], User] = {}
-    groups: list[str] = []
+    root: ProviderSpec = Field(description="Storage of the tenant's '/': `type` plus options")
+    mounts: dict[MountPath, Mount] = Field(
+        {}, description="Virtual path -> storage mounted there, e.g. /projects"
+    )
+    users: dict[Annotated[str, Field(pattern=USER_NAME)], User] = Field(
+        {}, description="User name -> account"
+    )
+    groups: list[str] = Field([], description="Group names users and permissions may refer to")
     default_access: Access = Field(
         "write", description="Access of a tenant user where no permission rule applies"
     )
@@ -137,52 +235,71 @@ class Tenant(Strict):
 
     @field_validator("mounts", "permissions")
     @classmethod
-    def _normalised_paths(cls, value: dict[str, Any]) -> dict[str, Any]:
+    def _distinct_paths(cls, value: dict[str, Any], info: Any) -> dict[str, Any]:
+        # The VFS matches paths case-insensitively (NFC, casefold): two
+        # spellings of one path would make one of the entries unreachable.
+        seen: dict[str, str] = {}
+        problems = []
         for path in value:
-            if path != "/" and (path.endswith("/") or "//" in path or "/../" in path + "/"
-                                or "/./" in path + "/"):
-                raise ValueError(f"path {path!r} must be normalised (no trailing /, //, . or ..)")
+            other = seen.setdefault(match_key(path), path)
+            if other != path:
+                problems.append(_problem((path, "[key]"), f"same path as {other!r} "
+                                         "(paths are compared case-insensitively)"))
+        _raise_all(info.field_name, problems)
         return value
 
-    @field_validator("mounts")
+    @model_validator(mode="wrap")
     @classmethod
-    def _mount_paths(cls, value: dict[str, Mount]) -> dict[str, Mount]:
-        if "/" in value:
-            raise ValueError("'/' is the tenant root: set it with `root`, not in mounts")
-        return value
+    def _references(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        problems = _reference_problems(data) if isinstance(data, dict) else []
+        return _validate_and_check(handler, data, problems)
 
-    @model_validator(mode="after")
-    def _references(self) -> Tenant:
-        known_groups = set(self.groups)
-        for name, user in self.users.items():
-            for group in user.groups:
-                if group not in known_groups:
-                    raise ValueError(f"user {name!r} is in undeclared group {group!r}")
-        for path, rules in self.permissions.items():
-            for principal in rules:
-                if principal.startswith("@") and principal[1:] not in known_groups:
-                    raise ValueError(f"permissions[{path!r}] names undeclared group {principal!r}")
-                if principal not in ("*",) and not principal.startswith("@") \
-                        and principal not in self.users:
-                    raise ValueError(f"permissions[{path!r}] names unknown user {principal!r}")
-        return self
+
+def _reference_problems(tenant: dict[str, Any]) -> list[InitErrorDetails]:
+    """Users' groups and permission principals must be declared in the tenant."""
+    groups = {group for _, group in _strings(tenant.get("groups"))}
+    users = _mapping(tenant.get("users"))
+    problems = [_problem(("users", name, "groups", index), f"undeclared group {group!r}")
+                for name, user in users.items()
+                for index, group in _strings(_get(user, "groups")) if group not in groups]
+    for path, rules in _mapping(tenant.get("permissions")).items():
+        for principal in _mapping(rules):
+            loc = ("permissions", path, principal, "[key]")
+            if not isinstance(principal, str) or principal == "*":
+                continue
+            if principal.startswith("@") and principal[1:] not in groups:
+                problems.append(_problem(loc, f"undeclared group {principal[1:]!r}"))
+            elif not principal.startswith("@") and principal not in users:
+                problems.append(_problem(loc, f"unknown user {principal!r}; expected a "
+                                         "user name, @group or '*'"))
+    return problems
 
 
 class Config(Strict):
-    server: Server = Server()
-    tenants: dict[Annotated[str, Field(pattern=TENANT_ID)], Tenant]
+    server: Server = Field(Server(), description="Process-wide settings")
+    tenants: dict[Annotated[str, Field(pattern=TENANT_ID)], Tenant] = Field(
+        description="Tenant id -> tenant; ids are lower-case letters, digits and '-'"
+    )
 
-    @model_validator(mode="after")
-    def _unique_login_names(self) -> Config:
-        for attr in ("domains", "netbios", "hosts"):
-            owner: dict[str, str] = {}
-            for tenant_id, tenant in self.tenants.items():
-                for name in getattr(tenant, attr):
-                    other = owner.setdefault(name.lower(), tenant_id)
-                    if other != tenant_id:
-                        raise ValueError(f"{attr} {name!r} claimed by tenants {other!r} and "
-                                         f"{tenant_id!r}")
-        return self
+    @model_validator(mode="wrap")
+    @classmethod
+    def _unique_login_names(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        problems = _login_name_problems(data) if isinstance(data, dict) else []
+        return _validate_and_check(handler, data, problems)
+
+
+def _login_name_problems(config: dict[str, Any]) -> list[InitErrorDetails]:
+    """A login domain, NetBIOS name or host must select one tenant only."""
+    problems = []
+    for attr in ("domains", "netbios", "hosts"):
+        owner: dict[str, Any] = {}
+        for tenant_id, tenant in _mapping(config.get("tenants")).items():
+            for index, name in _strings(_get(tenant, attr)):
+                other = owner.setdefault(name.lower(), tenant_id)
+                if other != tenant_id:
+                    problems.append(_problem(("tenants", tenant_id, attr, index),
+                                             f"{name!r} is already claimed by tenant {other!r}"))
+    return problems
 
 
 def secret_fields(model: type[BaseModel]) -> set[str]:

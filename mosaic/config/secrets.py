@@ -1,0 +1,215 @@
+"""Secret and environment resolution on the raw YAML data, before validation.
+
+* ``${VAR}`` in any string value is replaced by the environment variable
+  (``$${VAR}`` keeps a literal ``${VAR}``).
+* A secret field ``<key>`` (typed ``SecretStr`` in the schema or in a
+  provider's ``Options``) may instead be given as ``<key>_file: /path``; the
+  file's content, minus one trailing newline, becomes the value.
+
+Which mappings have which secret fields is read from the schema by walking the
+data alongside the model types (:func:`shape_of`, :func:`shape_at`), so a new
+``SecretStr`` field gets ``_file`` support and redaction with no edit here.
+Problems name the variable or the file, never a value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from mosaic import providers
+from mosaic.config.schema import Config, ProviderSpec, secret_fields
+
+Loc = tuple[Any, ...]
+ENV_REF = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
+FILE_SUFFIX = "_file"
+MAX_SECRET_BYTES = 64 * 1024  # a secret file is small; this refuses /dev/zero and logs
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a mapping at one place of the config accepts."""
+
+    fields: dict[str, Any]  # key -> annotation
+    secrets: frozenset[str]
+
+
+@dataclass
+class Resolution:
+    """Outcome of :func:`resolve`: problems (loc, message) and the secret values seen."""
+
+    problems: list[tuple[Loc, str]] = field(default_factory=list)
+    secrets: set[str] = field(default_factory=set)
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip ``Annotated`` and ``X | None`` down to the type that shapes the data."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            arms = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(arms) != 1:
+                return annotation
+            annotation = arms[0]
+        else:
+            return annotation
+
+
+def _provider_options(value: Mapping[str, Any]) -> type[BaseModel] | None:
+    try:
+        return providers.load(value.get("type")).Options  # type: ignore[arg-type]
+    except (providers.ProviderUnavailable, TypeError):
+        return None
+
+
+def shape_of(annotation: Any, value: Mapping[str, Any]) -> Shape | None:
+    """The shape of ``value`` if ``annotation`` is a model, else None.
+
+    A provider spec's shape depends on its data: ``type`` plus the options of
+    the provider it names.
+    """
+    model = _unwrap(annotation)
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return None
+    if model is ProviderSpec:
+        options = _provider_options(value)
+        fields = {"type": str}
+        if options is None:
+            return Shape(fields, frozenset())
+        fields.update((name, f.annotation) for name, f in options.model_fields.items())
+        return Shape(fields, frozenset(secret_fields(options)))
+    fields = {name: f.annotation for name, f in model.model_fields.items()}
+    return Shape(fields, frozenset(secret_fields(model)))
+
+
+def child_annotation(annotation: Any, key: Any, value: Any) -> Any:
+    """The annotation of ``value[key]`` given the annotation of ``value``."""
+    if isinstance(value, Mapping):
+        shape = shape_of(annotation, value)
+        if shape is not None:
+            return shape.fields.get(key)
+    container = _unwrap(annotation)
+    args = typing.get_args(container)
+    if typing.get_origin(container) is dict and len(args) == 2:
+        return args[1]
+    if typing.get_origin(container) is list and args:
+        return args[0]
+    return None
+
+
+def shape_at(loc: Loc, data: Any) -> Shape | None:
+    """The shape of the mapping at ``loc`` of the raw config ``data``."""
+    annotation: Any = Config
+    for key in loc:
+        try:
+            child = data[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+        annotation, data = child_annotation(annotation, key, data), child
+    return shape_of(annotation, data) if isinstance(data, Mapping) else None
+
+
+def resolve(data: dict[str, Any], index: dict[Loc, Any], base_dir: Path,
+            environ: Mapping[str, str] = os.environ) -> Resolution:
+    """Resolve ``${VAR}`` and ``<key>_file`` in ``data`` in place.
+
+    ``index`` maps locations to YAML marks; the mark of a ``<key>_file`` entry
+    moves to ``<key>`` so later problems with the value point at that line.
+    Relative secret file paths are relative to ``base_dir`` (the config's
+    directory).
+    """
+    walker = _Walker(index, base_dir, environ)
+    walker.walk(data, Config, ())
+    return walker.result
+
+
+class _Walker:
+    def __init__(self, index: dict[Loc, Any], base_dir: Path,
+                 environ: Mapping[str, str]) -> None:
+        self.index = index
+        self.base_dir = base_dir
+        self.environ = environ
+        self.result = Resolution()
+
+    def walk(self, value: Any, annotation: Any, loc: Loc) -> Any:
+        if isinstance(value, dict):
+            self._walk_mapping(value, annotation, loc)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                value[i] = self.walk(item, child_annotation(annotation, i, value), (*loc, i))
+        elif isinstance(value, str):
+            return self.substitute(value, loc)
+        return value
+
+    def _walk_mapping(self, value: dict[Any, Any], annotation: Any, loc: Loc) -> None:
+        shape = shape_of(annotation, value)
+        secrets = shape.secrets if shape else frozenset()
+        inlined = {name for name in secrets if self._inline_file(value, name, loc)}
+        for key in list(value):
+            if key in inlined:
+                continue  # a file's content is literal: no ${VAR} expansion
+            value[key] = self.walk(value[key], child_annotation(annotation, key, value),
+                                   (*loc, key))
+            if key in secrets and isinstance(value[key], str):
+                self.result.secrets.add(value[key])
+
+    def substitute(self, text: str, loc: Loc) -> str:
+        def replace(match: re.Match[str]) -> str:
+            escaped, name = match.groups()
+            if escaped:
+                return match.group(0)[1:]
+            if name not in self.environ:
+                self.result.problems.append((loc, f"environment variable {name} is not set"))
+                return match.group(0)
+            return self.environ[name]
+
+        return ENV_REF.sub(replace, text)
+
+    def _inline_file(self, value: dict[Any, Any], name: str, loc: Loc) -> bool:
+        """Replace ``<name>_file`` by ``<name>`` holding the file content."""
+        file_key = name + FILE_SUFFIX
+        if file_key not in value:
+            return False
+        file_loc, target_loc = (*loc, file_key), (*loc, name)
+        raw_path = value.pop(file_key)
+        if name in value:
+            self.result.problems.append(
+                (file_loc, f"give either {name} or {file_key}, not both"))
+            return False
+        if not isinstance(raw_path, str):
+            self.result.problems.append((file_loc, f"{file_key} must be a file path"))
+            return False
+        if file_loc in self.index:
+            self.index[target_loc] = self.index.pop(file_loc)
+        content = self._read(self.base_dir / self.substitute(raw_path, file_loc), target_loc)
+        value[name] = content if content is not None else ""
+        if content:
+            self.result.secrets.add(content)
+        return True
+
+    def _read(self, path: Path, loc: Loc) -> str | None:
+        try:
+            with open(path, "rb") as f:
+                raw = f.read(MAX_SECRET_BYTES + 1)
+        except OSError as exc:
+            self.result.problems.append((loc, f"cannot read {path}: {exc.strerror}"))
+            return None
+        if len(raw) > MAX_SECRET_BYTES:
+            self.result.problems.append((loc, f"{path} is larger than {MAX_SECRET_BYTES} bytes"))
+            return None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self.result.problems.append((loc, f"{path} is not UTF-8 text"))
+            return None
+        return text.removesuffix("\n").removesuffix("\r") if text.endswith("\n") else text
