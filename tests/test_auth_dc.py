@@ -1,0 +1,335 @@
+"""MosaicDomainController and CanonicalUserMiddleware, alone and inside a real WsgiDAVApp."""
+
+from __future__ import annotations
+
+import base64
+import io
+import sys
+import types
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from argon2 import PasswordHasher
+from pydantic import BaseModel
+from wsgidav.http_authenticator import HTTPAuthenticator
+from wsgidav.request_resolver import RequestResolver
+from wsgidav.wsgidav_app import WsgiDAVApp
+
+from mosaic import providers
+from mosaic.auth import passwords
+from mosaic.auth.domain_controller import MosaicDomainController
+from mosaic.auth.identity import Principal
+from mosaic.auth.middleware import CanonicalUserMiddleware
+from mosaic.auth.throttle import LoginThrottle
+from mosaic.config.schema import Config
+
+FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+PASSWORD = "correct horse"
+HASH = passwords.hash_password(PASSWORD, FAST)
+ACME = {"HTTP_HOST": "files.acme.example", "REQUEST_METHOD": "PROPFIND",
+        "REMOTE_ADDR": "192.0.2.10"}
+
+
+@pytest.fixture(autouse=True)
+def memory_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stand-in for the ``memory`` provider: auth tests only need a valid root spec."""
+    module = types.ModuleType("mosaic_test_auth_dc_provider")
+    module.Options = type("Options", (BaseModel,), {})  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(providers.REGISTRY, "memory", (module.__name__, None))
+
+
+def make_config(*, alice_enabled: bool = True, **auth: object) -> Config:
+    """acme and globex, each with an ``alice`` who has the same password."""
+    def tenant(name: str, netbios: str, **users: dict[str, Any]) -> dict[str, Any]:
+        return {"domains": [f"{name}.example"], "netbios": [netbios],
+                "hosts": [f"files.{name}.example"], "root": {"type": "memory"},
+                "groups": ["admins"], "users": users}
+
+    alice = {"password_hash": HASH, "enabled": alice_enabled}
+    return Config.model_validate({"server": {"auth": auth}, "tenants": {
+        "acme": tenant("acme", "ACME", alice=alice,
+                       root={"password_hash": HASH, "groups": ["admins"]}),
+        "globex": tenant("globex", "GLOBEX", alice={"password_hash": HASH}),
+    }})
+
+
+class Live:
+    """What the lead wires as config["mosaic"]["get_config"]: the config may be swapped."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def __call__(self) -> Config:
+        return self.config
+
+
+def make_dc(config: Config) -> tuple[MosaicDomainController, Live]:
+    live = Live(config)
+    return MosaicDomainController(None, {"mosaic": {"get_config": live}}), live
+
+
+def login(dc: MosaicDomainController, name: str, password: str = PASSWORD,
+          **environ: str) -> dict[str, Any] | None:
+    """The environ after a successful basic_auth_user, None on failure."""
+    env: dict[str, Any] = {**ACME, **environ}
+    return env if dc.basic_auth_user("Mosaic", name, password, env) else None
+
+
+@pytest.fixture
+def verify_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Spy on argon2 verifications (the identity source calls passwords.verify_password)."""
+    calls: list[str] = []
+    real = passwords.verify_password
+
+    def spy(password_hash: str, plain: str) -> bool:
+        calls.append(plain)
+        return real(password_hash, plain)
+
+    monkeypatch.setattr(passwords, "verify_password", spy)
+    return calls
+
+
+# -- domain controller -----------------------------------------------------------
+
+def test_dc_contract() -> None:
+    dc, _ = make_dc(make_config())
+    assert dc.get_domain_realm("/any/path", None) == "Mosaic"
+    assert dc.get_domain_realm("/", dict(ACME)) == "Mosaic"
+    assert dc.supports_http_digest_auth() is False
+    assert dc.require_authentication("Mosaic", None) is True  # start-up: no anonymous share
+    assert dc.require_authentication("Mosaic", {"REQUEST_METHOD": "PROPFIND"}) is True
+    assert dc.require_authentication("Mosaic", {"REQUEST_METHOD": "OPTIONS"}) is False
+
+
+def test_dc_needs_get_config() -> None:
+    with pytest.raises(RuntimeError, match="get_config"):
+        MosaicDomainController(None, {})
+
+
+@pytest.mark.parametrize("name", ["alice", "ALICE", "alice@acme.example", "ACME\\alice",
+                                  "alice@acme", "acme\\alice"])
+def test_successful_login_sets_principal_and_roles(name: str) -> None:
+    dc, _ = make_dc(make_config())
+    env = login(dc, name)
+    assert env is not None
+    assert env["mosaic.principal"] == Principal("acme", "alice", frozenset(), None)
+    assert env["wsgidav.auth.roles"] == ["editor"]
+
+
+def test_admins_are_editors_too() -> None:
+    dc, _ = make_dc(make_config())
+    env = login(dc, "root")
+    assert env is not None and env["wsgidav.auth.roles"] == ["editor"]
+    assert env["mosaic.principal"].groups == frozenset({"admins"})
+
+
+@pytest.mark.parametrize(("name", "password"), [
+    ("alice", PASSWORD + "x"), ("nobody", PASSWORD), ("alice@nowhere.example", PASSWORD),
+])
+def test_failed_login_sets_nothing(name: str, password: str) -> None:
+    dc, _ = make_dc(make_config())
+    env: dict[str, Any] = dict(ACME)
+    assert dc.basic_auth_user("Mosaic", name, password, env) is False
+    assert "mosaic.principal" not in env
+
+
+@pytest.mark.parametrize("name", ["alice@globex.example", "GLOBEX\\alice", "alice@globex"])
+def test_same_credentials_never_cross_tenants(name: str) -> None:
+    dc, _ = make_dc(make_config())
+    assert login(dc, name) is None  # globex login through acme's host name
+    env = login(dc, name, HTTP_HOST="files.globex.example")
+    assert env is not None and env["mosaic.principal"].tenant == "globex"
+    env = login(dc, "alice", HTTP_HOST="files.globex.example")
+    assert env is not None and env["mosaic.principal"].tenant == "globex"
+    env = login(dc, "alice")
+    assert env is not None and env["mosaic.principal"].tenant == "acme"
+
+
+def test_disabled_user_is_refused() -> None:
+    dc, _ = make_dc(make_config(alice_enabled=False))
+    assert login(dc, "alice") is None
+
+
+def test_cache_spares_the_second_verification(verify_calls: list[str]) -> None:
+    dc, _ = make_dc(make_config())
+    for name in ("alice", "ALICE", "ACME\\alice", "alice@acme.example"):
+        assert login(dc, name) is not None
+    assert len(verify_calls) == 1
+    assert login(dc, "alice", PASSWORD + "x") is None  # a wrong password is still checked
+    assert len(verify_calls) == 2
+    assert login(dc, "alice", HTTP_HOST="files.globex.example") is not None
+    assert len(verify_calls) == 3  # another tenant's alice is another entry
+
+
+def test_cache_can_be_disabled(verify_calls: list[str]) -> None:
+    dc, _ = make_dc(make_config(cache_seconds=0))
+    for _ in range(3):
+        assert login(dc, "alice") is not None
+    assert len(verify_calls) == 3
+
+
+def test_config_swap_empties_the_cache() -> None:
+    dc, live = make_dc(make_config())
+    assert login(dc, "alice") is not None
+    live.config = make_config(alice_enabled=False)
+    assert login(dc, "alice") is None
+
+
+def test_clear_cache_forces_verification(verify_calls: list[str]) -> None:
+    dc, _ = make_dc(make_config())
+    assert login(dc, "alice") is not None
+    dc.clear_cache()
+    assert login(dc, "alice") is not None
+    assert len(verify_calls) == 2
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_throttled_login_is_refused_without_verifying(
+        verify_calls: list[str], caplog: pytest.LogCaptureFixture) -> None:
+    dc, _ = make_dc(make_config(max_failures=2, lockout_seconds=30))
+    clock = Clock()
+    dc.throttle = LoginThrottle(clock=clock)
+    for _ in range(2):
+        assert login(dc, "alice", "guess") is None
+    assert len(verify_calls) == 2
+    assert login(dc, "alice") is None  # right password, but locked
+    assert len(verify_calls) == 2
+    assert "alice" in caplog.text and "192.0.2.10" in caplog.text
+    assert "guess" not in caplog.text and PASSWORD not in caplog.text
+    clock.now += 30
+    assert login(dc, "alice") is not None
+
+
+def test_unresolvable_logins_count_against_the_address() -> None:
+    dc, _ = make_dc(make_config(max_failures=2))
+    for name in ("x@nowhere.example", "y@nowhere.example"):
+        assert login(dc, name) is None
+    assert login(dc, "alice") is None
+    assert login(dc, "alice", REMOTE_ADDR="192.0.2.99") is not None
+
+
+# -- middleware --------------------------------------------------------------------
+
+def run_middleware(environ: dict[str, Any]) -> tuple[str, bool]:
+    seen: list[dict[str, Any]] = []
+
+    def next_app(env: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        seen.append(env)
+        start_response("200 OK", [])
+        return [b""]
+
+    statuses: list[str] = []
+    mw = CanonicalUserMiddleware(None, next_app, {})
+    mw(environ, lambda status, headers: statuses.append(status))
+    return statuses[0], bool(seen)
+
+
+def test_middleware_sets_canonical_user() -> None:
+    env = {"REQUEST_METHOD": "LOCK", "wsgidav.auth.user_name": "ACME\\ALICE",
+           "mosaic.principal": Principal("acme", "alice", frozenset(), None)}
+    assert run_middleware(env) == ("200 OK", True)
+    assert env["wsgidav.auth.user_name"] == env["wsgidav.user_name"] == "alice@acme"
+
+
+def test_middleware_passes_anonymous_options() -> None:
+    assert run_middleware({"REQUEST_METHOD": "OPTIONS"}) == ("200 OK", True)
+
+
+def test_middleware_refuses_requests_without_principal() -> None:
+    # e.g. trusted_auth_header let the request past the domain controller
+    env = {"REQUEST_METHOD": "GET", "wsgidav.auth.user_name": "mallory"}
+    assert run_middleware(env) == ("403 Forbidden", False)
+
+
+# -- end to end: a real WsgiDAVApp --------------------------------------------------
+
+def make_app(root: Path, live: Live) -> WsgiDAVApp:
+    return WsgiDAVApp({
+        "provider_mapping": {"/": str(root)},
+        "http_authenticator": {"domain_controller": MosaicDomainController,
+                               "accept_basic": True, "accept_digest": False,
+                               "default_to_digest": False},
+        "middleware_stack": [HTTPAuthenticator, CanonicalUserMiddleware, RequestResolver],
+        "mosaic": {"get_config": live},
+        "lock_storage": True,
+        "logging": {"enable": False},
+        "verbose": 1,
+    })
+
+
+def call(app: WsgiDAVApp, method: str, path: str, user: str | None = None,
+         password: str = PASSWORD, body: bytes = b"",
+         **headers: str) -> tuple[int, dict[str, str], bytes]:
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": method, "PATH_INFO": path, "SCRIPT_NAME": "", "QUERY_STRING": "",
+        "SERVER_NAME": "files.acme.example", "SERVER_PORT": "443", "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "files.acme.example", "REMOTE_ADDR": "192.0.2.10",
+        "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr, "wsgi.url_scheme": "https",
+        "wsgi.multithread": True, "wsgi.multiprocess": False, "wsgi.run_once": False,
+        "wsgi.version": (1, 0), "CONTENT_LENGTH": str(len(body)),
+        "CONTENT_TYPE": "application/xml" if body.startswith(b"<?xml") else "",
+    }
+    if user is not None:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        environ["HTTP_AUTHORIZATION"] = f"Basic {token}"
+    environ.update({f"HTTP_{k.upper()}": v for k, v in headers.items()})
+    status: list[str] = []
+    response_headers: dict[str, str] = {}
+
+    def start_response(line: str, hdrs: list[tuple[str, str]], exc_info: Any = None) -> None:
+        status.append(line)
+        response_headers.update(hdrs)
+
+    chunks: Iterable[bytes] = app(environ, start_response)
+    data = b"".join(chunks)
+    return int(status[0].split()[0]), response_headers, data
+
+
+LOCK_BODY = (b'<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
+             b"</D:lockscope><D:locktype><D:write/></D:locktype></D:lockinfo>")
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> WsgiDAVApp:
+    (tmp_path / "doc.txt").write_bytes(b"v1")
+    return make_app(tmp_path, Live(make_config()))
+
+
+def test_e2e_authentication(app: WsgiDAVApp) -> None:
+    status, headers, _ = call(app, "PROPFIND", "/", DEPTH="1")
+    assert status == 401
+    assert headers["WWW-Authenticate"] == 'Basic realm="Mosaic"'
+    assert call(app, "PROPFIND", "/", "alice", PASSWORD + "x", DEPTH="1")[0] == 401
+    assert call(app, "PROPFIND", "/", "alice@globex.example", DEPTH="1")[0] == 401
+    status, _, body = call(app, "PROPFIND", "/", "alice@acme.example", DEPTH="1")
+    assert status == 207 and b"doc.txt" in body
+    status, _, body = call(app, "GET", "/doc.txt", "ACME\\alice")
+    assert (status, body) == (200, b"v1")
+
+
+def test_e2e_options_needs_no_credentials(app: WsgiDAVApp) -> None:
+    status, headers, _ = call(app, "OPTIONS", "/")
+    assert status == 200
+    assert "PROPFIND" in headers["Allow"]
+
+
+def test_e2e_lock_owner_is_canonical(app: WsgiDAVApp) -> None:
+    status, headers, _ = call(app, "LOCK", "/doc.txt", "alice@acme.example", body=LOCK_BODY,
+                              TIMEOUT="Second-60")
+    assert status == 200
+    token = headers["Lock-Token"]
+    [lock] = app.lock_manager.get_url_lock_list("/doc.txt")
+    assert lock["principal"] == "alice@acme"
+    # Other spellings of the same login are the same lock owner.
+    status, _, _ = call(app, "PUT", "/doc.txt", "ACME\\ALICE", body=b"v2", IF=f"({token})")
+    assert status in (200, 204)
+    assert call(app, "UNLOCK", "/doc.txt", "alice", LOCK_TOKEN=token)[0] == 204
