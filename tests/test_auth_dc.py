@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import sys
+import threading
 import types
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 from wsgidav.http_authenticator import HTTPAuthenticator
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
@@ -21,7 +22,7 @@ from mosaic import providers
 from mosaic.auth import passwords
 from mosaic.auth.domain_controller import MosaicDomainController
 from mosaic.auth.identity import Principal
-from mosaic.auth.middleware import CanonicalUserMiddleware
+from mosaic.auth.middleware import BasicHeaderGuard, CanonicalUserMiddleware
 from mosaic.auth.throttle import LoginThrottle
 from mosaic.config.schema import Config
 
@@ -217,6 +218,30 @@ def test_unresolvable_logins_count_against_the_address() -> None:
     assert login(dc, "alice", REMOTE_ADDR="192.0.2.99") is not None
 
 
+def test_concurrent_logins_get_their_own_answers(verify_calls: list[str]) -> None:
+    dc, _ = make_dc(make_config(max_failures=1000))
+    errors: list[str] = []
+
+    def worker(n: int) -> None:
+        for i in range(25):
+            good = (n + i) % 3 != 0
+            tenant_host = "files.globex.example" if n % 2 else "files.acme.example"
+            env = login(dc, "alice", PASSWORD if good else "wrong", HTTP_HOST=tenant_host,
+                        REMOTE_ADDR=f"192.0.2.{n}")
+            expected = ("globex" if n % 2 else "acme") if good else None
+            got = env["mosaic.principal"].tenant if env else None
+            if got != expected:
+                errors.append(f"thread {n} try {i}: {got} != {expected}")
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert verify_calls.count(PASSWORD) <= 8 * 2  # cached after the first success per tenant
+
+
 # -- middleware --------------------------------------------------------------------
 
 def run_middleware(environ: dict[str, Any]) -> tuple[str, bool]:
@@ -258,7 +283,8 @@ def make_app(root: Path, live: Live) -> WsgiDAVApp:
         "http_authenticator": {"domain_controller": MosaicDomainController,
                                "accept_basic": True, "accept_digest": False,
                                "default_to_digest": False},
-        "middleware_stack": [HTTPAuthenticator, CanonicalUserMiddleware, RequestResolver],
+        "middleware_stack": [BasicHeaderGuard, HTTPAuthenticator, CanonicalUserMiddleware,
+                             RequestResolver],
         "mosaic": {"get_config": live},
         "lock_storage": True,
         "logging": {"enable": False},
@@ -314,6 +340,27 @@ def test_e2e_authentication(app: WsgiDAVApp) -> None:
     assert status == 207 and b"doc.txt" in body
     status, _, body = call(app, "GET", "/doc.txt", "ACME\\alice")
     assert (status, body) == (200, b"v1")
+
+
+@pytest.mark.parametrize("header", [
+    "Basic", "Basic !!!", "Basic " + base64.b64encode(b"no-colon").decode(),
+    "basic " + base64.b64encode("alice:pa\u00df".encode("latin-1")).decode(),
+])
+def test_e2e_malformed_basic_header_is_401(app: WsgiDAVApp, header: str) -> None:
+    status, headers, _ = call(app, "PROPFIND", "/", AUTHORIZATION=header, DEPTH="0")
+    assert status == 401
+    assert headers["WWW-Authenticate"] == 'Basic realm="Mosaic"'
+
+
+def test_e2e_non_ascii_password(tmp_path: Path) -> None:
+    hashed = passwords.hash_password("pa\u00dfw\u00f6rt", FAST)
+    config = make_config()
+    acme = config.tenants["acme"]
+    users = {**acme.users, "alice": acme.users["alice"].model_copy(
+        update={"password_hash": SecretStr(hashed)})}
+    tenants = {**config.tenants, "acme": acme.model_copy(update={"users": users})}
+    app = make_app(tmp_path, Live(config.model_copy(update={"tenants": tenants})))
+    assert call(app, "PROPFIND", "/", "alice", "pa\u00dfw\u00f6rt", DEPTH="0")[0] == 207
 
 
 def test_e2e_options_needs_no_credentials(app: WsgiDAVApp) -> None:

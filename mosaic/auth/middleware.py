@@ -1,4 +1,10 @@
-"""Canonical user names for wsgidav, after authentication.
+"""Middlewares around wsgidav's HTTPAuthenticator.
+
+``BasicHeaderGuard`` (before HTTPAuthenticator): wsgidav unpacks the Basic
+credentials without error handling, so a header that is not base64 of
+``user:password`` in UTF-8 raises and becomes a 500. The guard answers 401.
+
+``CanonicalUserMiddleware`` (after HTTPAuthenticator): canonical user names.
 
 After a successful Basic login wsgidav stores the raw header user name as
 ``wsgidav.auth.user_name``, and RequestServer copies it to
@@ -7,25 +13,60 @@ and ``alice`` would then be three owners of one person's locks (UNLOCK 403,
 If-header 412). This middleware replaces both with ``user@tenant`` from the
 principal the domain controller set.
 
-Place it right after HTTPAuthenticator::
+Stack order::
 
-    "middleware_stack": [..., HTTPAuthenticator, CanonicalUserMiddleware,
-                         ..., RequestResolver],
+    "middleware_stack": [..., BasicHeaderGuard, HTTPAuthenticator,
+                         CanonicalUserMiddleware, ..., RequestResolver],
 """
 
 from __future__ import annotations
 
+import base64
 import logging
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from wsgidav.mw.base_mw import BaseMiddleware
 
-from mosaic.auth.domain_controller import PRINCIPAL_KEY
+from mosaic.auth.domain_controller import PRINCIPAL_KEY, REALM
 from mosaic.auth.identity import Principal
 
 _log = logging.getLogger(__name__)
 StartResponse = Callable[..., Any]
+#: The scheme test HTTPAuthenticator applies (first word, any case).
+_SCHEME = re.compile(r"^(\w+)")
+
+
+class BasicHeaderGuard(BaseMiddleware):
+    """Answers 401 to Basic credentials that wsgidav would crash on."""
+
+    def __call__(self, environ: dict[str, Any],
+                 start_response: StartResponse) -> Iterable[bytes]:
+        header = environ.get("HTTP_AUTHORIZATION")
+        if (header is None or environ.get("REQUEST_METHOD") == "OPTIONS"
+                or _basic_credentials_ok(header)):
+            return self.next_app(environ, start_response)
+        body = b"401 Unauthorized: malformed Basic credentials\n"
+        start_response("401 Unauthorized", [
+            ("WWW-Authenticate", f'Basic realm="{REALM}"'),
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+        ])
+        return [body]
+
+
+def _basic_credentials_ok(header: str) -> bool:
+    """False only for a Basic header that HTTPAuthenticator cannot unpack."""
+    scheme = _SCHEME.search(header)
+    if scheme is None or scheme.group(1).lower() != "basic":
+        return True  # not Basic: HTTPAuthenticator answers it without decoding
+    try:
+        # The same steps as HTTPAuthenticator.handle_basic_auth_request.
+        decoded = base64.decodebytes(header[len("Basic "):].strip().encode("utf-8"))
+        return ":" in decoded.decode("utf-8")
+    except ValueError:  # binascii.Error and UnicodeDecodeError included
+        return False
 
 
 class CanonicalUserMiddleware(BaseMiddleware):
