@@ -148,8 +148,8 @@ def _entry(rel: str, st: os.stat_result) -> dict[str, Any]:
         "name": rel,
         "type": "directory" if is_dir else "file",
         "size": 0 if is_dir else st.st_size,
-        # ns / 1e9 is correctly rounded, so set_mtime(x) reads back exactly x.
-        "mtime": st.st_mtime_ns / 1e9,
+        # int / int is correctly rounded (int / 1e9 is not): set_mtime(x) reads back x.
+        "mtime": st.st_mtime_ns / 1_000_000_000,
         "etag": f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}",
     }
 

@@ -1,0 +1,46 @@
+"""Filesystems the conformance suite runs against.
+
+A target factory receives a fresh temporary directory and returns a
+:class:`Target`. Every target speaks the provider contract of
+:mod:`mosaic.providers.base`: relative paths, "" is the root. Add a target
+(e.g. a tenant filesystem composing mounts) with one entry in ``TARGETS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fsspec import AbstractFileSystem
+
+from mosaic import providers
+from mosaic.providers.base import BuildContext, Capabilities
+
+
+@dataclass
+class Target:
+    fs: AbstractFileSystem
+    capabilities: Capabilities
+    cleanup: Callable[[], None] | None = None
+
+
+def _context(tmp: Path) -> BuildContext:
+    return BuildContext(tenant="conformance", mount="/", data_dir=tmp)
+
+
+def local_target(tmp: Path) -> Target:
+    module = providers.load("local")
+    options = module.Options(root=str(tmp / "local-root"))
+    return Target(module.build(options, _context(tmp)), module.CAPABILITIES)
+
+
+def memory_target(tmp: Path) -> Target:
+    module = providers.load("memory")
+    return Target(module.build(module.Options(), _context(tmp)), module.CAPABILITIES)
+
+
+TARGETS: dict[str, Callable[[Path], Target]] = {
+    "local": local_target,
+    "memory": memory_target,
+}
