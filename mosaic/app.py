@@ -12,7 +12,7 @@ from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from mosaic.auth.domain_controller import MosaicDomainController
-from mosaic.auth.middleware import CanonicalUserMiddleware
+from mosaic.auth.middleware import BasicHeaderGuard, CanonicalUserMiddleware
 from mosaic.config.holder import ConfigHolder
 from mosaic.config.schema import Config
 from mosaic.dav.locks import AtomicLockManager, SqlLockStorage
@@ -70,6 +70,7 @@ def wsgidav_config(holder: ConfigHolder, provider: MosaicProvider,
         "mosaic": {"get_config": lambda: holder.current},
         "middleware_stack": [
             ErrorPrinter,
+            BasicHeaderGuard,  # malformed Basic headers: 401, not wsgidav's 500
             HTTPAuthenticator,
             CanonicalUserMiddleware,
             RequestResolver,

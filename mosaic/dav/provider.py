@@ -19,6 +19,8 @@ from mosaic.dav.resources import make_resource
 from mosaic.vfs.mounts import path_from_ref_key
 from mosaic.vfs.tenantfs import TenantFileSystem
 
+ANONYMOUS_ALLOW = ("OPTIONS, HEAD, GET, PUT, DELETE, PROPFIND, PROPPATCH, MKCOL, COPY, MOVE, "
+                   "LOCK, UNLOCK")
 FOLDER_PAGE = b"This folder is served over WebDAV: map it as a network drive.\n"
 
 #: environ -> the requesting user's view of their tenant
@@ -61,6 +63,8 @@ class MosaicProvider(DAVProvider):
     def custom_request_handler(self, environ: dict[str, Any], start_response: Any,
                                default_handler: Any) -> Any:
         method = environ["REQUEST_METHOD"]
+        if method == "OPTIONS" and "mosaic.principal" not in environ:
+            return _anonymous_options(start_response)
         if method == "PROPFIND" and environ.get("HTTP_DEPTH", "infinity") == "infinity":
             # A Depth: infinity PROPFIND walks a whole tenant into memory.
             raise DAVError(HTTP_FORBIDDEN, err_condition=PRECONDITION_CODE_PropfindFiniteDepth)
@@ -69,6 +73,19 @@ class MosaicProvider(DAVProvider):
             if res is not None and res.is_collection:
                 return _folder_page(method, start_response)
         return default_handler(environ, start_response)
+
+
+def _anonymous_options(start_response: Any) -> list[bytes]:
+    # Windows Explorer gives up on a 401 here; answer without revealing whether
+    # the path exists (no tenant is known yet).
+    start_response("200 OK", [
+        ("Content-Length", "0"),
+        ("DAV", "1,2"),
+        ("MS-Author-Via", "DAV"),
+        ("Allow", ANONYMOUS_ALLOW),
+        ("Date", util.get_rfc1123_time()),
+    ])
+    return [b""]
 
 
 def _folder_page(method: str, start_response: Any) -> list[bytes]:

@@ -1,0 +1,1 @@
+"""Helpers shared by the integration tests: configs and a live server."""

@@ -1,0 +1,41 @@
+"""A real cheroot server running Mosaic on an ephemeral loopback port."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import requests
+
+from mosaic.config.holder import ConfigHolder
+from mosaic.config.schema import Config
+from mosaic.server import make_server
+
+
+@dataclass
+class Live:
+    url: str
+    holder: ConfigHolder
+    port: int
+
+    def session(self, login: str, password: str) -> requests.Session:
+        session = requests.Session()
+        session.auth = (login, password)
+        return session
+
+
+@contextmanager
+def live_server(config: Config) -> Iterator[Live]:
+    holder = ConfigHolder(None, config)
+    server = make_server(holder, reuse_port=False)
+    server.prepare()
+    port = server.bind_addr[1]
+    thread = threading.Thread(target=server.serve, name="mosaic-test-server", daemon=True)
+    thread.start()
+    try:
+        yield Live(f"http://127.0.0.1:{port}", holder, port)
+    finally:
+        server.stop()
+        thread.join(timeout=10)

@@ -1,0 +1,48 @@
+"""litmus, the WebDAV conformance suite, against a tenant root and inside a mount.
+
+Every one of its five suites must pass 100%: a failure or a warning-free
+skip in litmus' own output fails this test.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from tests.support import tenants
+from tests.support.live import live_server
+
+SUITES = ("basic", "copymove", "props", "locks", "http")
+SUMMARY = re.compile(r"<- summary for `(\w+)': of (\d+) tests run: (\d+) passed, (\d+) failed")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    base = tmp_path_factory.mktemp("litmus")
+    with live_server(tenants.build(tenants.two_tenants(base))) as live:
+        yield live
+
+
+def run_litmus(url: str, login: str, password: str) -> str:
+    litmus = shutil.which("litmus")
+    assert litmus, "litmus is not installed: run scripts/test.sh"
+    result = subprocess.run(
+        [litmus, "-k", url, login, password],
+        capture_output=True, text=True, timeout=300,
+        env={"TESTS": " ".join(SUITES), "PATH": "/usr/bin:/bin", "HOME": "/tmp"},
+    )
+    return result.stdout + result.stderr
+
+
+@pytest.mark.litmus
+@pytest.mark.parametrize("folder", ["/", "/projects/", "/projects/archive/"])
+def test_litmus_passes_every_suite(server, folder):
+    output = run_litmus(server.url + folder, "alice@acme.example", "alice-secret")
+    summaries = {m.group(1): m.groups()[1:] for m in SUMMARY.finditer(output)}
+    assert set(summaries) == set(SUITES), output
+    for suite, (run, passed, failed) in summaries.items():
+        assert failed == "0" and run == passed, f"{suite}: {output}"
+    assert "WARNING" not in output, output
