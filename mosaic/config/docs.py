@@ -80,7 +80,8 @@ def _nested(annotation: Any, path: str) -> Iterator[tuple[str, type[BaseModel]]]
 
 def _section(path: str, model: type[BaseModel]) -> str:
     title = f"`{path}`" if path else "Top level"
-    doc = inspect.cleandoc(model.__doc__) + "\n\n" if model.__doc__ else ""
+    # Docstrings are reStructuredText: ``x`` becomes Markdown's `x`.
+    doc = inspect.cleandoc(model.__doc__).replace("``", "`") + "\n\n" if model.__doc__ else ""
     return (f'<a id="{_anchor(model)}"></a>\n\n## {title} ({model.__name__})\n\n{doc}'
             f"{_table(model)}")
 
@@ -96,6 +97,8 @@ def _provider_sections() -> list[str]:
 
 
 def _table(model: type[BaseModel]) -> str:
+    if not model.model_fields:
+        return "No options.\n"
     rows = ["| Key | Type | Default | Description |", "| --- | --- | --- | --- |"]
     secrets = secret_fields(model)
     for name, field in model.model_fields.items():

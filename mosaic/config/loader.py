@@ -78,13 +78,16 @@ class _MarkedLoader(yaml.SafeLoader):
         yield data
         explicit = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
         self.flatten_mapping(node)  # resolves "<<" merge keys into node.value
+        seen = set()  # keys written out in this mapping; merged ones may be overridden
         for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=False)
             if not isinstance(key, str | int | float | bool | None):
                 raise yaml.constructor.ConstructorError(
                     None, None, "a mapping key must be a plain scalar", key_node.start_mark)
-            if key in data.marks and id(key_node) in explicit:
-                data.duplicates.append((key, key_node.start_mark))
+            if id(key_node) in explicit:
+                if key in seen:
+                    data.duplicates.append((key, key_node.start_mark))
+                seen.add(key)
             data[key] = self.construct_object(value_node, deep=False)
             data.marks[key] = _Marks(key_node.start_mark, value_node.start_mark)
 
