@@ -190,6 +190,9 @@ class LocalFileSystem(ProviderFileSystem):
         self._tenant = tenant
         self._mount = mount
 
+    def _split(self, path: str) -> Parts:
+        return split_path(path)
+
     # -- walking ------------------------------------------------------------------
 
     def _open_root(self) -> int:
@@ -241,12 +244,12 @@ class LocalFileSystem(ProviderFileSystem):
     # -- reading ------------------------------------------------------------------
 
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
-        parts = split_path(path)
+        parts = self._split(path)
         return _entry(join(parts), self._lstat(parts))
 
     def ls(self, path: str = "", detail: bool = True, **kwargs: Any) -> list[Any]:
         """One ``os.scandir``; a file raises NotADirectoryError (it is no directory)."""
-        parts = split_path(path)
+        parts = self._split(path)
         with self._dir(parts) as fd, os.scandir(fd) as scan:
             entries = [e for e in (_scan_entry(parts, item) for item in scan) if e]
         return entries if detail else [e["name"] for e in entries]
@@ -293,14 +296,18 @@ class LocalFileSystem(ProviderFileSystem):
             raise oserror(errno.EISDIR, rel)
 
     def mkdir(self, path: str, create_parents: bool = False, **kwargs: Any) -> None:
-        parts = split_path(path)
+        parts = self._split(path)
         if not parts:
             raise oserror(errno.EEXIST, "")
         with self._at(parts, create=create_parents) as (parent, name):
-            os.mkdir(name, dir_fd=parent)
+            try:
+                os.mkdir(name, dir_fd=parent)
+            except FileExistsError:
+                self._refuse_link(parent, name, join(parts))  # a link is refused, not "exists"
+                raise
 
     def touch(self, path: str, truncate: bool = True, **kwargs: Any) -> None:
-        parts = split_path(path)
+        parts = self._split(path)
         rel = join(parts)
         if not truncate and self.exists(rel):
             self.set_mtime(rel, time.time())
@@ -311,7 +318,7 @@ class LocalFileSystem(ProviderFileSystem):
             os.close(os.open(name, flags, 0o666, dir_fd=parent))
 
     def set_mtime(self, path: str, mtime: float) -> None:
-        parts = split_path(path)
+        parts = self._split(path)
         st = self._lstat(parts)
         ns = _float_to_ns(mtime)
         if not parts:
@@ -324,13 +331,13 @@ class LocalFileSystem(ProviderFileSystem):
     # -- removing -----------------------------------------------------------------
 
     def rmdir(self, path: str) -> None:
-        parts = split_path(path)
+        parts = self._split(path)
         self._lstat(parts)  # refuses links before the syscall sees them
         with self._at(parts) as (parent, name):
             os.rmdir(name, dir_fd=parent)
 
     def rm_file(self, path: str) -> None:
-        parts = split_path(path)
+        parts = self._split(path)
         if stat.S_ISDIR(self._lstat(parts).st_mode):
             raise oserror(errno.EISDIR, join(parts))
         with self._at(parts) as (parent, name):
