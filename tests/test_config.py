@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import stat
 import sys
 import textwrap
@@ -151,6 +152,14 @@ def test_str_is_one_line_per_problem(tmp_path: Path) -> None:
         f"{path}:2:12: server.threads: Input should be a valid integer, unable to parse string "
         "as an integer (got a string)",
     ]
+
+
+def test_config_error_survives_pickling(tmp_path: Path) -> None:
+    # Worker processes hand errors to the supervisor.
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, "server:\n  threads: many\ntenants: {}\n"))
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert copy.problems == caught.value.problems and str(copy) == str(caught.value)
 
 
 @pytest.mark.parametrize(("text", "line", "key", "expected"), [

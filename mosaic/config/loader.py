@@ -49,13 +49,16 @@ class ConfigError(Exception):
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
 
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[list[Problem]]]:
+        return ConfigError, (self.problems,)  # survives pickling between processes
+
 
 class _Marks(NamedTuple):
     key: yaml.Mark | None  # None for the document root
     value: yaml.Mark
 
 
-class _MarkedDict(dict):  # type: ignore[type-arg]
+class _MarkedDict(dict[Any, Any]):
     """A mapping as read from YAML, with the marks of its keys and values."""
 
     def __init__(self) -> None:
@@ -64,7 +67,7 @@ class _MarkedDict(dict):  # type: ignore[type-arg]
         self.duplicates: list[tuple[Any, yaml.Mark]] = []
 
 
-class _MarkedList(list):  # type: ignore[type-arg]
+class _MarkedList(list[Any]):
     def __init__(self) -> None:
         super().__init__()
         self.marks: list[yaml.Mark] = []
@@ -186,14 +189,16 @@ def load_config(path: Path | str) -> Config:
     source.parse(text)
     if source.data is None:
         raise ConfigError(source.problems)
-    resolution = secrets.resolve(source.data, source.index, source.path.parent)  # type: ignore[arg-type]
+    resolution = secrets.resolve(source.data, source.path.parent)
+    for target, origin in resolution.moved.items():
+        source.index[target] = source.index.pop(origin)
     for loc, message in resolution.problems:
         source.problem(source.locate(loc), loc, message)
     config = _validate(source, {loc for loc, _ in resolution.problems})
-    if source.problems:
+    if source.problems or config is None:
         problems = sorted(source.problems, key=lambda p: (p.line, p.column))
         raise ConfigError([_scrub(p, resolution.secrets) for p in problems])
-    return config  # type: ignore[return-value]
+    return config
 
 
 def _validate(source: _Source, unresolved: set[Loc]) -> Config | None:

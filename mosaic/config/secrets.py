@@ -48,6 +48,8 @@ class Resolution:
 
     problems: list[tuple[Loc, str]] = field(default_factory=list)
     secrets: set[str] = field(default_factory=set)
+    #: ``<key>`` location -> the ``<key>_file`` location it was read through
+    moved: dict[Loc, Loc] = field(default_factory=dict)
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -66,9 +68,12 @@ def _unwrap(annotation: Any) -> Any:
 
 
 def _provider_options(value: Mapping[str, Any]) -> type[BaseModel] | None:
+    name = value.get("type")
+    if not isinstance(name, str):
+        return None
     try:
-        return providers.load(value.get("type")).Options  # type: ignore[arg-type]
-    except (providers.ProviderUnavailable, TypeError):
+        return providers.load(name).Options
+    except providers.ProviderUnavailable:
         return None
 
 
@@ -119,24 +124,21 @@ def shape_at(loc: Loc, data: Any) -> Shape | None:
     return shape_of(annotation, data) if isinstance(data, Mapping) else None
 
 
-def resolve(data: dict[str, Any], index: dict[Loc, Any], base_dir: Path,
+def resolve(data: dict[str, Any], base_dir: Path,
             environ: Mapping[str, str] = os.environ) -> Resolution:
     """Resolve ``${VAR}`` and ``<key>_file`` in ``data`` in place.
 
-    ``index`` maps locations to YAML marks; the mark of a ``<key>_file`` entry
-    moves to ``<key>`` so later problems with the value point at that line.
-    Relative secret file paths are relative to ``base_dir`` (the config's
-    directory).
+    ``Resolution.moved`` tells which values now live under another key, so the
+    caller can point later problems with them at the ``_file`` line. Relative
+    secret file paths are relative to ``base_dir`` (the config's directory).
     """
-    walker = _Walker(index, base_dir, environ)
+    walker = _Walker(base_dir, environ)
     walker.walk(data, Config, ())
     return walker.result
 
 
 class _Walker:
-    def __init__(self, index: dict[Loc, Any], base_dir: Path,
-                 environ: Mapping[str, str]) -> None:
-        self.index = index
+    def __init__(self, base_dir: Path, environ: Mapping[str, str]) -> None:
         self.base_dir = base_dir
         self.environ = environ
         self.result = Resolution()
@@ -189,8 +191,7 @@ class _Walker:
         if not isinstance(raw_path, str):
             self.result.problems.append((file_loc, f"{file_key} must be a file path"))
             return False
-        if file_loc in self.index:
-            self.index[target_loc] = self.index.pop(file_loc)
+        self.result.moved[target_loc] = file_loc
         content = self._read(self.base_dir / self.substitute(raw_path, file_loc), target_loc)
         value[name] = content if content is not None else ""
         if content:
