@@ -58,7 +58,7 @@ def oserror(code: int, rel: str) -> OSError:
     return OSError(code, os.strerror(code), rel)
 
 
-# -- the backend-independent half of the contract ---------------------------------------
+# -- the backend-independent half of the contract --
 
 
 class Upload:
@@ -90,12 +90,6 @@ class Upload:
     def writable(self) -> bool:
         return True
 
-    def readable(self) -> bool:
-        return False
-
-    def seekable(self) -> bool:
-        return False
-
     def write(self, data: bytes) -> int:
         if self._closed:
             raise ValueError(f"upload of {self.path!r} is closed")
@@ -113,41 +107,33 @@ class Upload:
             self._raw.flush()
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if not self.autocommit:
-            return
-        if self._failed:
-            self.discard()
-        else:
-            self.commit()
+        if not self._closed:
+            self._closed = True
+            if self.autocommit:
+                self._finish(publish=not self._failed)
 
     def commit(self) -> None:
-        if self._outcome is not None:
-            if self._outcome == "committed":
-                return
+        if self._outcome == "discarded":
             raise ValueError(f"upload of {self.path!r} was discarded")
-        self._closed = True
-        self._outcome = "committed"
-        try:
-            self._raw.flush()
-            self._publish()
-        finally:
-            self._release()
+        self._finish(publish=True)
 
     def discard(self) -> None:
+        self._finish(publish=False)
+
+    def _finish(self, publish: bool) -> None:
         if self._outcome is not None:
             return
         self._closed = True
-        self._outcome = "discarded"
-        self._release()
-
-    def _release(self) -> None:
+        self._outcome = "committed" if publish else "discarded"
         try:
-            self._raw.close()
+            if publish:
+                self._raw.flush()
+                self._publish()
         finally:
-            self._cleanup()
+            try:
+                self._raw.close()
+            finally:
+                self._cleanup()
 
     def __enter__(self) -> Upload:
         return self
@@ -182,15 +168,6 @@ class ProviderFileSystem(AbstractFileSystem):
     def _split(self, path: str) -> Parts:
         parts = paths.normalize(path)
         return tuple(parts.split("/")) if parts else ()
-
-    def _open_read(self, parts: Parts) -> BinaryIO:
-        raise NotImplementedError
-
-    def _open_write(self, parts: Parts, autocommit: bool) -> Upload:
-        raise NotImplementedError
-
-    def _rmtree(self, parts: Parts) -> None:
-        raise NotImplementedError
 
     def open(self, path: str, mode: str = "rb", block_size: int | None = None,
              cache_options: dict[str, Any] | None = None, compression: str | None = None,
@@ -270,7 +247,7 @@ class ProviderFileSystem(AbstractFileSystem):
         return src, dst
 
 
-# -- the memory tree -------------------------------------------------------------------------
+# -- the memory tree --
 
 
 @dataclass(eq=False)
@@ -309,30 +286,38 @@ class MemoryFileSystem(ProviderFileSystem):
         self._versions = itertools.count(1)
         self._root = _Dir(time.time(), next(self._versions))
 
-    # -- lookup -----------------------------------------------------------------------
-
     def _node(self, parts: Parts) -> _File | _Dir:
         node: _File | _Dir = self._root
         for name in parts:
             if not isinstance(node, _Dir):
                 raise oserror(errno.ENOTDIR, "/".join(parts))
-            try:
-                node = node.children[name]
-            except KeyError:
-                raise oserror(errno.ENOENT, "/".join(parts)) from None
+            if name not in node.children:
+                raise oserror(errno.ENOENT, "/".join(parts))
+            node = node.children[name]
+        return node
+
+    def _dir(self, parts: Parts, rel: str) -> _Dir:
+        node = self._node(parts)
+        if not isinstance(node, _Dir):
+            raise oserror(errno.ENOTDIR, rel)
         return node
 
     def _parent(self, parts: Parts) -> _Dir:
         if not parts:
             raise InvalidPathError("the root cannot be the target of this operation")
-        parent = self._node(parts[:-1])
-        if not isinstance(parent, _Dir):
-            raise oserror(errno.ENOTDIR, "/".join(parts))
-        return parent
+        return self._dir(parts[:-1], "/".join(parts))
 
-    def _changed(self, node: _Dir) -> None:
-        node.mtime = time.time()
-        node.version = next(self._versions)
+    def _attach(self, parts: Parts, node: _File | _Dir) -> None:
+        parent = self._parent(parts)
+        parent.children[parts[-1]] = node
+        parent.mtime, parent.version = time.time(), next(self._versions)
+
+    def _detach(self, parts: Parts) -> _File | _Dir:
+        node = self._node(parts)
+        parent = self._parent(parts)
+        del parent.children[parts[-1]]
+        parent.mtime, parent.version = time.time(), next(self._versions)
+        return node
 
     # -- reading ------------------------------------------------------------------------
 
@@ -345,9 +330,7 @@ class MemoryFileSystem(ProviderFileSystem):
         """Entries of a directory; a file raises NotADirectoryError."""
         parts = self._split(path)
         with self._lock:
-            node = self._node(parts)
-            if not isinstance(node, _Dir):
-                raise oserror(errno.ENOTDIR, "/".join(parts))
+            node = self._dir(parts, "/".join(parts))
             entries = [_entry("/".join((*parts, n)), c) for n, c in node.children.items()]
         return entries if detail else [e["name"] for e in entries]
 
@@ -376,40 +359,29 @@ class MemoryFileSystem(ProviderFileSystem):
     def _put(self, parts: Parts, data: bytes) -> None:
         with self._lock:
             self._check_writable(parts)  # again: the tree may have changed meanwhile
-            parent = self._parent(parts)
-            parent.children[parts[-1]] = _File(data, time.time(), next(self._versions))
-            self._changed(parent)
+            self._attach(parts, _File(data, time.time(), next(self._versions)))
 
     def mkdir(self, path: str, create_parents: bool = False, **kwargs: Any) -> None:
         parts = self._split(path)
         with self._lock:
-            if not parts or self._exists(parts):
-                raise oserror(errno.EEXIST, "/".join(parts))
             if create_parents:
-                self._ensure_dir(parts[:-1])
-            parent = self._parent(parts)
-            parent.children[parts[-1]] = _Dir(time.time(), next(self._versions))
-            self._changed(parent)
+                self._ensure_dirs(parts[:-1])
+            if not parts or parts[-1] in self._parent(parts).children:
+                raise oserror(errno.EEXIST, "/".join(parts))
+            self._attach(parts, _Dir(time.time(), next(self._versions)))
 
-    def _exists(self, parts: Parts) -> bool:
-        try:
-            self._node(parts)
-        except (FileNotFoundError, NotADirectoryError):
-            return False
-        return True
-
-    def _ensure_dir(self, parts: Parts) -> None:
+    def _ensure_dirs(self, parts: Parts) -> None:
         for depth in range(1, len(parts) + 1):
-            if not self._exists(parts[:depth]):
-                self.mkdir("/".join(parts[:depth]))
+            if parts[depth - 1] not in self._parent(parts[:depth]).children:
+                self._attach(parts[:depth], _Dir(time.time(), next(self._versions)))
 
     def touch(self, path: str, truncate: bool = True, **kwargs: Any) -> None:
         parts = self._split(path)
         with self._lock:
-            if not truncate and self._exists(parts):
-                self.set_mtime(path, time.time())
-            else:
+            if truncate or not self.exists(path):
                 self._put(parts, b"")
+            else:
+                self._node(parts).mtime = time.time()
 
     def set_mtime(self, path: str, mtime: float) -> None:
         parts = self._split(path)
@@ -421,10 +393,7 @@ class MemoryFileSystem(ProviderFileSystem):
     def rmdir(self, path: str) -> None:
         parts = self._split(path)
         with self._lock:
-            node = self._node(parts)
-            if not isinstance(node, _Dir):
-                raise oserror(errno.ENOTDIR, "/".join(parts))
-            if node.children:
+            if self._dir(parts, "/".join(parts)).children:
                 raise oserror(errno.ENOTEMPTY, "/".join(parts))
             self._detach(parts)
 
@@ -437,14 +406,7 @@ class MemoryFileSystem(ProviderFileSystem):
 
     def _rmtree(self, parts: Parts) -> None:
         with self._lock:
-            self._node(parts)
             self._detach(parts)
-
-    def _detach(self, parts: Parts) -> _File | _Dir:
-        parent = self._parent(parts)
-        node = parent.children.pop(parts[-1])
-        self._changed(parent)
-        return node
 
     # -- moving and copying ---------------------------------------------------------------
 
@@ -454,24 +416,10 @@ class MemoryFileSystem(ProviderFileSystem):
         src, dst = self._check_transfer(path1, path2)
         with self._lock:
             node = self._node(src)
-            target_parent = self._parent(dst)
-            if node is not target_parent.children.get(dst[-1]):
-                self._check_replaceable(node, target_parent.children.get(dst[-1]), dst)
-                self._detach(src)
-                target_parent.children[dst[-1]] = node
-                self._changed(target_parent)
-
-    @staticmethod
-    def _check_replaceable(node: _File | _Dir, target: _File | _Dir | None, dst: Parts) -> None:
-        rel = "/".join(dst)
-        if target is None:
-            return
-        if isinstance(node, _File) and isinstance(target, _Dir):
-            raise oserror(errno.EISDIR, rel)
-        if isinstance(node, _Dir) and isinstance(target, _File):
-            raise oserror(errno.ENOTDIR, rel)
-        if isinstance(target, _Dir) and target.children:
-            raise oserror(errno.ENOTEMPTY, rel)
+            target = self._parent(dst).children.get(dst[-1])
+            if node is not target:
+                _check_replaceable(node, target, "/".join(dst))
+                self._attach(dst, self._detach(src))
 
     def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
         src, dst = self._check_transfer(path1, path2)
@@ -480,3 +428,13 @@ class MemoryFileSystem(ProviderFileSystem):
             if isinstance(node, _Dir):
                 raise oserror(errno.EISDIR, "/".join(src))
             self._put(dst, node.data)
+
+
+def _check_replaceable(node: _File | _Dir, target: _File | _Dir | None, rel: str) -> None:
+    """POSIX rename rules for an existing target."""
+    if isinstance(target, _Dir) and isinstance(node, _File):
+        raise oserror(errno.EISDIR, rel)
+    if isinstance(target, _File) and isinstance(node, _Dir):
+        raise oserror(errno.ENOTDIR, rel)
+    if isinstance(target, _Dir) and target.children:
+        raise oserror(errno.ENOTEMPTY, rel)
