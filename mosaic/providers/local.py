@@ -80,11 +80,16 @@ class Options(BaseModel):
 
 
 def build(options: Options, context: BuildContext) -> LocalFileSystem:
-    if options.create:
-        os.makedirs(options.root, exist_ok=True)
-    if not os.path.isdir(options.root):
+    try:
+        if options.create:
+            os.makedirs(options.root, exist_ok=True)
+        usable = os.path.isdir(options.root)
+    except OSError:
+        usable = False
+    if not usable:
         # The message names the mount, never the server directory.
-        raise MountUnavailableError(context.tenant, context.mount, "root directory is missing")
+        raise MountUnavailableError(context.tenant, context.mount,
+                                    "root directory is missing or cannot be created")
     return LocalFileSystem(options.root, tenant=context.tenant, mount=context.mount)
 
 
@@ -314,7 +319,9 @@ class LocalFileSystem(ProviderFileSystem):
             return
         with self._at(parts) as (parent, name):
             self._refuse_dir_or_link(parent, name, rel)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+            # O_NONBLOCK: a FIFO swapped in meanwhile fails (ENXIO) instead of hanging.
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK \
+                | os.O_CLOEXEC
             os.close(os.open(name, flags, 0o666, dir_fd=parent))
 
     def set_mtime(self, path: str, mtime: float) -> None:
@@ -388,7 +395,7 @@ def _step(fd: int, name: str, create: bool) -> int:
 
 def _scan_entry(parts: Parts, item: os.DirEntry[str]) -> dict[str, Any] | None:
     """The listing entry of a scandir item, or None for what is never shown."""
-    if item.name.startswith(TEMP_PREFIX):
+    if item.name.startswith(TEMP_PREFIX) or not _is_utf8(item.name):
         return None
     try:
         st = item.stat(follow_symlinks=False)
@@ -397,6 +404,15 @@ def _scan_entry(parts: Parts, item: os.DirEntry[str]) -> dict[str, Any] | None:
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
         return None
     return _entry(join((*parts, item.name)), st)
+
+
+def _is_utf8(name: str) -> bool:
+    """False for names that are not valid UTF-8 on disk: no URL can address them."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _float_to_ns(mtime: float) -> int:
