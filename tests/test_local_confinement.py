@@ -128,6 +128,11 @@ def test_listing_hides_links_fifos_and_temp_files(fs: Any, root: Path) -> None:
     assert fs.ls("", detail=False) == ["a"]
 
 
+def test_names_that_are_not_utf8_are_not_listed(fs: Any, root: Path) -> None:
+    os.close(os.open(os.fsencode(root) + b"/latin1-\xe9.txt", os.O_CREAT | os.O_WRONLY))
+    assert fs.ls("", detail=False) == ["a"]
+
+
 def test_fifo_is_refused_without_blocking(fs: Any, root: Path) -> None:
     os.mkfifo(root / "pipe")
     started = time.monotonic()
@@ -203,6 +208,11 @@ def test_build_without_create_needs_the_root(tmp_path: Path) -> None:
     assert not missing.exists()
     local.build(local.Options(root=str(missing)), CONTEXT)
     assert missing.is_dir()
+    (tmp_path / "a-file").write_bytes(b"")
+    uncreatable = tmp_path / "a-file" / "root"
+    with pytest.raises(MountUnavailableError) as caught:
+        local.build(local.Options(root=str(uncreatable)), CONTEXT)
+    assert str(tmp_path) not in str(caught.value)
 
 
 @pytest.mark.parametrize("options", [{"root": "relative/dir"}, {"root": "/x\x00y"},

@@ -56,6 +56,8 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO planted in the root must not hang a worker thread.
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK again: a FIFO swapped in after the check fails (ENXIO) instead of hanging.
+_TOUCH_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _COPY_CHUNK = 1024 * 1024
 
 #: Prefix of in-flight upload files: never listed, never accepted in a path.
@@ -63,6 +65,8 @@ TEMP_PREFIX = ".~mosaic-upload-"
 # The DAV layer decodes a URL once; what is still encoded was encoded twice on purpose.
 _ENCODED = re.compile(r"%(?:2e|2f|5c|00)", re.IGNORECASE)
 _DRIVE = re.compile(r"[A-Za-z]:")
+# os.fsdecode's escapes for bytes that are not UTF-8: no URL can name such a file.
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
 
 
 class Options(BaseModel):
@@ -293,11 +297,8 @@ class LocalFileSystem(ProviderFileSystem):
 
     @staticmethod
     def _refuse_dir_or_link(parent: int, name: str, rel: str) -> None:
-        try:
-            st = _checked(os.stat(name, dir_fd=parent, follow_symlinks=False), rel)
-        except FileNotFoundError:
-            return
-        if stat.S_ISDIR(st.st_mode):
+        st = _existing(parent, name, rel)
+        if st is not None and stat.S_ISDIR(st.st_mode):
             raise oserror(errno.EISDIR, rel)
 
     def mkdir(self, path: str, create_parents: bool = False, **kwargs: Any) -> None:
@@ -308,7 +309,7 @@ class LocalFileSystem(ProviderFileSystem):
             try:
                 os.mkdir(name, dir_fd=parent)
             except FileExistsError:
-                self._refuse_link(parent, name, join(parts))  # a link is refused, not "exists"
+                _existing(parent, name, join(parts))  # a link is refused, not "exists"
                 raise
 
     def touch(self, path: str, truncate: bool = True, **kwargs: Any) -> None:
@@ -319,10 +320,7 @@ class LocalFileSystem(ProviderFileSystem):
             return
         with self._at(parts) as (parent, name):
             self._refuse_dir_or_link(parent, name, rel)
-            # O_NONBLOCK: a FIFO swapped in meanwhile fails (ENXIO) instead of hanging.
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK \
-                | os.O_CLOEXEC
-            os.close(os.open(name, flags, 0o666, dir_fd=parent))
+            os.close(os.open(name, _TOUCH_FLAGS, 0o666, dir_fd=parent))
 
     def set_mtime(self, path: str, mtime: float) -> None:
         parts = self._split(path)
@@ -362,13 +360,8 @@ class LocalFileSystem(ProviderFileSystem):
         src, dst = self._check_transfer(path1, path2)
         self._lstat(src)
         with self._at(src) as (src_parent, src_name), self._at(dst) as (dst_parent, dst_name):
-            self._refuse_link(dst_parent, dst_name, join(dst))
+            _existing(dst_parent, dst_name, join(dst))  # refuses a link as the target
             os.rename(src_name, dst_name, src_dir_fd=src_parent, dst_dir_fd=dst_parent)
-
-    @staticmethod
-    def _refuse_link(parent: int, name: str, rel: str) -> None:
-        with suppress(FileNotFoundError):
-            _checked(os.stat(name, dir_fd=parent, follow_symlinks=False), rel)
 
     def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
         src, dst = self._check_transfer(path1, path2)
@@ -393,9 +386,17 @@ def _step(fd: int, name: str, create: bool) -> int:
         raise
 
 
+def _existing(parent: int, name: str, rel: str) -> os.stat_result | None:
+    """The status of ``name`` if it exists; a link or special file is refused."""
+    try:
+        return _checked(os.stat(name, dir_fd=parent, follow_symlinks=False), rel)
+    except FileNotFoundError:
+        return None
+
+
 def _scan_entry(parts: Parts, item: os.DirEntry[str]) -> dict[str, Any] | None:
     """The listing entry of a scandir item, or None for what is never shown."""
-    if item.name.startswith(TEMP_PREFIX) or not _is_utf8(item.name):
+    if item.name.startswith(TEMP_PREFIX) or _UNDECODABLE.search(item.name):
         return None
     try:
         st = item.stat(follow_symlinks=False)
@@ -406,16 +407,7 @@ def _scan_entry(parts: Parts, item: os.DirEntry[str]) -> dict[str, Any] | None:
     return _entry(join((*parts, item.name)), st)
 
 
-def _is_utf8(name: str) -> bool:
-    """False for names that are not valid UTF-8 on disk: no URL can address them."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _float_to_ns(mtime: float) -> int:
-    # Exact decimal expansion of the float: mtime * 1e9 would lose ~100 ns today.
+    # Whole seconds first: mtime * 1e9 as one float would lose ~100 ns at today's dates.
     seconds, fraction = divmod(mtime, 1)
     return int(seconds) * 1_000_000_000 + round(fraction * 1_000_000_000)
