@@ -1,0 +1,315 @@
+"""SqlLockStorage and AtomicLockManager on real SQLite files and real PostgreSQL."""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, delete, update
+from wsgidav.dav_error import HTTP_LOCKED, DAVError
+from wsgidav.lock_man.lock_manager import LockManager
+from wsgidav.wsgidav_app import WsgiDAVApp
+
+from mosaic.dav.locks import (
+    LOCK_TIME_OUT_DEFAULT,
+    LOCK_TIME_OUT_MAX,
+    AtomicLockManager,
+    SqlLockStorage,
+    install_lock_manager,
+)
+from mosaic.dav.store import LockRow, create_schema, make_engine
+
+# Same provisioning as tests/test_property_storage.py (kept local: no shared conftest yet).
+PG_ADMIN_URL = os.environ.get("MOSAIC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh database for this session. No server means failed tests, not skips.
+
+    It uses an ICU locale, as real servers often do, so that byte-wise path
+    comparison is really put to the test ("/Acme" sorts next to "/acme" there).
+    """
+    admin = make_engine(PG_ADMIN_URL).execution_options(isolation_level="AUTOCOMMIT")
+    name = f"mosaic_test_{secrets.token_hex(6)}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(
+            f"CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu"
+            " ICU_LOCALE 'en' LOCALE 'C.UTF-8'"
+        )
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/data/dav.sqlite3"  # data/ does not exist yet
+    url = request.getfixturevalue("pg_url")
+    engine = make_engine(url)
+    create_schema(engine)
+    with engine.begin() as conn:
+        conn.execute(delete(LockRow))
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def storage(engine: Engine) -> SqlLockStorage:
+    storage = SqlLockStorage(engine)
+    storage.open()
+    return storage
+
+
+def _lock(scope: str = "exclusive", depth: str = "0", **extra: Any) -> dict[str, Any]:
+    owner = b'<D:owner xmlns:D="DAV:"><D:href>mailto:a@example.com</D:href></D:owner>'
+    lock = {"type": "write", "scope": scope, "depth": depth, "owner": owner,
+            "timeout": 60, "principal": "alice"}
+    return {**lock, **extra}
+
+
+def _acquire(manager: LockManager, url: str, *, depth: str = "0", scope: str = "exclusive",
+             principal: str = "alice") -> dict[str, Any]:
+    return manager.acquire(url=url, lock_type="write", lock_scope=scope, lock_depth=depth,
+                           lock_owner=b"<owner/>", timeout=60, principal=principal,
+                           token_list=[])
+
+
+def _roots(storage: SqlLockStorage, path: str, **flags: bool) -> list[str]:
+    return [lock["root"] for lock in storage.get_lock_list(path, token_only=False, **flags)]
+
+
+def _expire(engine: Engine, token: str, expire: float) -> None:
+    """Move a lock's expiry, as if the clock had moved on."""
+    with engine.begin() as conn:
+        conn.execute(update(LockRow).where(LockRow.token == token).values(expire=expire))
+
+
+def test_create_and_get_round_trip(storage: SqlLockStorage) -> None:
+    lock = storage.create("/acme/projects/doc.txt/", _lock(depth="infinity"))
+    assert lock["token"].startswith("opaquelocktoken:")
+    assert lock["root"] == "/acme/projects/doc.txt"
+    assert lock["expire"] == pytest.approx(time.time() + 60, abs=5)
+    assert storage.get(lock["token"]) == lock
+    assert storage.get("opaquelocktoken:unknown") is None
+
+
+@pytest.mark.parametrize(
+    ("asked", "granted"),
+    [(None, LOCK_TIME_OUT_DEFAULT), (-1, LOCK_TIME_OUT_MAX), (1e9, LOCK_TIME_OUT_MAX), (5, 5)],
+)
+def test_timeouts_are_capped_like_wsgidav(
+    storage: SqlLockStorage, asked: float | None, granted: float
+) -> None:
+    lock = storage.create("/acme/f", _lock(timeout=asked))
+    assert storage.get(lock["token"])["timeout"] == granted
+    assert storage.refresh(lock["token"], timeout=asked)["timeout"] == granted
+
+
+def test_create_rejects_bad_locks(storage: SqlLockStorage) -> None:
+    for bad in (_lock(scope="both"), _lock(depth="1"), _lock(owner="str"), _lock(token="t")):
+        with pytest.raises(ValueError):
+            storage.create("/acme/f", bad)
+    assert storage.get_lock_list("/", include_root=True, include_children=True,
+                                 token_only=True) == []
+
+
+def test_refresh_restarts_timeout(storage: SqlLockStorage, engine: Engine) -> None:
+    lock = storage.create("/acme/f", _lock())
+    _expire(engine, lock["token"], time.time() + 1)
+    refreshed = storage.refresh(lock["token"], timeout=3600)
+    assert refreshed["expire"] == pytest.approx(time.time() + 3600, abs=5)
+    assert storage.get(lock["token"])["expire"] == refreshed["expire"]
+    with pytest.raises(ValueError):
+        storage.refresh("opaquelocktoken:unknown", timeout=60)
+
+
+def test_delete(storage: SqlLockStorage) -> None:
+    lock = storage.create("/acme/f", _lock())
+    assert storage.delete(lock["token"]) is True
+    assert storage.delete(lock["token"]) is False
+    assert storage.get(lock["token"]) is None
+
+
+TREE = ["/acme/a", "/acme/a/b", "/acme/a/b/c", "/acme/ab", "/acme/a-b", "/acme/A/b",
+        "/acme/ä/b", "/acme2/a/b", "/globex/a/b", "/acme/a_/b", "/acme/a%/b"]
+
+
+def test_lock_list_root_children_and_prefix_safety(storage: SqlLockStorage) -> None:
+    tokens = {root: storage.create(root, _lock())["token"] for root in TREE}
+    assert _roots(storage, "/acme/a", include_root=True, include_children=False) == ["/acme/a"]
+    assert _roots(storage, "/acme/a/", include_root=False, include_children=True) == [
+        "/acme/a/b", "/acme/a/b/c"]
+    assert _roots(storage, "/acme/a", include_root=True, include_children=True) == [
+        "/acme/a", "/acme/a/b", "/acme/a/b/c"]
+    assert storage.get_lock_list("/acme/a/b", include_root=True, include_children=True,
+                                 token_only=True) == [tokens["/acme/a/b"], tokens["/acme/a/b/c"]]
+    assert _roots(storage, "/acme/a_", include_root=True, include_children=True) == [
+        "/acme/a_/b"]
+    assert sorted(_roots(storage, "/", include_root=False, include_children=True)) == sorted(TREE)
+
+
+def test_tenants_never_see_each_others_locks(storage: SqlLockStorage) -> None:
+    for root in TREE:
+        storage.create(root, _lock())
+    acme = _roots(storage, "/acme", include_root=True, include_children=True)
+    assert all(root.startswith("/acme/") for root in acme)
+    assert len(acme) == len([r for r in TREE if r.startswith("/acme/")])
+    assert _roots(storage, "/acme2", include_root=False, include_children=True) == ["/acme2/a/b"]
+    assert _roots(storage, "/globex", include_root=False, include_children=True) == [
+        "/globex/a/b"]
+
+
+def test_expired_locks_are_ignored_and_purged(storage: SqlLockStorage, engine: Engine) -> None:
+    old, forever, live = (storage.create(f"/acme/f{i}", _lock())["token"] for i in range(3))
+    _expire(engine, old, time.time() - 1)
+    _expire(engine, forever, -1)  # expire < 0: never
+    assert storage.get_lock_list("/acme", include_root=False, include_children=True,
+                                 token_only=True) == [forever, live]
+    assert storage.get(old) is None
+    assert storage.delete(old) is False  # the lookup purged the row
+    with pytest.raises(ValueError):
+        storage.refresh(old, timeout=60)
+    _expire(engine, live, time.time() - 1)
+    storage.cleanup()
+    assert storage.delete(live) is False
+    assert storage.get(forever) is not None
+
+
+def test_locks_survive_restart_and_discarded_managers(db_url: str) -> None:
+    first = make_engine(db_url)
+    manager = LockManager(SqlLockStorage(first))
+    token = _acquire(manager, "/acme/f")["token"]
+    del manager  # wsgidav's LockManager.__del__ closes its storage
+    gc.collect()
+    first.dispose()
+    second = make_engine(db_url)
+    try:
+        storage = SqlLockStorage(second)
+        assert storage.get(token)["root"] == "/acme/f"
+        assert storage.get_lock_list("/acme/f", include_root=True, include_children=False,
+                                     token_only=True) == [token]
+    finally:
+        second.dispose()
+
+
+def test_atomic_manager_keeps_wsgidav_conflict_rules(storage: SqlLockStorage) -> None:
+    manager = AtomicLockManager(storage)
+    _acquire(manager, "/acme/d", depth="infinity")
+    for url, depth in [("/acme/d", "0"), ("/acme/d/x/y", "0"), ("/acme", "infinity")]:
+        with pytest.raises(DAVError) as err:
+            _acquire(manager, url, depth=depth, principal="bob")
+        assert err.value.value == HTTP_LOCKED
+    _acquire(manager, "/acme/dx", depth="infinity", principal="bob")
+    _acquire(manager, "/acme/e", scope="shared")
+    _acquire(manager, "/acme/e", scope="shared", principal="bob")
+    assert len(storage.get_lock_list("/", include_root=True, include_children=True,
+                                     token_only=True)) == 4
+
+
+def test_install_lock_manager_into_wsgidav_app(storage: SqlLockStorage, tmp_path) -> None:
+    config = {"provider_mapping": {"/share": str(tmp_path)}, "lock_storage": storage,
+              "simple_dc": {"user_mapping": {"*": True}}, "logging": {"enable": False}}
+    app = WsgiDAVApp(config)
+    manager = install_lock_manager(app, storage)
+    assert app.lock_manager is manager
+    assert len(app.provider_map) == 2  # /share and wsgidav's own /:dir_browser
+    assert all(p.lock_manager is manager for p in app.provider_map.values())
+    _acquire(app.provider_map["/share"].lock_manager, "/share/f")
+    assert _roots(storage, "/share", include_root=False, include_children=True) == ["/share/f"]
+
+
+# --- several processes racing for the same lock ------------------------------------------
+
+WORKERS = 4
+ROUNDS = 3
+DOC = "/acme/race/doc.txt"
+
+
+def _try_lock(manager: LockManager, url: str, depth: str, principal: str) -> str:
+    try:
+        _acquire(manager, url, depth=depth, principal=principal)
+    except DAVError as err:
+        return "locked" if err.value == HTTP_LOCKED else f"status {err.value}"
+    except Exception as err:  # reported to the parent, which fails the test
+        return repr(err)
+    return "granted"
+
+
+def _race_worker(db_url: str, index: int, plan: list[list[tuple[str, str]]],
+                 start: Any, done: Any, results: Any) -> None:
+    """One worker process: its own engine and manager, one attempt per round."""
+    engine = make_engine(db_url)
+    manager = AtomicLockManager(SqlLockStorage(engine))
+    try:
+        for round_no, attempts in enumerate(plan):
+            url, depth = attempts[index]
+            start.wait(timeout=60)
+            results.put((round_no, _try_lock(manager, url, depth, f"user{index}")))
+            done.wait(timeout=60)
+    finally:
+        engine.dispose()
+
+
+def _race(db_url: str, plan: list[list[tuple[str, str]]]) -> list[list[str]]:
+    """Run the plan in WORKERS spawned processes; per round, the sorted outcomes."""
+    ctx = multiprocessing.get_context("spawn")
+    start, done, results = ctx.Barrier(WORKERS + 1), ctx.Barrier(WORKERS + 1), ctx.Queue()
+    procs = [ctx.Process(target=_race_worker, args=(db_url, i, plan, start, done, results))
+             for i in range(WORKERS)]
+    for proc in procs:
+        proc.start()
+    engine = make_engine(db_url)
+    storage, outcomes = SqlLockStorage(engine), []
+    try:
+        storage.open()
+        for round_no in range(len(plan)):
+            storage.clear()
+            start.wait(timeout=60)  # every worker is ready: all try at once
+            got = [results.get(timeout=60) for _ in range(WORKERS)]
+            assert {r for r, _ in got} == {round_no}
+            outcomes.append(sorted(outcome for _, outcome in got))
+            done.wait(timeout=60)
+    except BaseException:
+        start.abort()  # release workers stuck at a barrier at once
+        done.abort()
+        raise
+    finally:
+        for proc in procs:
+            proc.join(timeout=10)
+        engine.dispose()
+    assert [proc.exitcode for proc in procs] == [0] * WORKERS
+    return outcomes
+
+
+ONE_WINNER = ["granted"] + ["locked"] * (WORKERS - 1)
+SAME_DOC = [(DOC, "0")] * WORKERS
+PARENT_VS_CHILD = [("/acme/race", "infinity"), (DOC, "0")] * (WORKERS // 2)
+
+
+def test_racing_processes_get_exactly_one_lock(db_url: str) -> None:
+    """Exclusive depth-0 on one URL, then depth-infinity parent against child.
+
+    Both scenarios share one set of worker processes: spawning is the slow part.
+    """
+    plan = [SAME_DOC, PARENT_VS_CHILD] * ROUNDS
+    outcomes = _race(db_url, plan)
+    assert outcomes[0::2] == [ONE_WINNER] * ROUNDS, "same resource"
+    assert outcomes[1::2] == [ONE_WINNER] * ROUNDS, "parent against child"
