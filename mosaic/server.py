@@ -62,7 +62,9 @@ def serve_in_process(holder: ConfigHolder, reuse_port: bool = False,
     """Run one server until SIGTERM/SIGINT (or ``stop()`` from another thread)."""
     server = make_server(holder, reuse_port)
     holder.watch()
-    _on_signal((signal.SIGTERM, signal.SIGINT), lambda *_: server.stop())
+    # stop() joins the serving loop: run it beside the handler, not inside it.
+    _on_signal((signal.SIGTERM, signal.SIGINT),
+               lambda *_: threading.Thread(target=server.stop, daemon=True).start())
     server.prepare()
     if ready is not None:
         ready.set()
