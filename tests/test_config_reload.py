@@ -83,6 +83,15 @@ def test_bad_file_keeps_the_running_config_and_logs_each_problem(
     assert any(f"{config_path}:3:12: server.threads" in m for m in errors)
 
 
+def test_reload_warns_about_settings_that_need_a_restart(
+        config_path: Path, holder: ConfigHolder, caplog: pytest.LogCaptureFixture) -> None:
+    config_path.write_text(config_text(8009))
+    with caplog.at_level(logging.WARNING, logger="mosaic.config.holder"):
+        assert holder.reload() is True
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        "config reload: server.listen changed; it takes effect after a restart"]
+
+
 def test_unchanged_file_notifies_nobody(holder: ConfigHolder) -> None:
     recorder = Recorder()
     holder.on_change(recorder)

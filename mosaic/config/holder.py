@@ -38,6 +38,8 @@ Listener = Callable[[Config], None]
 DEBOUNCE_SECONDS = 0.3
 REDACTED = "***"
 _STOP = object()
+#: server settings read once at start-up: a reload records them but cannot apply them
+RESTART_ONLY = ("listen", "workers", "threads", "tls", "data_dir", "database_url")
 _FILE_EVENTS = frozenset({"modified", "created", "moved", "closed"})
 _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^@\s]*@")
 
@@ -84,8 +86,9 @@ class ConfigHolder:
             if new == self._current:
                 log.info("config reload: %s unchanged", self.path)
                 return True
-            self._current = new
+            old, self._current = self._current, new
             log.info("config reloaded from %s", self.path)
+            _warn_restart_only(old, new)
             log.debug("config now:\n%s", redacted_dump(new))
             self._notify(new)
         return True
@@ -153,6 +156,13 @@ class ConfigHolder:
                 return True
             if token is _STOP:
                 return False
+
+
+def _warn_restart_only(old: Config, new: Config) -> None:
+    for name in RESTART_ONLY:
+        if getattr(old.server, name) != getattr(new.server, name):
+            log.warning("config reload: server.%s changed; it takes effect after a restart",
+                        name)
 
 
 class _FileEvents(FileSystemEventHandler):
