@@ -383,6 +383,22 @@ def test_missing_env_var_names_the_variable_only(tmp_path: Path,
     assert problem.message == "environment variable MOSAIC_TEST_UNSET is not set"
 
 
+def test_missing_env_var_in_a_secret_file_path_is_one_problem(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MOSAIC_TEST_UNSET", raising=False)
+    path = write(tmp_path, """
+        tenants:
+          acme:
+            root: {type: memory}
+            users:
+              bob:
+                password_hash_file: ${MOSAIC_TEST_UNSET}/bob.hash
+        """)
+    assert [(p.line, p.key, p.message) for p in problems_of(path)] == [
+        (6, "tenants.acme.users.bob.password_hash",
+         "environment variable MOSAIC_TEST_UNSET is not set")]
+
+
 def test_file_indirection_reads_the_file_minus_one_newline(tmp_path: Path) -> None:
     (tmp_path / "bob.hash").write_text(HASH + "\n")
     path = write(tmp_path, """

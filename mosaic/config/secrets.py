@@ -192,7 +192,11 @@ class _Walker:
             self.result.problems.append((file_loc, f"{file_key} must be a file path"))
             return False
         self.result.moved[target_loc] = file_loc
-        content = self._read(self.base_dir / self.substitute(raw_path, file_loc), target_loc)
+        known_problems = len(self.result.problems)
+        path = self.base_dir / self.substitute(raw_path, target_loc)
+        # A path with an unset variable in it is reported once, not also as unreadable.
+        content = self._read(path, target_loc) \
+            if len(self.result.problems) == known_problems else None
         value[name] = content if content is not None else ""
         if content:
             self.result.secrets.add(content)
