@@ -8,6 +8,7 @@ import os
 import secrets
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -148,6 +149,7 @@ def test_delete(storage: SqlLockStorage) -> None:
     assert storage.get(lock["token"]) is None
 
 
+DOC = "/acme/race/doc.txt"
 TREE = ["/acme/a", "/acme/a/b", "/acme/a/b/c", "/acme/ab", "/acme/a-b", "/acme/A/b",
         "/acme/ä/b", "/acme2/a/b", "/globex/a/b", "/acme/a_/b", "/acme/a%/b"]
 
@@ -224,6 +226,16 @@ def test_atomic_manager_keeps_wsgidav_conflict_rules(storage: SqlLockStorage) ->
                                      token_only=True)) == 4
 
 
+def test_threads_of_one_process_share_a_manager(storage: SqlLockStorage) -> None:
+    """Per-thread transactions: no thread joins another's, none is lost."""
+    manager = AtomicLockManager(storage)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        same = list(pool.map(lambda i: _try_lock(manager, DOC, "0", f"u{i}"), range(8)))
+        own = list(pool.map(lambda i: _try_lock(manager, f"/acme/t{i}", "0", "u"), range(8)))
+    assert sorted(same) == ["granted"] + ["locked"] * 7
+    assert own == ["granted"] * 8
+
+
 def test_install_lock_manager_into_wsgidav_app(storage: SqlLockStorage, tmp_path) -> None:
     config = {"provider_mapping": {"/share": str(tmp_path)}, "lock_storage": storage,
               "simple_dc": {"user_mapping": {"*": True}}, "logging": {"enable": False}}
@@ -240,7 +252,6 @@ def test_install_lock_manager_into_wsgidav_app(storage: SqlLockStorage, tmp_path
 
 WORKERS = 4
 ROUNDS = 3
-DOC = "/acme/race/doc.txt"
 
 
 def _try_lock(manager: LockManager, url: str, depth: str, principal: str) -> str:

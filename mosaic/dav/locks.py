@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import AbstractContextManager
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, and_, delete, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, and_, delete, or_, select, update
 from wsgidav.lock_man.lock_manager import LockManager, generate_lock_token, normalize_lock_root
 
 from mosaic.dav.store import ConnectionScope, LockRow, children_of, create_schema
@@ -158,8 +159,8 @@ class SqlLockStorage:
             return [row.token for row in rows]
         return [_row_to_dict(row) for row in rows]
 
-    def transaction(self, *, serialised: bool = False) -> Any:
-        """Context manager: storage calls inside it share one transaction."""
+    def transaction(self, *, serialised: bool = False) -> AbstractContextManager[Connection]:
+        """Storage calls inside this context share one transaction (per thread)."""
         return self.scope.begin(serialised=serialised)
 
 
