@@ -12,7 +12,6 @@ into an already built ``WsgiDAVApp``.
 
 from __future__ import annotations
 
-import logging
 import time
 from contextlib import AbstractContextManager
 from typing import Any
@@ -21,8 +20,6 @@ from sqlalchemy import ColumnElement, Connection, Engine, and_, delete, or_, sel
 from wsgidav.lock_man.lock_manager import LockManager, generate_lock_token, normalize_lock_root
 
 from mosaic.dav.store import ConnectionScope, LockRow, children_of, create_schema
-
-_logger = logging.getLogger(__name__)
 
 LockDict = dict[str, Any]
 
