@@ -18,15 +18,18 @@ from typing import Any
 import pytest
 
 from mosaic.vfs.errors import DirectoryNotEmptyError, InvalidPathError
+from tests.conformance.compositions import COMPOSITIONS
 from tests.conformance.targets import TARGETS, Target
+
+ALL_TARGETS = {**TARGETS, **COMPOSITIONS}
 
 MIB = 1024 * 1024
 REQUIRED_KEYS = {"name", "type", "size", "mtime"}
 
 
-@pytest.fixture(params=list(TARGETS), ids=list(TARGETS))
+@pytest.fixture(params=list(ALL_TARGETS), ids=list(ALL_TARGETS))
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
-    made = TARGETS[request.param](tmp_path)
+    made = ALL_TARGETS[request.param](tmp_path)
     yield made
     if made.cleanup is not None:
         made.cleanup()
@@ -248,6 +251,25 @@ def test_two_uploads_last_commit_wins(fs: Any) -> None:
     assert names(fs) == {"f"}
 
 
+def test_upload_lifecycle_is_final(fs: Any) -> None:
+    upload = fs.open("f", "wb", autocommit=False)
+    upload.write(b"v1")
+    upload.close()
+    with pytest.raises(ValueError):
+        upload.write(b"late")
+    upload.commit()
+    upload.commit()  # idempotent: a retry must not fail or republish
+    upload.discard()  # after commit: nothing left to discard
+    assert read(fs, "f") == b"v1"
+    dropped = fs.open("f", "wb", autocommit=False)
+    dropped.write(b"v2")
+    dropped.discard()
+    with pytest.raises(ValueError):
+        dropped.commit()
+    assert read(fs, "f") == b"v1"
+    assert names(fs) == {"f"}
+
+
 # -- rename, copy, delete ----------
 
 
@@ -394,7 +416,7 @@ def test_unicode_and_reserved_character_names(fs: Any, name: str) -> None:
 def test_builds_share_nothing(request: pytest.FixtureRequest, target: Target,
                               tmp_path: Path) -> None:
     name = request.node.callspec.params["target"]
-    other = TARGETS[name](tmp_path / "other-build")
+    other = ALL_TARGETS[name](tmp_path / "other-build")
     try:
         write(target.fs, "private", b"secret")
         assert not other.fs.exists("private")
