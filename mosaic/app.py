@@ -15,7 +15,7 @@ from mosaic.auth.domain_controller import MosaicDomainController
 from mosaic.auth.middleware import BasicHeaderGuard, CanonicalUserMiddleware
 from mosaic.config.holder import ConfigHolder
 from mosaic.config.schema import Config
-from mosaic.dav.locks import AtomicLockManager, SqlLockStorage
+from mosaic.dav.locks import SqlLockStorage, install_lock_manager
 from mosaic.dav.properties import SqlPropertyManager
 from mosaic.dav.provider import MosaicProvider
 from mosaic.dav.store import create_schema, make_engine
@@ -96,6 +96,5 @@ def build_app(holder: ConfigHolder) -> WsgiDAVApp:
     app = WsgiDAVApp(wsgidav_config(holder, provider, engine))
     # wsgidav's LockManager checks and grants under an in-process lock only;
     # ours does both in one serialised transaction, so worker processes agree.
-    app.lock_manager = AtomicLockManager(app.lock_manager.storage)
-    provider.set_lock_manager(app.lock_manager)
+    install_lock_manager(app, app.lock_manager.storage)
     return app

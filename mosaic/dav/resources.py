@@ -100,7 +100,8 @@ class _Common:
     def remove_all_properties(self, *, recursive: bool) -> None:
         manager = self.provider.prop_manager
         if manager:
-            manager.remove_properties(self.get_ref_url(), self.environ)
+            manager.remove_properties(self.get_ref_url(), self.environ,
+                                      with_children=recursive)
 
 
 class FileResource(_Common, DAVNonCollection):
