@@ -15,8 +15,16 @@ The filesystem it builds must:
   ``type`` ("file" | "directory"), ``size`` and ``mtime`` (epoch float), and
   optionally ``etag`` (unquoted);
 * support ``open(path, "wb", autocommit=False)`` returning a file whose
-  ``commit()`` publishes it atomically and ``discard()`` leaves nothing;
+  ``close()`` does not publish, ``commit()`` (after close) publishes it
+  atomically and ``discard()`` leaves nothing;
 * set ``cachable = False`` so fsspec never shares an instance between tenants.
+
+Behaviour fixed by the conformance suite (tests/conformance): ``ls`` of a file
+raises NotADirectoryError; ``mkdir`` defaults to ``create_parents=False``; only
+binary "rb"/"wb" modes; ``exists()`` raises InvalidPathError for a refused
+path; a tree ``copy`` needs a destination that does not exist yet.
+``mosaic.providers.common.ProviderFileSystem`` implements the composite
+operations from a provider's primitives: start a new backend from it.
 """
 
 from __future__ import annotations

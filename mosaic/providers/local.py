@@ -35,7 +35,7 @@ from typing import Any, BinaryIO
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from mosaic.providers.base import BuildContext, Capabilities
-from mosaic.providers.memory import Parts, ProviderFileSystem, Upload, oserror
+from mosaic.providers.common import Parts, ProviderFileSystem, Upload, oserror
 from mosaic.vfs import paths
 from mosaic.vfs.errors import (
     CrossDeviceError,
