@@ -1,0 +1,1 @@
+"""Mosaic's comparative benchmark against stock wsgidav and rclone (see README.md)."""
