@@ -10,6 +10,7 @@ import subprocess
 import pytest
 import requests
 
+from mosaic.server import _tls_adapter
 from tests.support import tenants
 from tests.support.live import live_server
 
@@ -50,11 +51,18 @@ def test_plain_http_gets_no_data(server):
                      timeout=5)
 
 
-def test_tls_1_1_is_refused(server):
+def test_minimum_protocol_is_tls_1_2(certificate):
+    # Asserted on the server's own context: a client-side TLS 1.1 attempt would
+    # also fail on this OpenSSL's client defaults, proving nothing.
+    adapter = _tls_adapter(*certificate)
+    assert adapter.context.minimum_version == ssl.TLSVersion.TLSv1_2
+
+
+def test_a_tls_1_2_client_connects(server):
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    context.maximum_version = ssl.TLSVersion.TLSv1_1
-    context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
-    with socket.create_connection(("127.0.0.1", server.port)) as raw, pytest.raises(ssl.SSLError):
-        context.wrap_socket(raw, server_hostname="127.0.0.1")
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    with socket.create_connection(("127.0.0.1", server.port)) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        assert tls.version() == "TLSv1.2"
