@@ -3,6 +3,9 @@
 # the whole suite. CI (.ci/run) calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PIP_EXTRAS=test scripts/bootstrap.sh litmus davfs2 rclone cadaver
+# postgresql: only for its initdb/pg_ctl. The tests use a server on 127.0.0.1:5432 if it
+# takes a trust login (CI), else start a throwaway one of their own (tests/support/postgres.py);
+# this script never starts or reconfigures the system cluster.
+PIP_EXTRAS=test scripts/bootstrap.sh litmus davfs2 rclone cadaver postgresql
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"

@@ -2,60 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import secrets
-from collections.abc import Iterator
-
 import pytest
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, select
 
 from mosaic.dav.properties import SqlPropertyManager
-from mosaic.dav.store import PropertyRow, create_schema, make_engine
-
-# Same provisioning as tests/test_lock_storage.py (kept local: no shared conftest yet).
-PG_ADMIN_URL = os.environ.get("MOSAIC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A fresh database for this session. No server means failed tests, not skips.
-
-    It uses an ICU locale, as real servers often do, so that byte-wise path
-    comparison is really put to the test ("/Acme" sorts next to "/acme" there).
-    """
-    admin = make_engine(PG_ADMIN_URL).execution_options(isolation_level="AUTOCOMMIT")
-    name = f"mosaic_test_{secrets.token_hex(6)}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(
-            f"CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu"
-            " ICU_LOCALE 'en' LOCALE 'C.UTF-8'"
-        )
-    try:
-        yield admin.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
-        admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/data/dav.sqlite3"  # data/ does not exist yet
-    url = request.getfixturevalue("pg_url")
-    engine = make_engine(url)
-    create_schema(engine)
-    with engine.begin() as conn:
-        conn.execute(delete(PropertyRow))
-    engine.dispose()
-    return url
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    engine = make_engine(db_url)
-    yield engine
-    engine.dispose()
+from mosaic.dav.store import PropertyRow, make_engine
 
 
 @pytest.fixture
