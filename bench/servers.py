@@ -101,7 +101,10 @@ def mosaic_command(column: Column, work: Path, tree: Path, port: int) -> list[st
             "users": {USER: {"password_hash": password_hash()}},
         }},
     }
-    path = _write_yaml(work / "mosaic.yaml", config)
+    # Its own folder, as in production (/etc/mosaic): Mosaic watches the config's
+    # folder, and opening a sibling data folder would wake that watcher.
+    (work / "etc").mkdir(exist_ok=True)
+    path = _write_yaml(work / "etc" / "mosaic.yaml", config)
     return [str(BIN / "mosaic"), "serve", "--config", str(path)]
 
 
