@@ -239,3 +239,65 @@ def test_win32_lastmodified_proppatch_sets_mtime(server):
 LOCK_BODY = ('<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:">'
              '<D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype>'
              '<D:owner>test</D:owner></D:lockinfo>')
+
+
+def _propfind_xml(session, url, body, depth="1"):
+    import xml.etree.ElementTree as ET
+
+    response = session.request("PROPFIND", url, headers={"Depth": depth}, data=body)
+    assert response.status_code == 207
+    return ET.fromstring(response.content)  # well-formed or this raises
+
+
+def test_propfind_reports_found_and_missing_properties_separately(server):
+    alice = server.session(*ALICE)
+    alice.request("MKCOL", server.url + "/pf")
+    alice.put(server.url + "/pf/a & b.txt", data=b"12345")
+    body = ('<?xml version="1.0"?><D:propfind xmlns:D="DAV:" xmlns:Z="urn:z"><D:prop>'
+            '<D:getcontentlength/><D:getetag/><Z:absent/></D:prop></D:propfind>')
+    tree = _propfind_xml(alice, server.url + "/pf/", body)
+    responses = {r.findtext("{DAV:}href"): r for r in tree.iter("{DAV:}response")}
+    assert set(responses) == {"/pf/", "/pf/a%20%26%20b.txt"}
+    member = responses["/pf/a%20%26%20b.txt"]
+    statuses = {ps.findtext("{DAV:}status"): ps for ps in member.iter("{DAV:}propstat")}
+    found = statuses["HTTP/1.1 200 OK"].find("{DAV:}prop")
+    assert found.findtext("{DAV:}getcontentlength") == "5"
+    etag = found.findtext("{DAV:}getetag")
+    assert etag == alice.head(server.url + "/pf/a%20%26%20b.txt").headers["ETag"]
+    assert statuses["HTTP/1.1 404 Not Found"].find("{DAV:}prop/{urn:z}absent") is not None
+
+
+def test_propfind_allprop_includes_dead_properties_and_locks(server):
+    alice = server.session(*ALICE)
+    alice.request("MKCOL", server.url + "/pf2")
+    alice.put(server.url + "/pf2/x.txt", data=b"x")
+    alice.request("PROPPATCH", server.url + "/pf2/x.txt", data=(
+        '<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:M="urn:m"><D:set><D:prop>'
+        '<M:colour>r\u00f6d &amp; blue</M:colour></D:prop></D:set></D:propertyupdate>'
+    ).encode())
+    token = alice.request("LOCK", server.url + "/pf2/x.txt", data=LOCK_BODY,
+                          headers={"Content-Type": "application/xml"}).headers["Lock-Token"]
+    try:
+        tree = _propfind_xml(alice, server.url + "/pf2/", "")
+        member = next(r for r in tree.iter("{DAV:}response")
+                  if r.findtext("{DAV:}href") == "/pf2/x.txt")
+        assert member.findtext(".//{urn:m}colour") == "r\u00f6d & blue"
+        assert member.findtext(".//{DAV:}locktoken/{DAV:}href") == token.strip("<>")
+        folder = next(r for r in tree.iter("{DAV:}response")
+                  if r.findtext("{DAV:}href") == "/pf2/")
+        assert folder.find(".//{DAV:}resourcetype/{DAV:}collection") is not None
+        assert folder.find(".//{urn:m}colour") is None
+    finally:
+        alice.request("UNLOCK", server.url + "/pf2/x.txt", headers={"Lock-Token": token})
+
+
+def test_propname_lists_names_only(server):
+    alice = server.session(*ALICE)
+    alice.put(server.url + "/names.txt", data=b"n")
+    tree = _propfind_xml(alice, server.url + "/names.txt",
+                         '<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:propname/>'
+                         '</D:propfind>', depth="0")
+    prop = tree.find(".//{DAV:}prop")
+    assert {child.tag for child in prop} >= {"{DAV:}getetag", "{DAV:}getcontentlength",
+                                             "{DAV:}resourcetype"}
+    assert all(not (child.text or "").strip() and len(child) == 0 for child in prop)

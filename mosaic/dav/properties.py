@@ -12,10 +12,21 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, literal, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
-from mosaic.dav.store import PropertyRow, create_schema, subtree_of
+from mosaic.dav.store import PropertyRow, children_of, create_schema, subtree_of
 
 _logger = logging.getLogger(__name__)
 
@@ -33,6 +44,13 @@ def _encode(value: PropertyValue) -> dict[str, Any]:
 def _decode(value: bytes, is_text: bool) -> PropertyValue:
     value = bytes(value)  # some drivers hand back memoryview
     return value.decode("utf-8") if is_text else value
+
+
+def _no_slash_after(column: Any, start: int) -> Any:
+    """No "/" in ``column`` from 1-based position ``start`` on (a direct child).
+
+    The LIKE pattern is a constant, so no user text needs wildcard escaping."""
+    return func.substr(column, start).not_like("%/%")
 
 
 def _upsert(conn: Connection, row: dict[str, Any]) -> None:
@@ -61,6 +79,22 @@ class SqlPropertyManager:
         query = select(_table.c.name).where(_table.c.ref_url == norm_url)
         with self.engine.begin() as conn:
             return list(conn.execute(query.order_by(_table.c.name)).scalars())
+
+    def bulk_properties(self, norm_url: str, children: bool) -> dict[str, dict[str, Any]]:
+        """All dead properties of ``norm_url`` and, if asked, of its direct
+        children: ``{ref_url: {name: value}}`` in one query (a PROPFIND of a
+        folder must not cost one round trip per member)."""
+        base = norm_url.rstrip("/")
+        wanted = _table.c.ref_url == base
+        if children:
+            wanted = or_(wanted, and_(children_of(_table.c.ref_url, norm_url),
+                                      _no_slash_after(_table.c.ref_url, len(base) + 2)))
+        query = select(_table.c.ref_url, _table.c.name, _table.c.value, _table.c.value_is_text)
+        found: dict[str, dict[str, Any]] = {}
+        with self.engine.begin() as conn:
+            for row in conn.execute(query.where(wanted)):
+                found.setdefault(row.ref_url, {})[row.name] = _decode(row.value, row.value_is_text)
+        return found
 
     def get_property(self, norm_url: str, name: str, environ: Any = None) -> PropertyValue | None:
         query = select(_table.c.value, _table.c.value_is_text).where(

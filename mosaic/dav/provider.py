@@ -14,6 +14,7 @@ from wsgidav.dav_error import (
 )
 from wsgidav.dav_provider import DAVProvider, _DAVResource
 
+from mosaic.dav import propfind
 from mosaic.dav.errors import to_dav_error
 from mosaic.dav.resources import make_resource
 from mosaic.vfs.mounts import path_from_ref_key
@@ -65,13 +66,26 @@ class MosaicProvider(DAVProvider):
         method = environ["REQUEST_METHOD"]
         if method == "OPTIONS" and "mosaic.principal" not in environ:
             return _anonymous_options(start_response)
-        if method == "PROPFIND" and environ.get("HTTP_DEPTH", "infinity") == "infinity":
-            # A Depth: infinity PROPFIND walks a whole tenant into memory.
-            raise DAVError(HTTP_FORBIDDEN, err_condition=PRECONDITION_CODE_PropfindFiniteDepth)
+        if method == "PROPFIND":
+            return self._propfind(environ, start_response, default_handler)
         if method in ("GET", "HEAD"):
             res = self.get_resource_inst(environ["PATH_INFO"], environ)
             if res is not None and res.is_collection:
                 return _folder_page(method, start_response)
+        return default_handler(environ, start_response)
+
+    def _propfind(self, environ: dict[str, Any], start_response: Any,
+                  default_handler: Any) -> Any:
+        if environ.get("HTTP_DEPTH", "infinity") == "infinity":
+            # A Depth: infinity PROPFIND walks a whole tenant into memory.
+            raise DAVError(HTTP_FORBIDDEN, err_condition=PRECONDITION_CODE_PropfindFiniteDepth)
+        if "HTTP_IF" not in environ and environ["HTTP_DEPTH"] in ("0", "1"):
+            res = self.get_resource_inst(environ["PATH_INFO"], environ)
+            if res is not None:
+                try:
+                    return propfind.answer(res, environ, start_response)
+                except propfind.Unsupported:
+                    pass
         return default_handler(environ, start_response)
 
 

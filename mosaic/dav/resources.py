@@ -51,8 +51,13 @@ class _Common:
     def fs(self) -> TenantFileSystem:
         return self.environ["mosaic.fs"]
 
+    cached_ref: str | None = None
+
     def get_ref_url(self) -> str:
-        return self.fs.ref_key(self.path)
+        # wsgidav asks several times per request and per property.
+        if self.cached_ref is None:
+            self.cached_ref = self.fs.ref_key(self.path)
+        return self.cached_ref
 
     def get_display_name(self) -> str:
         return posixpath.basename(self.path.rstrip("/"))

@@ -97,6 +97,12 @@ class MountTable:
         key = paths.match_key(path)
         return any(e.path and paths.is_within(e.key, key) for e in self._entries)
 
+    def child_ref_key(self, parent_ref: str, child: str) -> str:
+        """The key of ``child`` given its parent's key (cheap unless it is a mount)."""
+        if self.mount_at(child) is not None:
+            return self.ref_key(child)
+        return f"{parent_ref.rstrip('/')}/{_quote(paths.basename(child))}"
+
     def ref_key(self, path: str) -> str:
         """A stable key for locks and dead properties: tenant + mount identity + path."""
         entry, rel = self.resolve(path)
