@@ -26,11 +26,11 @@ def server(tmp_path_factory):
         yield live
 
 
-def run_litmus(url: str, login: str, password: str) -> str:
+def run_litmus(url: str, login: str, password: str, workdir: str = "/tmp") -> str:
     litmus = shutil.which("litmus")
     assert litmus, "litmus is not installed: run scripts/test.sh"
-    result = subprocess.run(
-        [litmus, "-k", url, login, password],
+    result = subprocess.run(  # litmus writes debug.log and child.log into its cwd
+        [litmus, "-k", url, login, password], cwd=workdir,
         capture_output=True, text=True, timeout=300,
         env={"TESTS": " ".join(SUITES), "PATH": "/usr/bin:/bin", "HOME": "/tmp"},
     )
@@ -39,8 +39,8 @@ def run_litmus(url: str, login: str, password: str) -> str:
 
 @pytest.mark.litmus
 @pytest.mark.parametrize("folder", ["/", "/projects/", "/projects/archive/"])
-def test_litmus_passes_every_suite(server, folder):
-    output = run_litmus(server.url + folder, "alice@acme.example", "alice-secret")
+def test_litmus_passes_every_suite(server, folder, tmp_path):
+    output = run_litmus(server.url + folder, "alice@acme.example", "alice-secret", str(tmp_path))
     summaries = {m.group(1): m.groups()[1:] for m in SUMMARY.finditer(output)}
     assert set(summaries) == set(SUITES), output
     for suite, (run, passed, failed) in summaries.items():
