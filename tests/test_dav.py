@@ -301,3 +301,20 @@ def test_propname_lists_names_only(server):
     assert {child.tag for child in prop} >= {"{DAV:}getetag", "{DAV:}getcontentlength",
                                              "{DAV:}resourcetype"}
     assert all(not (child.text or "").strip() and len(child) == 0 for child in prop)
+
+
+def test_deleting_a_tree_with_a_locked_member_deletes_nothing(server):
+    alice, bob = server.session(*ALICE), server.session(*BOB)
+    alice.request("MKCOL", server.url + "/tree-del")
+    alice.request("MKCOL", server.url + "/tree-del/sub")
+    for name in ("a.txt", "sub/b.txt"):
+        alice.put(server.url + f"/tree-del/{name}", data=b"keep")
+    token = alice.request("LOCK", server.url + "/tree-del/sub/b.txt", data=LOCK_BODY,
+                          headers={"Content-Type": "application/xml"}).headers["Lock-Token"]
+    assert bob.delete(server.url + "/tree-del").status_code == 423
+    assert alice.delete(server.url + "/tree-del").status_code == 423  # no token sent
+    assert (server.base / "acme-root" / "tree-del" / "a.txt").exists()
+    assert (server.base / "acme-root" / "tree-del" / "sub" / "b.txt").exists()
+    alice.request("UNLOCK", server.url + "/tree-del/sub/b.txt", headers={"Lock-Token": token})
+    assert bob.delete(server.url + "/tree-del").status_code == 204
+    assert not (server.base / "acme-root" / "tree-del").exists()

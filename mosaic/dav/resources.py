@@ -223,6 +223,23 @@ class FolderResource(_Common, DAVCollection):
         return True
 
     @translated
+    def handle_delete(self) -> bool:
+        """Delete a tree with one lock check instead of wsgidav's per-member walk
+        (four lock queries for each of 1,000 files). With an ``If`` header the
+        generic walk runs, since it evaluates the conditions member by member."""
+        if "HTTP_IF" in self.environ:
+            return False
+        manager = self.provider.lock_manager
+        if manager:
+            # No tokens were submitted, so any lock on the tree, its members or
+            # an infinite-depth ancestor forbids the delete (423).
+            manager.check_write_permission(url=self.get_ref_url(), depth="infinity",
+                                           token_list=[],
+                                           principal=self.environ.get("wsgidav.user_name"))
+        self.delete()
+        return True
+
+    @translated
     def delete(self) -> None:
         self.fs.rm(_vpath(self.path), recursive=True)
         self._forget()
