@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +34,45 @@ def database_url(config: Config) -> str:
 
 
 class SessionOpener:
-    """Builds the requesting user's view of their tenant from the live config."""
+    """The requesting user's view of their tenant, from the live config.
+
+    Views are reused across requests (building the mount table and deciding
+    the rules costs more than serving a small GET); a config change drops them
+    all, and a view with a broken mount is never kept, so the mount is retried.
+    """
+
+    MAX_VIEWS = 4096
 
     def __init__(self, holder: ConfigHolder) -> None:
         self._holder = holder
         self.storage = StorageRegistry(Path(holder.current.server.data_dir))
-        holder.on_change(lambda _config: self.storage.clear())
+        self._views: OrderedDict[tuple[Any, ...], TenantFileSystem] = OrderedDict()
+        self._lock = threading.Lock()
+        holder.on_change(lambda _config: self._forget_all())
+
+    def _forget_all(self) -> None:
+        with self._lock:
+            self._views.clear()
+        self.storage.clear()
 
     def __call__(self, environ: dict[str, Any]) -> TenantFileSystem:
         config = self._holder.current
         principal = environ["mosaic.principal"]
+        key = (id(config), principal.tenant, principal.user, principal.groups)
+        with self._lock:
+            view = self._views.get(key)
+            if view is not None:
+                self._views.move_to_end(key)
+                return view
+        view = self._build(config, principal)
+        if all(entry.fs is not None for entry in view.table.entries):
+            with self._lock:
+                self._views[key] = view
+                while len(self._views) > self.MAX_VIEWS:
+                    self._views.popitem(last=False)
+        return view
+
+    def _build(self, config: Config, principal: Any) -> TenantFileSystem:
         tenant = config.tenants.get(principal.tenant)
         if tenant is None:  # removed by a reload while the login was cached
             raise PermissionError(13, "tenant no longer exists")

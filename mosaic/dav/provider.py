@@ -49,6 +49,9 @@ class MosaicProvider(DAVProvider):
         return fs
 
     def get_resource_inst(self, path: str, environ: dict[str, Any]) -> _DAVResource | None:
+        remembered = environ.get("mosaic.read_res")
+        if remembered is not None and remembered[0] == path:
+            return remembered[1]  # a GET/HEAD asks twice for the same target
         fs = self.session(environ)
         try:
             info = fs.info(path.strip("/"))
@@ -72,6 +75,7 @@ class MosaicProvider(DAVProvider):
             res = self.get_resource_inst(environ["PATH_INFO"], environ)
             if res is not None and res.is_collection:
                 return _folder_page(method, start_response)
+            environ["mosaic.read_res"] = (environ["PATH_INFO"], res)
         return default_handler(environ, start_response)
 
     def _propfind(self, environ: dict[str, Any], start_response: Any,

@@ -36,11 +36,15 @@ class PermissionView:
                 self._rules[paths.match_key(paths.normalize(path))] = decided
         self._memo: dict[str, str] = {}
 
+    MAX_MEMO = 10_000  # a view lives across requests: keep the memo bounded
+
     def access(self, path: str) -> str:
         key = paths.match_key(path)
         found = self._memo.get(key)
         if found is None:
             found = self._lookup(key)
+            if len(self._memo) >= self.MAX_MEMO:
+                self._memo.clear()
             self._memo[key] = found
         return found
 
