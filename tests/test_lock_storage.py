@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, select, update
 from wsgidav.dav_error import HTTP_LOCKED, DAVError
 from wsgidav.lock_man.lock_manager import LockManager
 from wsgidav.wsgidav_app import WsgiDAVApp
@@ -17,11 +17,12 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 from mosaic.dav.locks import (
     LOCK_TIME_OUT_DEFAULT,
     LOCK_TIME_OUT_MAX,
+    WRITE_LEASE_S,
     AtomicLockManager,
     SqlLockStorage,
     install_lock_manager,
 )
-from mosaic.dav.store import LockRow, make_engine
+from mosaic.dav.store import ActiveWriteRow, LockRow, make_engine
 
 
 @pytest.fixture
@@ -216,17 +217,40 @@ def _try_lock(manager: LockManager, url: str, depth: str, principal: str) -> str
     return "granted"
 
 
+#: In a race plan, the "depth" that means: begin a write (a PUT) instead of a LOCK.
+WRITE = "write"
+
+
+def _try_write(manager: AtomicLockManager, url: str, principal: str) -> str:
+    try:
+        manager._begin_write_transaction(url=url, token_list=[], principal=principal)
+    except DAVError as err:
+        return "locked" if err.value == HTTP_LOCKED else f"status {err.value}"
+    except Exception as err:  # reported to the parent, which fails the test
+        return repr(err)
+    return "writing"
+
+
 def _race_worker(db_url: str, index: int, plan: list[list[tuple[str, str]]],
                  start: Any, done: Any, results: Any) -> None:
-    """One worker process: its own engine and manager, one attempt per round."""
+    """One worker process: its own engine and manager, one attempt per round.
+
+    A write started in a round is held until every worker has tried, as a slow PUT is.
+    """
     engine = make_engine(db_url)
     manager = AtomicLockManager(SqlLockStorage(engine))
     try:
         for round_no, attempts in enumerate(plan):
             url, depth = attempts[index]
             start.wait(timeout=60)
-            results.put((round_no, _try_lock(manager, url, depth, f"user{index}")))
+            if depth == WRITE:
+                outcome = _try_write(manager, url, f"user{index}")
+            else:
+                outcome = _try_lock(manager, url, depth, f"user{index}")
+            results.put((round_no, outcome))
             done.wait(timeout=60)
+            if outcome == "writing":
+                manager._end_write_transaction(url)
     finally:
         engine.dispose()
 
@@ -265,14 +289,112 @@ def _race(db_url: str, plan: list[list[tuple[str, str]]]) -> list[list[str]]:
 ONE_WINNER = ["granted"] + ["locked"] * (WORKERS - 1)
 SAME_DOC = [(DOC, "0")] * WORKERS
 PARENT_VS_CHILD = [("/acme/race", "infinity"), (DOC, "0")] * (WORKERS // 2)
+WRITES_VS_LOCKS = [(DOC, WRITE), (DOC, "0")] * (WORKERS // 2)
+# Writes do not exclude each other; a write and a lock do, whichever comes first.
+WRITES_FIRST = ["locked"] * (WORKERS // 2) + ["writing"] * (WORKERS // 2)
 
 
 def test_racing_processes_get_exactly_one_lock(db_url: str) -> None:
-    """Exclusive depth-0 on one URL, then depth-infinity parent against child.
+    """Exclusive depth-0 on one URL, depth-infinity parent against child, PUTs against LOCKs.
 
-    Both scenarios share one set of worker processes: spawning is the slow part.
+    All scenarios share one set of worker processes: spawning is the slow part.
     """
-    plan = [SAME_DOC, PARENT_VS_CHILD] * ROUNDS
+    plan = [SAME_DOC, PARENT_VS_CHILD, WRITES_VS_LOCKS] * ROUNDS
     outcomes = _race(db_url, plan)
-    assert outcomes[0::2] == [ONE_WINNER] * ROUNDS, "same resource"
-    assert outcomes[1::2] == [ONE_WINNER] * ROUNDS, "parent against child"
+    assert outcomes[0::3] == [ONE_WINNER] * ROUNDS, "same resource"
+    assert outcomes[1::3] == [ONE_WINNER] * ROUNDS, "parent against child"
+    for outcome in outcomes[2::3]:
+        assert outcome in (ONE_WINNER, WRITES_FIRST), "writes against locks"
+
+
+# --- writes in progress (PUT bodies) against LOCKs ---------------------------------------
+
+
+def _refused_for(manager: LockManager, url: str, depth: str = "0") -> list[str]:
+    """Try a LOCK as bob; it must answer 423. Return the conflicting URLs it names."""
+    with pytest.raises(DAVError) as err:
+        _acquire(manager, url, depth=depth, principal="bob")
+    assert err.value.value == HTTP_LOCKED
+    return err.value.err_condition.hrefs
+
+
+def _leases(engine: Engine) -> list[tuple[str, float]]:
+    with engine.begin() as conn:
+        rows = conn.execute(select(ActiveWriteRow.ref_url, ActiveWriteRow.expires)
+                            .order_by(ActiveWriteRow.ref_url))
+        return [(row.ref_url, row.expires) for row in rows]
+
+
+def _writer(db_url: str, url: str, began: Any, finish: Any, ended: Any) -> None:
+    """A worker process in the middle of a PUT: wsgidav's write transaction held open."""
+    engine = make_engine(db_url)
+    manager = AtomicLockManager(SqlLockStorage(engine))
+    try:
+        with manager.write_transaction(url=url, token_list=[], principal="alice"):
+            began.set()
+            finish.wait(timeout=60)
+        ended.set()
+    finally:
+        engine.dispose()
+
+
+def test_write_in_one_process_blocks_lock_in_another(db_url: str, storage: SqlLockStorage) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    began, finish, ended = ctx.Event(), ctx.Event(), ctx.Event()
+    writer = ctx.Process(target=_writer, args=(db_url, DOC, began, finish, ended))
+    writer.start()
+    try:
+        assert began.wait(timeout=60), "writer never began"
+        manager = AtomicLockManager(storage)  # this process: another worker
+        assert _refused_for(manager, DOC) == [DOC]
+        assert _refused_for(manager, "/acme/race", "infinity") == [DOC]
+        _acquire(manager, "/acme/race/other.txt")  # only the URL being written is held
+        finish.set()
+        assert ended.wait(timeout=60), "writer never ended"
+        assert _acquire(manager, DOC, principal="bob")["root"] == DOC
+    finally:
+        finish.set()
+        writer.join(timeout=30)
+    assert writer.exitcode == 0
+
+
+def test_lease_lasts_write_lease_s_and_blocks_until_expired(
+    storage: SqlLockStorage, engine: Engine
+) -> None:
+    """A crashed worker never ends its lease: it blocks until it expires, then nothing."""
+    manager = AtomicLockManager(storage)
+    manager._begin_write_transaction(url=DOC, token_list=[], principal="alice")
+    [(url, expires)] = _leases(engine)
+    assert (url, expires) == (DOC, pytest.approx(time.time() + WRITE_LEASE_S, abs=5))
+    assert _refused_for(manager, DOC) == [DOC]
+    with engine.begin() as conn:
+        conn.execute(update(ActiveWriteRow).values(expires=time.time() - 1))
+    assert _acquire(manager, DOC, principal="bob")["root"] == DOC
+    storage.begin_write("/acme/other", lease_s=60)  # purges the expired lease
+    assert [url for url, _ in _leases(engine)] == ["/acme/other"]
+
+
+def test_write_refused_by_a_lock_takes_no_lease(storage: SqlLockStorage, engine: Engine) -> None:
+    manager = AtomicLockManager(storage)
+    token = _acquire(manager, "/acme/race", depth="infinity")["token"]
+    with pytest.raises(DAVError) as err:
+        manager._begin_write_transaction(url=DOC, token_list=[], principal="bob")
+    assert err.value.value == HTTP_LOCKED
+    assert _leases(engine) == []
+    with manager.write_transaction(url=DOC, token_list=[token], principal="alice"):
+        assert [url for url, _ in _leases(engine)] == [DOC]
+    assert _leases(engine) == []
+
+
+def test_overlapping_writes_in_one_process_each_hold_the_url(
+    storage: SqlLockStorage, engine: Engine
+) -> None:
+    manager = AtomicLockManager(storage)
+    for _ in range(2):
+        manager._begin_write_transaction(url=DOC + "/", token_list=[], principal="alice")
+    manager._end_write_transaction(DOC)
+    assert _refused_for(manager, DOC) == [DOC]  # the second write is still running
+    manager._end_write_transaction(DOC)
+    manager._end_write_transaction(DOC)  # one too many: nothing left to end, no error
+    assert _leases(engine) == []
+    _acquire(manager, DOC, principal="bob")

@@ -2,9 +2,14 @@
 
 `SqlLockStorage` implements wsgidav's lock-storage interface (the one of
 ``wsgidav.lock_man.lock_storage.LockStorageDict``). `AtomicLockManager` is
-wsgidav's ``LockManager`` with one change: the conflict check and the insert of
-a new lock run in one database transaction serialised against every other
-worker, where wsgidav only guards them with an in-process lock.
+wsgidav's ``LockManager`` with two changes, both closing races that wsgidav only
+closes inside one process:
+
+- the conflict check and the insert of a new lock run in one database
+  transaction serialised against every other worker;
+- a write in progress (PUT body, PROPPATCH) is recorded as a lease in the
+  ``dav_active_writes`` table instead of a per-process dict, so a LOCK granted by
+  another worker cannot slip in while the body is still arriving (CWE-367).
 
 wsgidav builds its own plain ``LockManager``; `install_lock_manager` swaps ours
 into an already built ``WsgiDAVApp``.
@@ -12,20 +17,50 @@ into an already built ``WsgiDAVApp``.
 
 from __future__ import annotations
 
+import secrets
 import time
 from contextlib import AbstractContextManager
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, and_, delete, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    and_,
+    delete,
+    insert,
+    or_,
+    select,
+    update,
+)
+from wsgidav.dav_error import (
+    HTTP_LOCKED,
+    DAVError,
+    DAVErrorCondition,
+    PRECONDITION_CODE_LockConflict,
+)
 from wsgidav.lock_man.lock_manager import LockManager, generate_lock_token, normalize_lock_root
 
-from mosaic.dav.store import ConnectionScope, LockRow, children_of, create_schema
+from mosaic.dav.store import (
+    ActiveWriteRow,
+    ConnectionScope,
+    LockRow,
+    children_of,
+    create_schema,
+)
 
 LockDict = dict[str, Any]
 
 #: Same defaults and cap as wsgidav's LockStorageDict.
 LOCK_TIME_OUT_DEFAULT = 604800.0  # one week
 LOCK_TIME_OUT_MAX = 4 * 604800.0
+
+#: Lifetime of a write lease (seconds). Leases are not renewed in this first
+#: version, which bounds both failure modes by one constant: a crashed worker's
+#: lease keeps LOCKs off its URL for at most this long, and a write still running
+#: after it (an upload of tens of GB) loses its protection, i.e. is back to the
+#: behaviour without leases. Renewing from the write loop would lift the cap.
+WRITE_LEASE_S = 3600.0
 
 _FIELDS = ("root", "type", "scope", "depth", "owner", "timeout", "expire", "principal", "token")
 
@@ -156,6 +191,35 @@ class SqlLockStorage:
             return [row.token for row in rows]
         return [_row_to_dict(row) for row in rows]
 
+    def begin_write(self, url: str, *, lease_s: float = WRITE_LEASE_S) -> str:
+        """Record that ``url`` is being written; return the lease id for `end_write`.
+
+        Also purges expired leases: nobody else deletes those of crashed workers.
+        """
+        lease, now = secrets.token_hex(16), time.time()
+        row = {"lease": lease, "ref_url": normalize_lock_root(url), "expires": now + lease_s}
+        with self.scope.begin() as conn:
+            conn.execute(delete(ActiveWriteRow).where(ActiveWriteRow.expires < now))
+            conn.execute(insert(ActiveWriteRow).values(row))
+        return lease
+
+    def end_write(self, lease: str) -> None:
+        """Drop a lease (gone already - expired and purged - is fine)."""
+        with self.scope.begin() as conn:
+            conn.execute(delete(ActiveWriteRow).where(ActiveWriteRow.lease == lease))
+
+    def active_writes(self, url: str, *, include_children: bool) -> list[str]:
+        """URLs being written under a valid lease: ``url``, and those below it if asked."""
+        url = normalize_lock_root(url)
+        where = ActiveWriteRow.ref_url == url
+        if include_children:
+            where = or_(where, children_of(ActiveWriteRow.ref_url, url))
+        query = (select(ActiveWriteRow.ref_url).distinct()
+                 .where(where, ActiveWriteRow.expires >= time.time())
+                 .order_by(ActiveWriteRow.ref_url))
+        with self.scope.begin() as conn:
+            return list(conn.execute(query).scalars())
+
     def transaction(self, *, serialised: bool = False) -> AbstractContextManager[Connection]:
         """Storage calls inside this context share one transaction (per thread)."""
         return self.scope.begin(serialised=serialised)
@@ -173,14 +237,23 @@ def _root_filter(path: str, include_root: bool, include_children: bool) -> Colum
 
 
 class AtomicLockManager(LockManager):
-    """wsgidav's LockManager whose grants are atomic across processes.
+    """wsgidav's LockManager whose grants and write markers hold across processes.
 
-    The conflict rules stay wsgidav's own (``_check_lock_permission``); only the
-    transaction around check + insert is new.
+    The conflict rules stay wsgidav's own (``_check_lock_permission``,
+    ``_get_write_conflicts``); new are the serialised transaction around each
+    check + insert, and write leases in the database in place of wsgidav's
+    per-process ``_active_writes`` (which stays empty here).
+
+    Lock order, to avoid deadlocks: the in-process ``_lock`` first, then the
+    database transaction - as in wsgidav's own methods that take ``_lock``.
     """
 
-    def __init__(self, storage: SqlLockStorage) -> None:
+    def __init__(self, storage: SqlLockStorage, *, write_lease_s: float = WRITE_LEASE_S) -> None:
         super().__init__(storage)
+        self.write_lease_s = write_lease_s
+        # url -> leases this process holds on it. wsgidav ends a write by url only;
+        # concurrent writes to one url are interchangeable, so any lease will do.
+        self._leases: dict[str, list[str]] = {}
 
     def acquire(
         self,
@@ -196,19 +269,73 @@ class AtomicLockManager(LockManager):
     ) -> LockDict:
         """Check for conflicts and create the lock, or raise DAVError(HTTP_LOCKED)."""
         url = normalize_lock_root(url)
-        # The in-process lock still guards wsgidav's _active_writes markers,
-        # which only exist in this process.
         self._lock.acquire_write()
         try:
             with self.storage.transaction(serialised=True):
                 self._check_lock_permission(
                     url, lock_type, lock_scope, lock_depth, token_list, principal
                 )
+                self._check_active_writes(url, lock_depth)
                 return self._generate_lock(
                     principal, lock_type, lock_scope, lock_depth, lock_owner, url, timeout
                 )
         finally:
             self._lock.release()
+
+    def _check_active_writes(self, url: str, lock_depth: str) -> None:
+        """Refuse a lock on a URL some worker is writing (any below it, for depth infinity).
+
+        The depth-infinity part keeps what wsgidav checks in-process.
+        """
+        busy = self.storage.active_writes(url, include_children=lock_depth == "infinity")
+        if busy:
+            condition = DAVErrorCondition(PRECONDITION_CODE_LockConflict)
+            for href in busy:
+                condition.add_href(href)
+            raise DAVError(HTTP_LOCKED, err_condition=condition)
+
+    def _begin_write_transaction(
+        self, *, url: str, token_list: list[str], principal: str, depth: str = "0"
+    ) -> None:
+        """Check write permission and take a write lease, atomically across workers.
+
+        Raises DAVError(HTTP_LOCKED) on a conflicting lock, and then takes no lease.
+        """
+        url = normalize_lock_root(url)
+        self._lock.acquire_write()
+        try:
+            with self.storage.transaction(serialised=True):
+                conflicts = self._get_write_conflicts(url, depth, token_list, principal)
+                if conflicts.hrefs:
+                    raise DAVError(HTTP_LOCKED, err_condition=conflicts)
+                lease = self.storage.begin_write(url, lease_s=self.write_lease_s)
+            # Only once committed: a failed commit must leave nothing to end.
+            self._leases.setdefault(url, []).append(lease)
+        finally:
+            self._lock.release()
+
+    def _end_write_transaction(self, url: str) -> None:
+        """Release one of this process's leases on ``url``."""
+        url = normalize_lock_root(url)
+        self._lock.acquire_write()
+        try:
+            lease = self._pop_lease(url)
+        finally:
+            self._lock.release()
+        # Outside _lock: the delete needs no serialisation, and a slow database
+        # should not hold up this process's other lock operations.
+        if lease is not None:
+            self.storage.end_write(lease)
+
+    def _pop_lease(self, url: str) -> str | None:
+        """Take one lease on ``url`` off the books; caller holds ``_lock``."""
+        leases = self._leases.get(url)
+        if not leases:
+            return None
+        lease = leases.pop()
+        if not leases:
+            del self._leases[url]
+        return lease
 
 
 def install_lock_manager(app: Any, storage: SqlLockStorage) -> AtomicLockManager:

@@ -69,6 +69,22 @@ class LockRow(Base):
     expire: Mapped[float] = mapped_column(Float)  # epoch seconds; < 0: never
 
 
+class ActiveWriteRow(Base):
+    """A lease saying "a worker is writing ``ref_url`` right now" (a PUT body, a PROPPATCH).
+
+    While a valid lease exists no other worker may grant a LOCK on the URL: wsgidav
+    keeps this marker in a per-process dict, which does not close the race
+    (CWE-367) between processes. Leases expire so that a crashed worker, which
+    never deletes its own, cannot block the URL for ever.
+    """
+
+    __tablename__ = "dav_active_writes"
+
+    lease: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ref_url: Mapped[str] = mapped_column(_PathString, index=True)
+    expires: Mapped[float] = mapped_column(Float, index=True)  # epoch seconds
+
+
 class PropertyRow(Base):
     """One dead property of one resource."""
 
