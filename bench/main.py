@@ -59,6 +59,7 @@ def run_column(column: Column, source: Path, base: Path,
                settings: Settings) -> tuple[Values, dict[str, Any]]:
     """Fresh folder, fresh server process, the column's plan; then clean up."""
     print(f"{column.name}:", file=sys.stderr, flush=True)
+    load_before = os.getloadavg()[0]
     work = base / _slug(column.name)
     prepare_served(tree_dir(column, work), source, settings)
     try:
@@ -72,6 +73,7 @@ def run_column(column: Column, source: Path, base: Path,
             finally:
                 bench.probe.close()
                 bench.dav.close()
+            bench.notes["load_avg_1min"] = [load_before, os.getloadavg()[0]]
             return bench.results, bench.notes
     finally:
         shutil.rmtree(work, ignore_errors=True)

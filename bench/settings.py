@@ -22,6 +22,7 @@ class Settings:
     listing_sizes: tuple[int, ...]  # PROPFIND Depth 1 folders
     listing_runs: int  # median of this many timed PROPFINDs
     tree_runs: int  # MOVE/DELETE of a folder: median of this many
+    stream_runs: int  # single-stream GET/PUT: median of this many
     tree_files: int  # files in the MOVE/DELETE folder
     load_seconds: int  # each concurrent workload (wrk takes whole seconds)
     warmup_seconds: int
@@ -30,10 +31,10 @@ class Settings:
 
 
 FULL = Settings(big_size=256 * MIB, huge_size=1 * GIB, listing_sizes=(1_000, 10_000),
-                listing_runs=5, tree_runs=3, tree_files=1_000, load_seconds=5,
+                listing_runs=5, tree_runs=3, stream_runs=3, tree_files=1_000, load_seconds=5,
                 warmup_seconds=1)
 QUICK = Settings(big_size=64 * MIB, huge_size=256 * MIB, listing_sizes=(1_000, 10_000),
-                 listing_runs=3, tree_runs=2, tree_files=1_000, load_seconds=2,
+                 listing_runs=3, tree_runs=2, stream_runs=3, tree_files=1_000, load_seconds=2,
                  warmup_seconds=1)
 
 
