@@ -139,13 +139,34 @@ def test_expired_locks_are_ignored_and_purged(storage: SqlLockStorage, engine: E
     assert storage.get_lock_list("/acme", include_root=False, include_children=True,
                                  token_only=True) == [forever, live]
     assert storage.get(old) is None
-    assert storage.delete(old) is False  # the lookup purged the row
+    assert storage.delete(old) is False  # an expired lock counts as gone
     with pytest.raises(ValueError):
         storage.refresh(old, timeout=60)
     _expire(engine, live, time.time() - 1)
     storage.cleanup()
     assert storage.delete(live) is False
     assert storage.get(forever) is not None
+
+
+def test_expired_rows_are_purged_when_a_lock_is_created(storage: SqlLockStorage,
+                                                       engine: Engine) -> None:
+    old = storage.create("/acme/old", _lock())["token"]
+    _expire(engine, old, time.time() - 1)
+    storage.get_lock_list("/acme", include_root=True, include_children=True, token_only=True)
+    storage.create("/acme/new", _lock())
+    with engine.begin() as conn:
+        assert conn.execute(select(LockRow).where(LockRow.token == old)).first() is None
+
+
+def test_one_query_finds_locks_on_ancestors_and_below(storage: SqlLockStorage) -> None:
+    tokens = {path: storage.create(path, _lock())["token"]
+              for path in ("/acme", "/acme/a", "/acme/a/b/c", "/acme/ab", "/globex/a")}
+    above = {lock["token"] for lock in storage.locks_on_or_above("/acme/a/b",
+                                                                  include_children=False)}
+    assert above == {tokens["/acme"], tokens["/acme/a"]}
+    tree = {lock["token"] for lock in storage.locks_on_or_above("/acme/a/b",
+                                                                 include_children=True)}
+    assert tree == {tokens["/acme"], tokens["/acme/a"], tokens["/acme/a/b/c"]}
 
 
 def test_locks_survive_restart_and_discarded_managers(db_url: str) -> None:
