@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import logging
-import sys
-import types
 
 import pytest
 from argon2 import PasswordHasher
-from pydantic import BaseModel
 
-from mosaic import providers
 from mosaic.auth import passwords
 from mosaic.auth.cache import CredentialCache
 from mosaic.auth.identity import LocalIdentitySource, Principal, identity_sources
@@ -30,15 +26,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture(autouse=True)
-def memory_provider(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Stand-in for the ``memory`` provider: auth tests only need a valid root spec."""
-    module = types.ModuleType("mosaic_test_auth_provider")
-    module.Options = type("Options", (BaseModel,), {})  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, module.__name__, module)
-    monkeypatch.setitem(providers.REGISTRY, "memory", (module.__name__, None))
 
 
 def user(**extra: object) -> dict[str, object]:

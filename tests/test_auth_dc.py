@@ -6,19 +6,17 @@ import base64
 import io
 import sys
 import threading
-import types
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
-from pydantic import BaseModel, SecretStr
+from pydantic import SecretStr
 from wsgidav.http_authenticator import HTTPAuthenticator
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
-from mosaic import providers
 from mosaic.auth import passwords
 from mosaic.auth.domain_controller import MosaicDomainController
 from mosaic.auth.identity import Principal
@@ -31,15 +29,6 @@ PASSWORD = "correct horse"
 HASH = passwords.hash_password(PASSWORD, FAST)
 ACME = {"HTTP_HOST": "files.acme.example", "REQUEST_METHOD": "PROPFIND",
         "REMOTE_ADDR": "192.0.2.10"}
-
-
-@pytest.fixture(autouse=True)
-def memory_provider(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Stand-in for the ``memory`` provider: auth tests only need a valid root spec."""
-    module = types.ModuleType("mosaic_test_auth_dc_provider")
-    module.Options = type("Options", (BaseModel,), {})  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, module.__name__, module)
-    monkeypatch.setitem(providers.REGISTRY, "memory", (module.__name__, None))
 
 
 def make_config(*, alice_enabled: bool = True, **auth: object) -> Config:
