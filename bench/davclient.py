@@ -29,6 +29,12 @@ class Dav:
     def close(self) -> None:
         self._conn.close()
 
+    def reconnect(self) -> None:
+        """Start on a new connection: servers close idle ones (cheroot after 10 s)."""
+        self._conn.close()
+        self._conn = http.client.HTTPConnection(self.host, self.port, timeout=TIMEOUT)
+        self._conn.connect()  # now, so that no timed request pays for it
+
     def url(self, path: str) -> str:
         return f"http://{self.host}:{self.port}{path}"
 

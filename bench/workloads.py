@@ -237,6 +237,7 @@ def run_plan(bench: Bench, plan: list[tuple[str, Workload]]) -> None:
     """Run the workloads in order, noting the server CPU seconds each one cost."""
     bench.probe.reset()
     for name, workload in plan:
+        bench.dav.reconnect()  # the last one may have sat idle through a load test
         cpu = bench.probe.cpu_seconds()
         workload(bench)
         bench.notes["cpu_s"][name] = round(bench.probe.cpu_seconds() - cpu, 3)
