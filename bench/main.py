@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import make_source, prepare_served
-from .memory import RssProbe
+from .memory import RssProbe, StealMeter
 from .report import Values, flatness, goal_misses, metrics, ratio, summary, table, write_json
 from .servers import Column, running, tree_dir
 from .settings import FULL, QUICK, Settings
@@ -57,26 +57,34 @@ def _slug(name: str) -> str:
 
 def run_column(column: Column, source: Path, base: Path,
                settings: Settings) -> tuple[Values, dict[str, Any]]:
-    """Fresh folder, fresh server process, the column's plan; then clean up."""
+    """Fresh folder, fresh server process, the column's plan; then clean up.
+
+    A failure is noted and the figures measured so far are kept, so that one
+    broken server does not cost the other columns.
+    """
     print(f"{column.name}:", file=sys.stderr, flush=True)
-    load_before = os.getloadavg()[0]
+    load_before, steal = os.getloadavg()[0], StealMeter()
     work = base / _slug(column.name)
-    prepare_served(tree_dir(column, work), source, settings)
+    results: Values = {}
+    notes: dict[str, Any] = {}
     try:
+        prepare_served(tree_dir(column, work), source, settings)
         with running(column, work) as server:
-            bench = Bench(server, settings, RssProbe(server.pid), server.client())
+            bench = Bench(server, settings, RssProbe(server.pid), server.client(),
+                          results, notes)
             try:
                 run_plan(bench, FULL_PLAN if column.full else CONCURRENT_PLAN)
-            except Exception as exc:  # keep the other columns' figures
-                bench.notes["failure"] = f"{type(exc).__name__}: {exc}"
-                bench.say(f"FAILED: {bench.notes['failure']}")
             finally:
                 bench.probe.close()
                 bench.dav.close()
-            bench.notes["load_avg_1min"] = [load_before, os.getloadavg()[0]]
-            return bench.results, bench.notes
+    except Exception as exc:  # report it and keep the other columns
+        notes["failure"] = f"{type(exc).__name__}: {exc}"
+        print(f"  [{column.name}] FAILED: {notes['failure']}", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    notes["load_avg_1min"] = [load_before, os.getloadavg()[0]]
+    notes["cpu_steal_share"] = round(steal.share(), 3)
+    return results, notes
 
 
 def _version(argv: list[str]) -> str:
@@ -100,6 +108,16 @@ def machine() -> dict[str, Any]:
     }
 
 
+def conditions(notes: dict[str, Any]) -> str:
+    """One line per column: how busy the machine was while it ran."""
+    lines = ["Machine while each column ran (1-min load average before/after, CPU steal):"]
+    for name, note in notes.items():
+        before, after = note.get("load_avg_1min", (0.0, 0.0))
+        lines.append(f"  {name}: load {before:.2f} / {after:.2f}, "
+                     f"steal {100 * note.get('cpu_steal_share', 0.0):.0f}%")
+    return "\n".join(lines)
+
+
 def ratios(settings: Settings, columns: dict[str, Values]) -> dict[str, dict[str, float | None]]:
     return {m.key: {other: ratio(m, columns, other) for other in ("wsgidav", "rclone")}
             for m in metrics(settings)}
@@ -120,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                 column, source, Path(scratch), settings)
     info["load_avg_end"] = os.getloadavg()
     info["seconds"] = round(time.monotonic() - started, 1)
-    text = table(settings, columns) + "\n" + summary(settings, columns)
+    text = "\n".join([table(settings, columns), summary(settings, columns), conditions(notes)])
     print(text)
     print(f"\n{info['seconds']:.0f} s; load average at end {info['load_avg_end'][0]:.2f} "
           f"on {info['cpus']} CPUs; JSON: {args.json}")

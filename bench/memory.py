@@ -89,5 +89,18 @@ class RssProbe:
             self._sampled_peak = max(self._sampled_peak, self.rss())
 
 
+class StealMeter:
+    """Share of the machine's CPU time the hypervisor took (steal) since creation."""
+
+    def __init__(self) -> None:
+        self._start = psutil.cpu_times()
+
+    def share(self) -> float:
+        end = psutil.cpu_times()
+        total = sum(end) - sum(self._start)
+        stolen = getattr(end, "steal", 0.0) - getattr(self._start, "steal", 0.0)
+        return stolen / total if total > 0 else 0.0
+
+
 def mib(size: int) -> float:
     return size / MIB

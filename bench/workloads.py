@@ -46,7 +46,7 @@ class Bench:
     probe: RssProbe
     dav: Dav
     results: dict[str, float | None] = field(default_factory=dict)
-    notes: dict[str, Any] = field(default_factory=lambda: {"cpu_s": {}, "errors": {}})
+    notes: dict[str, Any] = field(default_factory=dict)
 
     def path(self, relative: str) -> str:
         return f"{self.server.column.prefix}/{relative}"
@@ -235,6 +235,8 @@ CONCURRENT_PLAN: list[tuple[str, Workload]] = [
 
 def run_plan(bench: Bench, plan: list[tuple[str, Workload]]) -> None:
     """Run the workloads in order, noting the server CPU seconds each one cost."""
+    bench.notes.setdefault("cpu_s", {})
+    bench.notes.setdefault("errors", {})
     bench.probe.reset()
     for name, workload in plan:
         bench.dav.reconnect()  # the last one may have sat idle through a load test
