@@ -51,6 +51,11 @@ class Bench:
     def path(self, relative: str) -> str:
         return f"{self.server.column.prefix}/{relative}"
 
+    def median(self, key: str, samples: list[float]) -> float:
+        """The median, keeping every sample in the notes (to judge the noise)."""
+        self.notes.setdefault("samples", {})[key] = [round(x, 4) for x in samples]
+        return statistics.median(samples)
+
     def say(self, text: str) -> None:
         print(f"  [{self.server.column.name}] {text}", file=sys.stderr, flush=True)
 
@@ -84,7 +89,7 @@ def propfind_listing(bench: Bench, count: int, body: bytes, key: str) -> None:
     path = bench.path(listing_dir(count)) + "/"
     _propfind_once(bench, path, body, count)  # warm-up
     runs = [_propfind_once(bench, path, body, count) for _ in range(bench.settings.listing_runs)]
-    bench.results[f"{key}_ms"] = statistics.median(s for s, _ in runs) * 1000
+    bench.results[f"{key}_ms"] = bench.median(f"{key}_s", [s for s, _ in runs]) * 1000
     bench.results[f"{key}_kib"] = runs[-1][1] / KIB
     bench.say(f"{key}: {bench.results[f'{key}_ms']:.0f} ms, "
               f"{bench.results[f'{key}_kib']:.0f} KiB")
@@ -140,7 +145,7 @@ def _stream(bench: Bench, key: str, size: int, transfer: Callable[[], None], run
         times.append(timed(transfer))
         if cleanup:
             cleanup()
-    seconds = statistics.median(times)
+    seconds = bench.median(f"{key}_s", times)
     peak = bench.probe.peak()
     bench.results[f"{key}_mbps"] = size / seconds / 1e6
     bench.results[f"{key}_peak_mib"] = mib(peak)
@@ -210,8 +215,10 @@ def _delete(bench: Bench, run: int) -> float:
 
 def tree_ops(bench: Bench) -> None:
     runs = range(bench.settings.tree_runs)
-    bench.results["move_tree_s"] = statistics.median(_move(bench, run) for run in runs)
-    bench.results["delete_tree_s"] = statistics.median(_delete(bench, run) for run in runs)
+    moves = [_move(bench, run) for run in runs]
+    deletes = [_delete(bench, run) for run in runs]
+    bench.results["move_tree_s"] = bench.median("move_tree_s", moves)
+    bench.results["delete_tree_s"] = bench.median("delete_tree_s", deletes)
     bench.say(f"MOVE {bench.results['move_tree_s']:.3f} s, "
               f"DELETE {bench.results['delete_tree_s']:.3f} s")
 
