@@ -222,6 +222,17 @@ class FolderResource(_Common, DAVCollection):
     def support_recursive_delete(self) -> bool:
         return True
 
+    def get_descendants(self, **kwargs: Any) -> list[_DAVResource]:
+        # wsgidav lists a whole tree before a MOVE only to evaluate If headers
+        # member by member; the move itself is one native rename (move_recursive).
+        # Without an If header that listing (20 ms per 1,000 files) is waste.
+        plain_move = (self.environ.get("REQUEST_METHOD") == "MOVE"
+                      and "HTTP_IF" not in self.environ
+                      and self.path.rstrip("/") == self.environ.get("PATH_INFO", "").rstrip("/"))
+        if plain_move:
+            return [self] if kwargs.get("add_self") else []
+        return super().get_descendants(**kwargs)
+
     @translated
     def handle_delete(self) -> bool:
         """Delete a tree with one lock check instead of wsgidav's per-member walk
