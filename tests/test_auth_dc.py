@@ -6,7 +6,9 @@ import base64
 import io
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +154,39 @@ def test_cache_spares_the_second_verification(verify_calls: list[str]) -> None:
     assert len(verify_calls) == 2
     assert login(dc, "alice", HTTP_HOST="files.globex.example") is not None
     assert len(verify_calls) == 3  # another tenant's alice is another entry
+
+
+def test_simultaneous_logins_of_one_user_verify_once(verify_calls: list[str]) -> None:
+    dc, _ = make_dc(make_config())
+    start = threading.Barrier(8)
+
+    def connect(_: int) -> bool:
+        start.wait()
+        return login(dc, "alice") is not None
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert all(pool.map(connect, range(8)))
+    assert len(verify_calls) == 1
+
+
+def test_argon2_verifications_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    running, peak, guard = [0], [0], threading.Lock()
+    real = passwords.DEFAULT_HASHER
+
+    class SlowHasher:
+        def verify(self, password_hash: str, plain: str) -> bool:
+            with guard:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            time.sleep(0.05)
+            with guard:
+                running[0] -= 1
+            return real.verify(password_hash, plain)
+
+    monkeypatch.setattr(passwords, "DEFAULT_HASHER", SlowHasher())
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda _: passwords.verify_password(HASH, PASSWORD), range(8)))
+    assert peak[0] == 2
 
 
 def test_cache_can_be_disabled(verify_calls: list[str]) -> None:

@@ -34,6 +34,9 @@ ROLES = ["editor"]
 Environ = dict[str, Any]
 
 
+VERIFY_LOCK_STRIPES = 64
+
+
 class MosaicDomainController(BaseDomainController):
     """Basic-only domain controller; one realm for every path."""
 
@@ -47,6 +50,8 @@ class MosaicDomainController(BaseDomainController):
         self.throttle = LoginThrottle()
         self._seen_config: Config | None = None
         self._seen_lock = threading.Lock()
+        # Striped: bounded memory whatever the number of users.
+        self._verify_locks = [threading.Lock() for _ in range(VERIFY_LOCK_STRIPES)]
 
     def __str__(self) -> str:
         return f"{self.__class__.__name__}(realm={REALM!r})"
@@ -101,6 +106,18 @@ class MosaicDomainController(BaseDomainController):
         principal = self.cache.get(target.tenant_id, user_key, password)
         if principal is not None:
             return principal
+        # Windows opens several connections at once: when a cached login expires
+        # they would all pay an argon2 verify together. One verifies per user,
+        # the others wait and then find its result in the cache.
+        stripe = hash((target.tenant_id, user_key)) % len(self._verify_locks)
+        with self._verify_locks[stripe]:
+            principal = self.cache.get(target.tenant_id, user_key, password)
+            if principal is not None:
+                return principal
+            return self._verify_uncached(config, target, user_key, password, generation)
+
+    def _verify_uncached(self, config: Config, target: ResolvedLogin, user_key: str,
+                         password: str, generation: int) -> Principal | None:
         tenant = config.tenants[target.tenant_id]
         for source in identity_sources(target.tenant_id, tenant):
             principal = source.authenticate(target.user, password)

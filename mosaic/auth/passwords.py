@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import secrets
+import threading
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -22,6 +23,12 @@ def hash_password(plain: str, hasher: PasswordHasher | None = None) -> str:
     return (hasher or DEFAULT_HASHER).hash(plain)
 
 
+#: argon2 verifications running at once per process. Each takes the hash's
+#: memory cost (64 MiB by default): unbounded, a burst of logins would take
+#: gigabytes; two keep both cores busy.
+CONCURRENT_VERIFICATIONS = threading.BoundedSemaphore(2)
+
+
 def verify_password(password_hash: str, plain: str) -> bool:
     """True if ``plain`` matches ``password_hash``; False on mismatch or a malformed hash.
 
@@ -29,7 +36,8 @@ def verify_password(password_hash: str, plain: str) -> bool:
     lock that user out, not turn a login into a 500.
     """
     try:
-        return DEFAULT_HASHER.verify(password_hash, plain)
+        with CONCURRENT_VERIFICATIONS:
+            return DEFAULT_HASHER.verify(password_hash, plain)
     except (VerificationError, InvalidHashError):
         return False
 
