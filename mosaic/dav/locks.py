@@ -18,6 +18,7 @@ into an already built ``WsgiDAVApp``.
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from contextlib import AbstractContextManager
 from typing import Any
@@ -271,7 +272,9 @@ class AtomicLockManager(LockManager):
     per-process ``_active_writes`` (which stays empty here).
 
     Lock order, to avoid deadlocks: the in-process ``_lock`` first, then the
-    database transaction - as in wsgidav's own methods that take ``_lock``.
+    database transaction - as in wsgidav's own methods that take ``_lock``. The
+    write-transaction hooks (every PUT) take no in-process lock at all: their
+    serialised transaction already excludes other threads and processes.
     """
 
     def __init__(self, storage: SqlLockStorage, *, write_lease_s: float = WRITE_LEASE_S) -> None:
@@ -280,6 +283,7 @@ class AtomicLockManager(LockManager):
         # url -> leases this process holds on it. wsgidav ends a write by url only;
         # concurrent writes to one url are interchangeable, so any lease will do.
         self._leases: dict[str, list[str]] = {}
+        self._leases_lock = threading.Lock()
 
     def acquire(
         self,
@@ -295,6 +299,8 @@ class AtomicLockManager(LockManager):
     ) -> LockDict:
         """Check for conflicts and create the lock, or raise DAVError(HTTP_LOCKED)."""
         url = normalize_lock_root(url)
+        # _check_lock_permission takes wsgidav's in-process lock, so take it
+        # first: the order must be in-process lock, then database, everywhere.
         self._lock.acquire_write()
         try:
             with self.storage.transaction(serialised=True):
@@ -346,33 +352,25 @@ class AtomicLockManager(LockManager):
         Raises DAVError(HTTP_LOCKED) on a conflicting lock, and then takes no lease.
         """
         url = normalize_lock_root(url)
-        self._lock.acquire_write()
-        try:
-            with self.storage.transaction(serialised=True):
-                conflicts = self._get_write_conflicts(url, depth, token_list, principal)
-                if conflicts.hrefs:
-                    raise DAVError(HTTP_LOCKED, err_condition=conflicts)
-                lease = self.storage.begin_write(url, lease_s=self.write_lease_s)
-            # Only once committed: a failed commit must leave nothing to end.
+        with self.storage.transaction(serialised=True):
+            conflicts = self._get_write_conflicts(url, depth, token_list, principal)
+            if conflicts.hrefs:
+                raise DAVError(HTTP_LOCKED, err_condition=conflicts)
+            lease = self.storage.begin_write(url, lease_s=self.write_lease_s)
+        # Only once committed: a failed commit must leave nothing to end.
+        with self._leases_lock:
             self._leases.setdefault(url, []).append(lease)
-        finally:
-            self._lock.release()
 
     def _end_write_transaction(self, url: str) -> None:
         """Release one of this process's leases on ``url``."""
         url = normalize_lock_root(url)
-        self._lock.acquire_write()
-        try:
+        with self._leases_lock:
             lease = self._pop_lease(url)
-        finally:
-            self._lock.release()
-        # Outside _lock: the delete needs no serialisation, and a slow database
-        # should not hold up this process's other lock operations.
         if lease is not None:
             self.storage.end_write(lease)
 
     def _pop_lease(self, url: str) -> str | None:
-        """Take one lease on ``url`` off the books; caller holds ``_lock``."""
+        """Take one lease on ``url`` off the books; caller holds ``_leases_lock``."""
         leases = self._leases.get(url)
         if not leases:
             return None
