@@ -26,7 +26,14 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, SecretStr
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 from mosaic.config.loader import ConfigError, load_config
@@ -41,6 +48,7 @@ _STOP = object()
 #: server settings read once at start-up: a reload records them but cannot apply them
 RESTART_ONLY = ("listen", "workers", "threads", "tls", "data_dir", "database_url")
 _FILE_EVENTS = frozenset({"modified", "created", "moved", "closed"})
+_FILE_EVENT_TYPES = (FileModifiedEvent, FileCreatedEvent, FileMovedEvent, FileClosedEvent)
 _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^@\s]*@")
 
 
@@ -109,7 +117,10 @@ class ConfigHolder:
         self._worker.start()
         if self.path is not None:
             self._observer = Observer()
-            self._observer.schedule(_FileEvents(self.path, self.trigger), str(self.path.parent))
+            # Only the kernel events that can change the file: without the filter
+            # every open/read in the folder (data next to the config) wakes us.
+            self._observer.schedule(_FileEvents(self.path, self.trigger), str(self.path.parent),
+                                    event_filter=list(_FILE_EVENT_TYPES))
             self._observer.daemon = True
             self._observer.start()
         if threading.current_thread() is threading.main_thread():
