@@ -318,3 +318,33 @@ def test_deleting_a_tree_with_a_locked_member_deletes_nothing(server):
     alice.request("UNLOCK", server.url + "/tree-del/sub/b.txt", headers={"Lock-Token": token})
     assert bob.delete(server.url + "/tree-del").status_code == 204
     assert not (server.base / "acme-root" / "tree-del").exists()
+
+
+def test_chunked_upload_is_checked_against_the_announced_size(server):
+    alice = server.session(*ALICE)
+
+    def chunks(data: bytes):
+        yield data[:3]
+        yield data[3:]
+
+    ok = alice.put(server.url + "/finder.txt", data=chunks(b"0123456789"),
+                   headers={"X-Expected-Entity-Length": "10"})
+    assert ok.status_code == 201
+    assert (server.base / "acme-root" / "finder.txt").read_bytes() == b"0123456789"
+    short = alice.put(server.url + "/finder.txt", data=chunks(b"01234"),
+                      headers={"X-Expected-Entity-Length": "10"})
+    assert short.status_code == 400
+    assert (server.base / "acme-root" / "finder.txt").read_bytes() == b"0123456789"
+
+
+def test_moving_a_tree_with_a_locked_member_is_refused(server):
+    alice, bob = server.session(*ALICE), server.session(*BOB)
+    alice.request("MKCOL", server.url + "/tree-mv")
+    alice.put(server.url + "/tree-mv/locked.txt", data=b"x")
+    token = alice.request("LOCK", server.url + "/tree-mv/locked.txt", data=LOCK_BODY,
+                          headers={"Content-Type": "application/xml"}).headers["Lock-Token"]
+    moved = bob.request("MOVE", server.url + "/tree-mv",
+                        headers={"Destination": server.url + "/tree-mv2"})
+    assert moved.status_code == 423
+    assert (server.base / "acme-root" / "tree-mv" / "locked.txt").exists()
+    alice.request("UNLOCK", server.url + "/tree-mv/locked.txt", headers={"Lock-Token": token})

@@ -139,7 +139,9 @@ class FileResource(_Common, DAVNonCollection):
 
     @translated
     def begin_write(self, *, content_type: str | None = None) -> AtomicUpload:
-        expected = self.environ.get("CONTENT_LENGTH")
+        # macOS Finder sends chunked bodies and announces the size separately.
+        expected = (self.environ.get("CONTENT_LENGTH")
+                    or self.environ.get("HTTP_X_EXPECTED_ENTITY_LENGTH"))
         self._upload = AtomicUpload(
             self.fs.open(_vpath(self.path), "wb", autocommit=False),
             int(expected) if expected and expected.isdigit() else None,
