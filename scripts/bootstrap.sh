@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Shared by run.sh and test.sh: Debian packages, then a virtualenv in .venv.
-# Usage: bootstrap.sh [extra-apt-packages...]  (PIP_EXTRAS selects setup.cfg extras)
+# Usage: bootstrap.sh [extra-apt-packages...]  (PIP_EXTRAS selects setup.cfg extras,
+# PIP_EDITABLE=1 installs the checkout in place)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,4 +22,5 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e ".${PIP_EXTRAS:+[$PIP_EXTRAS]}"
+# Tests run against the checkout (editable); a plain run installs a copy.
+.venv/bin/python -m pip install -q ${PIP_EDITABLE:+-e} ".${PIP_EXTRAS:+[$PIP_EXTRAS]}"
