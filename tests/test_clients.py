@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import tenants
-from tests.support.live import live_server
+from tests.support.live import two_tenant_server
 
 LOGIN, PASSWORD = "alice@acme.example", "alice-secret"
 
@@ -18,8 +17,7 @@ LOGIN, PASSWORD = "alice@acme.example", "alice-secret"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("clients")
-    with live_server(tenants.build(tenants.two_tenants(base))) as live:
-        live.base = base
+    with two_tenant_server(base) as live:
         yield live
 
 

@@ -10,8 +10,7 @@ import socket
 import pytest
 import requests
 
-from tests.support import tenants
-from tests.support.live import live_server
+from tests.support.live import two_tenant_server
 
 ALICE = ("alice@acme.example", "alice-secret")
 BOB = ("ACME\\bob", "bob-secret")
@@ -21,8 +20,7 @@ CAROL = ("carol@acme.example", "carol-secret")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("dav")
-    with live_server(tenants.build(tenants.two_tenants(base))) as live:
-        live.base = base
+    with two_tenant_server(base) as live:
         yield live
 
 

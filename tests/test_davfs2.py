@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import tenants
-from tests.support.live import live_server
+from tests.support.live import two_tenant_server
 
 pytestmark = pytest.mark.davfs
 
@@ -67,8 +66,7 @@ def server(tmp_path_factory):
     assert shutil.which("mount.davfs"), "davfs2 is not installed: run scripts/test.sh"
     assert os.geteuid() == 0, "the davfs2 test mounts a drive and needs root"
     base = tmp_path_factory.mktemp("davfs")
-    with live_server(tenants.build(tenants.two_tenants(base))) as live:
-        live.base = base
+    with two_tenant_server(base) as live:
         yield live
 
 

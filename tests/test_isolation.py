@@ -12,8 +12,7 @@ import unicodedata
 
 import pytest
 
-from tests.support import tenants
-from tests.support.live import live_server
+from tests.support.live import two_tenant_server
 
 SENTINEL = b"ACME-SECRET-7f3a"
 DAVE = ("dave@globex.example", "dave-secret")
@@ -43,8 +42,7 @@ def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("isolation")
     (base / "acme-root").mkdir()
     (base / "acme-root" / "secret.txt").write_bytes(SENTINEL)
-    with live_server(tenants.build(tenants.two_tenants(base))) as live:
-        live.base = base
+    with two_tenant_server(base) as live:
         yield live
 
 

@@ -12,8 +12,7 @@ import subprocess
 
 import pytest
 
-from tests.support import tenants
-from tests.support.live import live_server
+from tests.support.live import two_tenant_server
 
 SUITES = ("basic", "copymove", "props", "locks", "http")
 SUMMARY = re.compile(r"<- summary for `(\w+)': of (\d+) tests run: (\d+) passed, (\d+) failed")
@@ -21,8 +20,7 @@ SUMMARY = re.compile(r"<- summary for `(\w+)': of (\d+) tests run: (\d+) passed,
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    base = tmp_path_factory.mktemp("litmus")
-    with live_server(tenants.build(tenants.two_tenants(base))) as live:
+    with two_tenant_server(tmp_path_factory.mktemp("litmus")) as live:
         yield live
 
 

@@ -6,12 +6,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import requests
 
 from mosaic.config.holder import ConfigHolder
 from mosaic.config.schema import Config
 from mosaic.server import make_server
+from tests.support import tenants
 
 
 @dataclass
@@ -19,6 +21,7 @@ class Live:
     url: str
     holder: ConfigHolder
     port: int
+    base: Path | None = None  # the folder the tenants' storage lives in
 
     def session(self, login: str, password: str) -> requests.Session:
         session = requests.Session()
@@ -39,3 +42,11 @@ def live_server(config: Config) -> Iterator[Live]:
     finally:
         server.stop()
         thread.join(timeout=10)
+
+
+@contextmanager
+def two_tenant_server(base: Path) -> Iterator[Live]:
+    """The shared acme/globex setup (tests.support.tenants) served from ``base``."""
+    with live_server(tenants.build(tenants.two_tenants(base))) as live:
+        live.base = base
+        yield live
