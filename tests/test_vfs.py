@@ -191,3 +191,25 @@ def test_hidden_paths_look_absent(tmp_path):
         with pytest.raises(FileNotFoundError):
             other.info(spelling)
     assert "private" not in other.ls("", detail=False)
+
+
+def test_failed_cross_mount_tree_move_leaves_source_whole_and_no_partial_target(
+        tmp_path, monkeypatch):
+    fs = build(tmp_path)
+    fs.mkdir("m/tree")
+    for name in ("a.txt", "b.txt", "c.txt"):
+        write(fs, f"m/tree/{name}", name.encode())
+    real_stream, copied = TenantFileSystem._stream_file, []
+
+    def fail_on_third(self, src, dst):
+        if len(copied) == 2:
+            raise OSError(5, "backend went away")
+        real_stream(self, src, dst)
+        copied.append(dst)
+
+    monkeypatch.setattr(TenantFileSystem, "_stream_file", fail_on_third)
+    with pytest.raises(OSError):
+        fs.mv("m/tree", "tree")
+    assert sorted(fs.ls("m/tree", detail=False)) == ["m/tree/a.txt", "m/tree/b.txt",
+                                                     "m/tree/c.txt"]
+    assert not fs.exists("tree") and not (tmp_path / "root" / "tree").exists()

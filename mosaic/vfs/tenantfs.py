@@ -9,6 +9,7 @@ Permissions are enforced here so that every protocol gets them.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from typing import Any
 
@@ -194,7 +195,7 @@ class TenantFileSystem(AbstractFileSystem):
         if src_entry is dst_entry:
             src_fs.mv(src_rel, dst_rel)
             return
-        self._copy_across(src, dst)
+        self._copy_whole(src, dst)
         src_fs.rm(src_rel, recursive=True)
 
     def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
@@ -213,7 +214,19 @@ class TenantFileSystem(AbstractFileSystem):
             else:
                 src_fs.cp_file(src_rel, dst_rel)
             return
-        self._copy_across(src, dst, recursive=recursive)
+        self._copy_whole(src, dst, recursive=recursive)
+
+    def _copy_whole(self, src: str, dst: str, recursive: bool = True) -> None:
+        """Copy across mounts; on failure remove what was copied, so a client
+        never finds half a folder at the destination (the source is untouched)."""
+        existed = self.exists(dst)
+        try:
+            self._copy_across(src, dst, recursive=recursive)
+        except BaseException:
+            if not existed:
+                with contextlib.suppress(Exception):
+                    self.rm(dst, recursive=True)
+            raise
 
     def _copy_across(self, src: str, dst: str, recursive: bool = True) -> None:
         """Stream a file or tree between mounts (no native operation spans two)."""
