@@ -395,6 +395,17 @@ def test_lease_lasts_write_lease_s_and_blocks_until_expired(
     assert [url for url, _ in _leases(engine)] == ["/acme/other"]
 
 
+def test_a_running_write_keeps_its_lease_alive(storage: SqlLockStorage, engine: Engine) -> None:
+    manager = AtomicLockManager(storage, write_lease_s=0.6)
+    manager._begin_write_transaction(url=DOC, token_list=[], principal="alice")
+    time.sleep(1.5)  # well past the lease's first expiry: only renewal keeps it
+    [(_, expires)] = _leases(engine)
+    assert expires > time.time()
+    assert _refused_for(manager, DOC) == [DOC]
+    manager._end_write_transaction(DOC)
+    assert _leases(engine) == []
+
+
 def test_write_refused_by_a_lock_takes_no_lease(storage: SqlLockStorage, engine: Engine) -> None:
     manager = AtomicLockManager(storage)
     token = _acquire(manager, "/acme/race", depth="infinity")["token"]

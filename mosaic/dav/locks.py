@@ -17,6 +17,7 @@ into an already built ``WsgiDAVApp``.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
@@ -53,18 +54,18 @@ from mosaic.dav.store import (
     raw,
 )
 
+_logger = logging.getLogger(__name__)
+
 LockDict = dict[str, Any]
 
 #: Same defaults and cap as wsgidav's LockStorageDict.
 LOCK_TIME_OUT_DEFAULT = 604800.0  # one week
 LOCK_TIME_OUT_MAX = 4 * 604800.0
 
-#: Lifetime of a write lease (seconds). Leases are not renewed in this first
-#: version, which bounds both failure modes by one constant: a crashed worker's
-#: lease keeps LOCKs off its URL for at most this long, and a write still running
-#: after it (an upload of tens of GB) loses its protection, i.e. is back to the
-#: behaviour without leases. Renewing from the write loop would lift the cap.
-WRITE_LEASE_S = 3600.0
+#: Lifetime of a write lease (seconds). A worker renews the leases it holds
+#: every third of it, so a write of any length stays protected, while a crashed
+#: worker's leases keep LOCKs off their URLs for at most this long.
+WRITE_LEASE_S = 600.0
 
 _FIELDS = ("root", "type", "scope", "depth", "owner", "timeout", "expire", "principal", "token")
 
@@ -227,6 +228,15 @@ class SqlLockStorage:
                 [lease, normalize_lock_root(url), now + lease_s])
         return lease
 
+    def renew_writes(self, leases: list[str], *, lease_s: float = WRITE_LEASE_S) -> None:
+        """Push the expiry of ``leases`` (all held by this worker) into the future."""
+        if not leases:
+            return
+        with self.scope.begin() as conn:
+            raw(conn, f"UPDATE dav_active_writes SET expires = ? "
+                      f"WHERE lease IN ({placeholders(len(leases))})",
+                [time.time() + lease_s, *leases])
+
     def end_write(self, lease: str) -> None:
         """Drop a lease (gone already - expired and purged - is fine)."""
         with self.scope.begin() as conn:
@@ -284,6 +294,7 @@ class AtomicLockManager(LockManager):
         # concurrent writes to one url are interchangeable, so any lease will do.
         self._leases: dict[str, list[str]] = {}
         self._leases_lock = threading.Lock()
+        self._renewer: threading.Thread | None = None
 
     def acquire(
         self,
@@ -360,6 +371,24 @@ class AtomicLockManager(LockManager):
         # Only once committed: a failed commit must leave nothing to end.
         with self._leases_lock:
             self._leases.setdefault(url, []).append(lease)
+            self._start_renewing()
+
+    def _start_renewing(self) -> None:
+        """Start the thread that keeps this worker's leases alive (once)."""
+        if self._renewer is None:
+            self._renewer = threading.Thread(target=self._renew_forever, daemon=True,
+                                             name="mosaic-write-leases")
+            self._renewer.start()
+
+    def _renew_forever(self) -> None:
+        while True:
+            time.sleep(self.write_lease_s / 3)
+            with self._leases_lock:
+                held = [lease for leases in self._leases.values() for lease in leases]
+            try:
+                self.storage.renew_writes(held, lease_s=self.write_lease_s)
+            except Exception:  # the database may be back at the next round
+                _logger.exception("renewing write leases failed")
 
     def _end_write_transaction(self, url: str) -> None:
         """Release one of this process's leases on ``url``."""
