@@ -220,3 +220,16 @@ def test_build_without_create_needs_the_root(tmp_path: Path) -> None:
 def test_options_are_strict(options: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         local.Options(**options)
+
+
+def test_stale_upload_temp_files_are_swept_fresh_ones_kept(tmp_path: Path) -> None:
+    root = tmp_path / "sweep-root"
+    fs = local.build(local.Options(root=str(root)),
+                     BuildContext(tenant="t", mount="/", data_dir=tmp_path))
+    stale, fresh = root / (local.TEMP_PREFIX + "old"), root / (local.TEMP_PREFIX + "new")
+    stale.write_bytes(b"left by a crash")
+    fresh.write_bytes(b"upload in progress")
+    day_and_more = time.time() - local.STALE_UPLOAD_S - 60
+    os.utime(stale, (day_and_more, day_and_more))
+    assert fs.ls("", detail=False) == []
+    assert not stale.exists() and fresh.exists()

@@ -62,6 +62,8 @@ _COPY_CHUNK = 1024 * 1024
 
 #: Prefix of in-flight upload files: never listed, never accepted in a path.
 TEMP_PREFIX = ".~mosaic-upload-"
+#: An upload temp file untouched this long belongs to a crashed process.
+STALE_UPLOAD_S = 24 * 3600
 # The DAV layer decodes a URL once; what is still encoded was encoded twice on purpose.
 _ENCODED = re.compile(r"%(?:2e|2f|5c|00)", re.IGNORECASE)
 _DRIVE = re.compile(r"[A-Za-z]:")
@@ -260,7 +262,10 @@ class LocalFileSystem(ProviderFileSystem):
         """One ``os.scandir``; a file raises NotADirectoryError (it is no directory)."""
         parts = self._split(path)
         with self._dir(parts) as fd, os.scandir(fd) as scan:
-            entries = [e for e in (_scan_entry(parts, item) for item in scan) if e]
+            # Entries of an fd-based scandir stat through it: use them inside.
+            items = list(scan)
+            _sweep_stale_uploads(fd, items)
+            entries = [e for e in (_scan_entry(parts, item) for item in items) if e]
         return entries if detail else [e["name"] for e in entries]
 
     def _open_read(self, parts: Parts) -> BinaryIO:
@@ -392,6 +397,18 @@ def _existing(parent: int, name: str, rel: str) -> os.stat_result | None:
         return _checked(os.stat(name, dir_fd=parent, follow_symlinks=False), rel)
     except FileNotFoundError:
         return None
+
+
+def _sweep_stale_uploads(dir_fd: int, items: list[os.DirEntry[str]]) -> None:
+    """Remove upload temp files a crashed process left behind (untouched for a
+    day: a live upload writes to its file all the time). Done while listing, so
+    no separate walk of the tree is ever needed."""
+    cutoff = time.time() - STALE_UPLOAD_S
+    for item in items:
+        if item.name.startswith(TEMP_PREFIX):
+            with suppress(OSError):
+                if item.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(item.name, dir_fd=dir_fd)
 
 
 def _scan_entry(parts: Parts, item: os.DirEntry[str]) -> dict[str, Any] | None:
