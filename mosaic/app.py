@@ -46,7 +46,8 @@ class SessionOpener:
     def __init__(self, holder: ConfigHolder) -> None:
         self._holder = holder
         self.storage = StorageRegistry(Path(holder.current.server.data_dir))
-        self._views: OrderedDict[tuple[Any, ...], TenantFileSystem] = OrderedDict()
+        self._views: OrderedDict[tuple[Any, ...], tuple[Config, TenantFileSystem]] = \
+            OrderedDict()
         self._lock = threading.Lock()
         holder.on_change(lambda _config: self._forget_all())
 
@@ -60,14 +61,15 @@ class SessionOpener:
         principal = environ["mosaic.principal"]
         key = (id(config), principal.tenant, principal.user, principal.groups)
         with self._lock:
-            view = self._views.get(key)
-            if view is not None:
+            cached = self._views.get(key)
+            # Identity check too: a new config may reuse a freed one's id().
+            if cached is not None and cached[0] is config:
                 self._views.move_to_end(key)
-                return view
+                return cached[1]
         view = self._build(config, principal)
         if all(entry.fs is not None for entry in view.table.entries):
             with self._lock:
-                self._views[key] = view
+                self._views[key] = (config, view)
                 while len(self._views) > self.MAX_VIEWS:
                     self._views.popitem(last=False)
         return view
