@@ -12,6 +12,7 @@ from types import ModuleType
 REGISTRY: dict[str, tuple[str, str | None]] = {
     "local": ("mosaic.providers.local", None),
     "memory": ("mosaic.providers.memory", None),
+    "s3": ("mosaic.providers.s3", "s3"),
 }
 
 

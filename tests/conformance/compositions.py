@@ -14,12 +14,14 @@ from typing import Any
 
 from fsspec import AbstractFileSystem
 
+from mosaic import providers
 from mosaic.config.schema import Config
 from mosaic.providers.base import Capabilities
 from mosaic.vfs.permissions import PermissionView
 from mosaic.vfs.storage import StorageRegistry
 from mosaic.vfs.tenantfs import TenantFileSystem
 from tests.conformance.targets import Target
+from tests.support import moto
 
 #: the TenantFileSystem methods the suite calls, and which arguments are paths
 PATH_METHODS = {
@@ -96,8 +98,16 @@ def in_a_nested_mount(tmp: Path) -> Target:
     return Target(Subtree(fs, "a/b/c"), Capabilities())  # type: ignore[arg-type]
 
 
+def in_an_s3_mount(tmp: Path) -> Target:
+    """A local tenant root with /s3 on a fresh bucket of the test moto server."""
+    fs = _tenant_fs(tmp, _local(tmp, "root"), {"/s3": moto.provider(moto.fresh_bucket())})
+    return Target(Subtree(fs, "s3"), providers.load("s3").CAPABILITIES,  # type: ignore[arg-type]
+                  listed_mtimes=False)
+
+
 COMPOSITIONS: dict[str, Callable[[Path], Target]] = {
     "tenant-root-only": root_only,
     "tenant-in-a-mount": in_a_mount,
     "tenant-in-a-nested-mount": in_a_nested_mount,
+    "tenant-in-an-s3-mount": in_an_s3_mount,
 }

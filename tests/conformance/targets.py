@@ -16,6 +16,7 @@ from fsspec import AbstractFileSystem
 
 from mosaic import providers
 from mosaic.providers.base import BuildContext, Capabilities
+from tests.support import moto
 
 
 @dataclass
@@ -23,6 +24,9 @@ class Target:
     fs: AbstractFileSystem
     capabilities: Capabilities
     cleanup: Callable[[], None] | None = None
+    #: listings show the mtime a client set, and folders' mtimes (not S3's: its
+    #: delimiter listings carry no metadata and no time for a sub-folder)
+    listed_mtimes: bool = True
 
 
 def _context(tmp: Path) -> BuildContext:
@@ -40,7 +44,16 @@ def memory_target(tmp: Path) -> Target:
     return Target(module.build(module.Options(), _context(tmp)), module.CAPABILITIES)
 
 
+def s3_target(tmp: Path) -> Target:
+    """A fresh bucket of the test moto server, rooted below a prefix."""
+    module = providers.load("s3")
+    spec = moto.provider(moto.fresh_bucket(), prefix="tenant/root")
+    options = module.Options.model_validate({k: v for k, v in spec.items() if k != "type"})
+    return Target(module.build(options, _context(tmp)), module.CAPABILITIES, listed_mtimes=False)
+
+
 TARGETS: dict[str, Callable[[Path], Target]] = {
     "local": local_target,
     "memory": memory_target,
+    "s3": s3_target,
 }

@@ -1,0 +1,529 @@
+"""What every object-store provider (S3, Azure Blob, GCS, Swift) shares.
+
+An object store has keys, not folders. :class:`ObjectStoreFileSystem` makes
+one behave like a file tree on top of a few primitives that each backend
+supplies as an :class:`ObjectStore`:
+
+* a folder is a marker object ``dir/`` (so an empty folder persists and is
+  listed) or, for trees written by other tools, any key below ``dir/``;
+* a listing is one paged prefix/delimiter call per folder, never a request
+  per entry; a file and a folder sharing a name are listed once, as the file
+  (the same rule :meth:`info` follows);
+* an upload streams in parts (:class:`ObjectWriter`) and is published only by
+  ``commit()``; ``discard()`` aborts it, so a failed PUT leaves nothing and the
+  previous version intact (plain fsspec commits a partial object when a
+  ``with fs.open(p, "wb")`` block raises: :class:`~mosaic.providers.common.Upload`
+  never does);
+* a folder move is a server-side copy of every object, then one bulk delete.
+  A failed copy removes what it copied (the source was not touched yet). A
+  process killed while copying leaves the source whole and part of the
+  destination: delete the destination to roll back. One killed while
+  deleting leaves the destination whole and the rest of the source, all of
+  which also exists at the destination: delete the source to finish;
+* the modification time a client sets is kept in object metadata
+  (:data:`MTIME_KEY`), because no store lets a client set its own. Stores
+  whose listings carry no metadata (S3) show the store's time in listings;
+  ``info`` always shows the set time. A folder listed by its parent has no
+  time (0.0): a delimiter listing returns none for it;
+* native errors are translated once, by the backend's table of error codes
+  (:attr:`ObjectStore.ERRORS`), into the VFS's vocabulary; mount-wide ones
+  (store down, bucket missing, credentials refused) become
+  :class:`MountUnavailableError` naming the tenant and mount, never a secret
+  or the store's address.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, BinaryIO
+
+from mosaic.providers.base import Capabilities
+from mosaic.providers.common import Parts, ProviderFileSystem, Upload, oserror
+from mosaic.vfs.errors import InvalidPathError, MountUnavailableError
+
+log = logging.getLogger(__name__)
+
+CAPABILITIES = Capabilities(
+    empty_directories=True,  # marker objects
+    atomic_rename=False,  # a folder move is copy + delete
+    server_side_copy=True,
+    mtime_precision=1.0,  # the stores' own times are whole seconds
+    settable_mtime=True,  # kept in metadata
+)
+
+#: user-metadata key holding a modification time a client set (epoch seconds)
+MTIME_KEY = "mosaic-mtime"
+MARKER = "/"  # a folder's marker object is its key plus this
+
+
+class Fault(Enum):
+    """What a native error means, whatever store raised it."""
+
+    MISSING = "missing"  # that object does not exist
+    EXISTS = "exists"
+    DENIED = "denied"  # this object is forbidden to these credentials
+    INVALID = "invalid"  # the store refuses the name (too long, ...)
+    NO_BUCKET = "bucket or container not found"
+    CREDENTIALS = "credentials refused"
+    UNREACHABLE = "storage service unreachable"
+
+
+_MOUNT_FAULTS = {Fault.NO_BUCKET, Fault.CREDENTIALS, Fault.UNREACHABLE}
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One object as a listing or a HEAD describes it."""
+
+    key: str
+    size: int
+    mtime: float  # the store's own last-modified time
+    etag: str  # as the store sends it; :func:`strong_etag` cleans it
+    metadata: Mapping[str, str] | None = None  # None: the call did not return it
+
+    @property
+    def effective_mtime(self) -> float:
+        """The time a client set, if any, else the store's."""
+        with suppress(KeyError, TypeError, ValueError):
+            return float(self.metadata[MTIME_KEY])  # type: ignore[index]
+        return self.mtime
+
+
+@dataclass
+class Listing:
+    """The direct children of one prefix: objects and sub-prefixes (``x/``)."""
+
+    objects: list[StoredObject] = field(default_factory=list)
+    prefixes: list[str] = field(default_factory=list)
+
+
+class ObjectWriter(ABC):
+    """A streamed upload of one object: parts go out while the client writes,
+    nothing is visible before :meth:`commit`; :meth:`discard` aborts."""
+
+    @abstractmethod
+    def write(self, data: bytes) -> int: ...
+
+    @abstractmethod
+    def tell(self) -> int: ...
+
+    @abstractmethod
+    def commit(self) -> None: ...
+
+    @abstractmethod
+    def discard(self) -> None:
+        """Drop every uploaded part; a no-op after commit or a previous discard."""
+
+    def flush(self) -> None:  # parts are sent when full, not on flush
+        return None
+
+    def close(self) -> None:  # Upload decides between commit() and discard()
+        return None
+
+
+class ObjectStore(ABC):
+    """The primitives of one bucket or container; keys are full object keys.
+
+    ``ERRORS`` maps the store's native error codes to a :class:`Fault`;
+    :meth:`error_code` extracts that code from an exception (None: not the
+    store's). Errors not in the table become a plain EIO OSError.
+    """
+
+    ERRORS: Mapping[str, Fault] = {}
+
+    @abstractmethod
+    def list(self, prefix: str, recursive: bool = False,
+             limit: int | None = None) -> Listing:
+        """Objects below ``prefix`` (all levels if recursive, else with a
+        ``/`` delimiter), every page, or the first ``limit`` objects."""
+
+    @abstractmethod
+    def head(self, key: str) -> StoredObject | None:
+        """The object with its metadata, None if there is none."""
+
+    @abstractmethod
+    def put(self, key: str, data: bytes, metadata: Mapping[str, str] | None = None) -> None: ...
+
+    @abstractmethod
+    def copy(self, src: str, dst: str, metadata: Mapping[str, str] | None = None) -> None:
+        """Server-side copy; ``metadata`` None keeps the source's, else replaces it."""
+
+    @abstractmethod
+    def delete(self, keys: Iterable[str]) -> None:
+        """Delete these objects (in bulk where the store can); absent ones are fine."""
+
+    @abstractmethod
+    def open_read(self, obj: StoredObject) -> BinaryIO:
+        """A seekable binary reader of ``obj`` (ranged reads)."""
+
+    @abstractmethod
+    def open_write(self, key: str) -> ObjectWriter: ...
+
+    @abstractmethod
+    def error_code(self, exc: BaseException) -> str | None: ...
+
+
+def strong_etag(etag: str) -> str:
+    """The store's ETag, strong and unquoted."""
+    etag = etag.strip()
+    if etag.startswith("W/"):
+        etag = etag[2:]
+    return etag.strip('"')
+
+
+def _dir_entry(rel: str, mtime: float = 0.0) -> dict[str, Any]:
+    return {"name": rel, "type": "directory", "size": 0, "mtime": mtime}
+
+
+def _file_entry(rel: str, obj: StoredObject) -> dict[str, Any]:
+    return {"name": rel, "type": "file", "size": obj.size, "mtime": obj.effective_mtime,
+            "etag": strong_etag(obj.etag)}
+
+
+def _valid_name(name: str) -> bool:
+    """Key segments other tools may write that no path can name."""
+    return bool(name) and name not in (".", "..") and "\\" not in name and "\x00" not in name
+
+
+class ObjectStoreFileSystem(ProviderFileSystem):
+    """A file tree over an :class:`ObjectStore`, below an optional key prefix."""
+
+    def __init__(self, store: ObjectStore, prefix: str = "", tenant: str = "",
+                 mount: str = "") -> None:
+        super().__init__()
+        self._store = store
+        self._prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        self._tenant = tenant
+        self._mount = mount
+
+    # -- keys and errors ----------------------------------------------------------
+
+    def _key(self, parts: Parts) -> str:
+        return self._prefix + "/".join(parts)
+
+    def _dir_prefix(self, parts: Parts) -> str:
+        """The prefix of a folder's contents ("" or "a/b/"); its marker's key too."""
+        return self._key(parts) + MARKER if parts else self._prefix
+
+    @contextmanager
+    def _errors(self, rel: str) -> Iterator[None]:
+        """Translate the store's errors by its table, naming only ``rel``."""
+        try:
+            yield
+        except (MountUnavailableError, InvalidPathError):
+            raise
+        except Exception as exc:
+            raise self._translate(exc, rel) from None
+
+    def _translate(self, exc: Exception, rel: str) -> OSError:
+        code = self._store.error_code(exc)
+        fault = self._store.ERRORS.get(code or "")
+        if fault is None and type(exc).__module__ == "builtins" \
+                and isinstance(exc, (FileNotFoundError, FileExistsError, PermissionError)):
+            return oserror(exc.errno or errno.EIO, rel)
+        if fault in _MOUNT_FAULTS:
+            return MountUnavailableError(self._tenant, self._mount, fault.value)  # type: ignore[union-attr]
+        if fault is Fault.MISSING:
+            return oserror(errno.ENOENT, rel)
+        if fault is Fault.EXISTS:
+            return oserror(errno.EEXIST, rel)
+        if fault is Fault.DENIED:
+            return oserror(errno.EACCES, rel)
+        if fault is Fault.INVALID:
+            return InvalidPathError(f"the store refuses this name: {rel!r}")
+        log.warning("tenant %s mount %s: storage error %s (%s) on %r", self._tenant,
+                    self._mount, code, type(exc).__name__, rel)
+        return OSError(errno.EIO, f"storage error ({code or type(exc).__name__})", rel)
+
+    # -- looking things up ----------------------------------------------------------
+
+    def _head(self, key: str, rel: str) -> StoredObject | None:
+        with self._errors(rel):
+            return self._store.head(key)
+
+    def _list(self, prefix: str, rel: str, recursive: bool = False,
+              limit: int | None = None) -> Listing:
+        with self._errors(rel):
+            return self._store.list(prefix, recursive=recursive, limit=limit)
+
+    def _probe(self, parts: Parts) -> tuple[str, StoredObject | None] | None:
+        """("file", obj) | ("directory", marker or None) | None if absent."""
+        rel = "/".join(parts)
+        if not parts:
+            return "directory", None
+        obj = self._head(self._key(parts), rel)
+        if obj is not None:
+            return "file", obj  # a file wins over a same-named folder
+        marker = self._head(self._dir_prefix(parts), rel)
+        if marker is not None:
+            return "directory", marker
+        if self._list(self._dir_prefix(parts), rel, recursive=True, limit=1).objects:
+            return "directory", None  # a folder other tools made without a marker
+        return None
+
+    def _missing(self, parts: Parts) -> OSError:
+        """FileNotFoundError, or NotADirectoryError if an ancestor is a file."""
+        for depth in range(len(parts) - 1, 0, -1):
+            found = self._probe(parts[:depth])
+            if found is not None:
+                code = errno.ENOENT if found[0] == "directory" else errno.ENOTDIR
+                return oserror(code, "/".join(parts))
+        return oserror(errno.ENOENT, "/".join(parts))
+
+    def _found(self, parts: Parts) -> tuple[str, StoredObject | None]:
+        found = self._probe(parts)
+        if found is None:
+            raise self._missing(parts)
+        return found
+
+    def _require_dir(self, parts: Parts, rel: str) -> None:
+        """The folder ``parts`` exists (errors name ``rel``, the path acted on)."""
+        found = self._probe(parts)
+        if found is None:
+            raise oserror(errno.ENOENT, rel)
+        if found[0] != "directory":
+            raise oserror(errno.ENOTDIR, rel)
+
+    def _is_dir(self, parts: Parts) -> bool:
+        found = self._probe(parts)
+        return found is not None and found[0] == "directory"
+
+    # -- reading --------------------------------------------------------------------
+
+    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        parts = self._split(path)
+        rel = "/".join(parts)
+        kind, obj = self._found(parts)
+        if kind == "file":
+            return _file_entry(rel, obj)  # type: ignore[arg-type]
+        if obj is None:
+            return _dir_entry(rel)
+        return _dir_entry(rel, obj.effective_mtime)  # every marker's ETag is the same
+
+    def ls(self, path: str = "", detail: bool = True, **kwargs: Any) -> list[Any]:
+        """One paged delimiter listing; a file raises NotADirectoryError."""
+        parts = self._split(path)
+        rel = "/".join(parts)
+        prefix = self._dir_prefix(parts)
+        listing = self._list(prefix, rel)
+        if parts and not listing.objects and not listing.prefixes:
+            raise self._missing(parts) if self._probe(parts) is None \
+                else oserror(errno.ENOTDIR, rel)
+        entries = self._entries(parts, prefix, listing)
+        return entries if detail else [e["name"] for e in entries]
+
+    def _entries(self, parts: Parts, prefix: str, listing: Listing) -> list[dict[str, Any]]:
+        by_name: dict[str, dict[str, Any]] = {}
+        for sub in listing.prefixes:
+            name = sub[len(prefix):].rstrip("/")
+            if _valid_name(name) and "/" not in name:
+                by_name[name] = _dir_entry("/".join((*parts, name)))
+        for obj in listing.objects:
+            name = obj.key[len(prefix):]
+            if _valid_name(name) and "/" not in name:  # skips the folder's own marker
+                by_name[name] = _file_entry("/".join((*parts, name)), obj)
+        return list(by_name.values())
+
+    def _open_read(self, parts: Parts) -> BinaryIO:
+        kind, obj = self._found(parts)
+        if kind != "file":
+            raise oserror(errno.EISDIR, "/".join(parts))
+        with self._errors("/".join(parts)):
+            return self._store.open_read(obj)  # type: ignore[arg-type]
+
+    # -- writing --------------------------------------------------------------------
+
+    def _check_write_target(self, parts: Parts) -> str:
+        """A file may be written at ``parts``: its folder exists, it is no folder."""
+        rel = "/".join(parts)
+        if not parts:
+            raise oserror(errno.EISDIR, rel)
+        self._require_dir(parts[:-1], rel)
+        if self._has_dir_objects(parts):
+            raise oserror(errno.EISDIR, rel)
+        return rel
+
+    def _has_dir_objects(self, parts: Parts) -> bool:
+        rel = "/".join(parts)
+        return bool(self._list(self._dir_prefix(parts), rel, recursive=True, limit=1).objects)
+
+    def _open_write(self, parts: Parts, autocommit: bool) -> Upload:
+        rel = self._check_write_target(parts)
+        with self._errors(rel):
+            writer = self._store.open_write(self._key(parts))
+        return Upload(_Guarded(writer, self, rel), rel, self._publisher(writer, rel),
+                      self._discarder(writer, rel), autocommit)
+
+    def _publisher(self, writer: ObjectWriter, rel: str) -> Any:
+        def publish() -> None:
+            with self._errors(rel):
+                writer.commit()
+        return publish
+
+    def _discarder(self, writer: ObjectWriter, rel: str) -> Any:
+        def discard() -> None:
+            with self._errors(rel):
+                writer.discard()
+        return discard
+
+    def mkdir(self, path: str, create_parents: bool = False, **kwargs: Any) -> None:
+        parts = self._split(path)
+        rel = "/".join(parts)
+        if not parts or self._probe(parts) is not None:
+            raise oserror(errno.EEXIST, rel)
+        if create_parents:
+            self._ensure_dirs(parts[:-1], rel)
+        else:
+            self._require_dir(parts[:-1], rel)
+        self._put_marker(parts)
+
+    def _ensure_dirs(self, parts: Parts, rel: str) -> None:
+        for depth in range(1, len(parts) + 1):
+            found = self._probe(parts[:depth])
+            if found is None:
+                self._put_marker(parts[:depth])
+            elif found[0] != "directory":
+                raise oserror(errno.ENOTDIR, rel)
+
+    def _put_marker(self, parts: Parts, metadata: Mapping[str, str] | None = None) -> None:
+        with self._errors("/".join(parts)):
+            self._store.put(self._dir_prefix(parts), b"", metadata)
+
+    def touch(self, path: str, truncate: bool = True, **kwargs: Any) -> None:
+        parts = self._split(path)
+        if not truncate and self.exists(path):
+            self.set_mtime(path, time.time())
+            return
+        rel = self._check_write_target(parts)
+        with self._errors(rel):
+            self._store.put(self._key(parts), b"")
+
+    def set_mtime(self, path: str, mtime: float) -> None:
+        """Kept in metadata: the file or marker is copied onto itself (S3) with it."""
+        parts = self._split(path)
+        rel = "/".join(parts)
+        kind, obj = self._found(parts)
+        if not parts:
+            return  # a bucket root has no object to hold it
+        metadata = {MTIME_KEY: repr(float(mtime))}
+        if kind == "directory" and obj is None:
+            self._put_marker(parts, metadata)
+            return
+        with self._errors(rel):
+            self._store.copy(obj.key, obj.key, metadata)  # type: ignore[union-attr]
+
+    # -- removing -------------------------------------------------------------------
+
+    def rmdir(self, path: str) -> None:
+        parts = self._split(path)
+        rel = "/".join(parts)
+        if not parts:
+            raise InvalidPathError("the root cannot be removed")
+        kind, _ = self._found(parts)
+        if kind != "directory":
+            raise oserror(errno.ENOTDIR, rel)
+        marker = self._dir_prefix(parts)
+        below = self._list(marker, rel, recursive=True, limit=2).objects
+        if any(obj.key != marker for obj in below):
+            raise oserror(errno.ENOTEMPTY, rel)
+        with self._errors(rel):
+            self._store.delete([marker])
+
+    def rm_file(self, path: str) -> None:
+        parts = self._split(path)
+        rel = "/".join(parts)
+        kind, obj = self._found(parts)
+        if kind != "file":
+            raise oserror(errno.EISDIR, rel)
+        with self._errors(rel):
+            self._store.delete([obj.key])  # type: ignore[union-attr]
+
+    def _rmtree(self, parts: Parts) -> None:
+        rel = "/".join(parts)
+        keys = [obj.key for obj in self._list(self._dir_prefix(parts), rel,
+                                               recursive=True).objects]
+        with self._errors(rel):
+            self._store.delete(keys)
+
+    # -- moving and copying -----------------------------------------------------------
+
+    def mv(self, path1: str, path2: str, recursive: bool = False, maxdepth: int | None = None,
+           **kwargs: Any) -> None:
+        """POSIX rename rules; a folder moves as copy-everything-then-delete."""
+        src, dst = self._check_transfer(path1, path2)
+        if src == dst:
+            self._found(src)
+            return
+        kind, obj = self._found(src)
+        rel = "/".join(dst)
+        self._require_dir(dst[:-1], rel)
+        target = self._probe(dst)
+        if kind == "file":
+            if target is not None and target[0] == "directory":
+                raise oserror(errno.EISDIR, rel)
+            keep = {MTIME_KEY: repr(obj.effective_mtime)}  # type: ignore[union-attr]
+            with self._errors(rel):
+                self._store.copy(self._key(src), self._key(dst), keep)
+                self._store.delete([self._key(src)])
+            return
+        if target is not None:
+            if target[0] == "file":
+                raise oserror(errno.ENOTDIR, rel)
+            if any(o.key != self._dir_prefix(dst) for o in self._list(
+                    self._dir_prefix(dst), rel, recursive=True, limit=2).objects):
+                raise oserror(errno.ENOTEMPTY, rel)
+        self._move_tree(src, dst)
+
+    def _move_tree(self, src: Parts, dst: Parts) -> None:
+        rel = "/".join(dst)
+        old, new = self._dir_prefix(src), self._dir_prefix(dst)
+        keys = [o.key for o in self._list(old, "/".join(src), recursive=True).objects]
+        copied: list[str] = []
+        try:
+            with self._errors(rel):
+                for key in keys:
+                    self._store.copy(key, new + key[len(old):])
+                    copied.append(new + key[len(old):])
+        except BaseException:
+            with suppress(Exception):  # roll back: the source is still whole
+                self._store.delete(copied)
+            raise
+        with self._errors("/".join(src)):
+            self._store.delete(keys)
+
+    def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
+        """Server-side; the copy is a new file (its own time, no set mtime)."""
+        src, dst = self._check_transfer(path1, path2)
+        kind, obj = self._found(src)
+        if kind != "file":
+            raise oserror(errno.EISDIR, "/".join(src))
+        rel = self._check_write_target(dst)
+        with self._errors(rel):
+            self._store.copy(obj.key, self._key(dst), {})  # type: ignore[union-attr]
+
+
+class _Guarded:
+    """An :class:`ObjectWriter` whose write errors are translated like the rest."""
+
+    def __init__(self, writer: ObjectWriter, fs: ObjectStoreFileSystem, rel: str) -> None:
+        self._writer, self._fs, self._rel = writer, fs, rel
+
+    def write(self, data: bytes) -> int:
+        with self._fs._errors(self._rel):
+            return self._writer.write(data)
+
+    def tell(self) -> int:
+        return self._writer.tell()
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()

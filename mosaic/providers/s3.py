@@ -1,0 +1,248 @@
+"""``s3``: Amazon S3 and S3-compatible stores (MinIO, Ceph RGW, Wasabi, moto...).
+
+A bucket, optionally below a key prefix, served as a folder tree by
+:mod:`mosaic.providers.objectstore`; this module supplies the S3 primitives
+on top of s3fs's async client. Each mount gets its own client and session
+(``skip_instance_cache``): nothing is shared between tenants. Credentials are
+``key``/``secret`` (secrets: inline, ``${ENV}`` or ``<key>_file``) or, when
+both are absent, the standard AWS credential chain (environment, profile,
+instance role).
+
+Uploads are multipart in parts of ``part_size_mib`` (one part in memory); a
+discarded upload is aborted. A copy uses CopyObject, limited by S3 to objects
+of 5 GiB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, BinaryIO
+
+import s3fs
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from mosaic.providers.base import BuildContext
+from mosaic.providers.objectstore import (
+    CAPABILITIES,
+    Fault,
+    Listing,
+    ObjectStore,
+    ObjectStoreFileSystem,
+    ObjectWriter,
+    StoredObject,
+)
+from mosaic.vfs import paths
+
+__all__ = ["CAPABILITIES", "Options", "build"]
+
+MIB = 1024 * 1024
+_DELETE_BATCH = 1000  # DeleteObjects' limit
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.\-_]{1,254}$", description="Bucket name")
+    prefix: str = Field("", description="Key prefix the mount is rooted at, e.g. teams/acme")
+    region: str | None = Field(None, description="Region, e.g. eu-west-1")
+    endpoint_url: str | None = Field(None, description="Endpoint of an S3-compatible store")
+    path_style: bool = Field(False, description="Path-style addressing (MinIO, Ceph, moto)")
+    key: SecretStr | None = Field(None, description="Access key id; default: AWS chain")
+    secret: SecretStr | None = Field(None, description="Secret access key")
+    part_size_mib: int = Field(8, ge=5, le=1024, description="Multipart upload part size")
+    read_block_mib: int = Field(8, ge=1, le=1024, description="Ranged read size")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return paths.normalize(value)  # refuses "..", NUL, backslashes
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> Options:
+        if (self.key is None) != (self.secret is None):
+            raise ValueError("give both key and secret, or neither for the AWS credential chain")
+        return self
+
+
+def build(options: Options, context: BuildContext) -> ObjectStoreFileSystem:
+    return ObjectStoreFileSystem(S3Store(options), options.prefix, context.tenant,
+                                 context.mount)
+
+
+def _client(options: Options) -> s3fs.S3FileSystem:
+    config: dict[str, Any] = {"connect_timeout": 5, "read_timeout": 60,
+                              "retries": {"max_attempts": 2, "mode": "standard"}}
+    if options.path_style:
+        config["s3"] = {"addressing_style": "path"}
+    credentials: dict[str, Any] = {}
+    if options.key is not None and options.secret is not None:
+        credentials = {"key": options.key.get_secret_value(),
+                       "secret": options.secret.get_secret_value()}
+    client = s3fs.S3FileSystem(
+        **credentials,
+        endpoint_url=options.endpoint_url,
+        client_kwargs={"region_name": options.region} if options.region else {},
+        config_kwargs=config,
+        skip_instance_cache=True,  # one client and session per mount
+        use_listings_cache=False,
+    )
+    client.retries = 2  # s3fs's own retries of transient failures, on top of botocore's
+    return client
+
+
+#: S3 error codes (and client-side failures by class name) -> what they mean
+ERRORS: dict[str, Fault] = {
+    **dict.fromkeys(["NoSuchKey", "404", "NotFound", "NoSuchUpload"], Fault.MISSING),
+    **dict.fromkeys(["AccessDenied", "403", "AllAccessDisabled"], Fault.DENIED),
+    **dict.fromkeys(["KeyTooLongError", "InvalidObjectName"], Fault.INVALID),
+    **dict.fromkeys(["NoSuchBucket", "InvalidBucketName"], Fault.NO_BUCKET),
+    **dict.fromkeys(["InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
+                     "InvalidToken", "NoCredentialsError", "PartialCredentialsError",
+                     "CredentialRetrievalError"], Fault.CREDENTIALS),
+    **dict.fromkeys(["500", "502", "503", "504", "InternalError", "ServiceUnavailable",
+                     "SlowDown", "EndpointConnectionError", "ConnectTimeoutError",
+                     "ReadTimeoutError", "ConnectionClosedError", "ConnectionError",
+                     "ClientConnectorError", "ServerDisconnectedError", "ClientOSError",
+                     "FSTimeoutError", "TimeoutError", "ConnectionRefusedError"],
+                    Fault.UNREACHABLE),
+}
+
+
+class S3Store(ObjectStore):
+    """One bucket through s3fs's client (its ``call_s3`` adds retries)."""
+
+    ERRORS = ERRORS
+
+    def __init__(self, options: Options) -> None:
+        self._s3 = _client(options)
+        self._bucket = options.bucket
+        self._part_size = options.part_size_mib * MIB
+        self._read_block = options.read_block_mib * MIB
+
+    def call(self, method: str, **kwargs: Any) -> Any:
+        return self._s3.call_s3(method, Bucket=self._bucket, **kwargs)
+
+    def error_code(self, exc: BaseException) -> str | None:
+        seen: BaseException | None = exc
+        while seen is not None:
+            response = getattr(seen, "response", None)
+            if isinstance(response, dict):
+                code = response.get("Error", {}).get("Code")
+                if code:
+                    return str(code)
+            if type(seen).__name__ in ERRORS:
+                return type(seen).__name__
+            seen = seen.__cause__ or seen.__context__
+        return None
+
+    def list(self, prefix: str, recursive: bool = False, limit: int | None = None) -> Listing:
+        listing = Listing()
+        args: dict[str, Any] = {"Prefix": prefix}
+        if not recursive:
+            args["Delimiter"] = "/"
+        if limit is not None:
+            args["MaxKeys"] = limit
+        while True:
+            page = self.call("list_objects_v2", **args)
+            listing.objects += [_stored(item) for item in page.get("Contents", [])]
+            listing.prefixes += [item["Prefix"] for item in page.get("CommonPrefixes", [])]
+            token = page.get("NextContinuationToken")
+            if limit is not None or not page.get("IsTruncated") or not token:
+                return listing
+            args["ContinuationToken"] = token
+
+    def head(self, key: str) -> StoredObject | None:
+        try:
+            found = self.call("head_object", Key=key)
+        except Exception as exc:
+            if ERRORS.get(self.error_code(exc) or "") is Fault.MISSING:
+                return None
+            raise
+        return StoredObject(key, found["ContentLength"], found["LastModified"].timestamp(),
+                            found.get("ETag", ""), found.get("Metadata", {}))
+
+    def put(self, key: str, data: bytes, metadata: Mapping[str, str] | None = None) -> None:
+        self.call("put_object", Key=key, Body=data, Metadata=dict(metadata or {}))
+
+    def copy(self, src: str, dst: str, metadata: Mapping[str, str] | None = None) -> None:
+        args: dict[str, Any] = {"MetadataDirective": "COPY"}
+        if metadata is not None:
+            args = {"MetadataDirective": "REPLACE", "Metadata": dict(metadata)}
+        self.call("copy_object", Key=dst, CopySource={"Bucket": self._bucket, "Key": src},
+                  **args)
+
+    def delete(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        for start in range(0, len(keys), _DELETE_BATCH):
+            batch = [{"Key": key} for key in keys[start:start + _DELETE_BATCH]]
+            answer = self.call("delete_objects", Delete={"Objects": batch, "Quiet": True})
+            failed = [e for e in answer.get("Errors", []) if e.get("Code") != "NoSuchKey"]
+            if failed:
+                raise OSError(f"{len(failed)} objects could not be deleted "
+                              f"({failed[0].get('Code')})")
+
+    def open_read(self, obj: StoredObject) -> BinaryIO:
+        return self._s3.open(f"{self._bucket}/{obj.key}", "rb", block_size=self._read_block,
+                             size=obj.size, cache_type="readahead")
+
+    def open_write(self, key: str) -> ObjectWriter:
+        return MultipartWriter(self, key, self._part_size)
+
+
+def _stored(item: dict[str, Any]) -> StoredObject:
+    return StoredObject(item["Key"], item.get("Size", 0), item["LastModified"].timestamp(),
+                        item.get("ETag", ""))
+
+
+class MultipartWriter(ObjectWriter):
+    """Parts go out as they fill (one part in memory); small files are one PUT
+    at commit. Nothing is visible before commit; discard aborts the upload."""
+
+    def __init__(self, store: S3Store, key: str, part_size: int) -> None:
+        self._store, self._key, self._part_size = store, key, part_size
+        self._buffer = bytearray()
+        self._position = 0
+        self._upload_id: str | None = None
+        self._parts: list[dict[str, Any]] = []
+        self._done = False
+
+    def write(self, data: bytes) -> int:
+        self._buffer += data
+        self._position += len(data)
+        while len(self._buffer) >= self._part_size:
+            self._send(bytes(self._buffer[:self._part_size]))
+            del self._buffer[:self._part_size]
+        return len(data)
+
+    def tell(self) -> int:
+        return self._position
+
+    def _send(self, chunk: bytes) -> None:
+        if self._upload_id is None:
+            started = self._store.call("create_multipart_upload", Key=self._key)
+            self._upload_id = started["UploadId"]
+        number = len(self._parts) + 1
+        sent = self._store.call("upload_part", Key=self._key, UploadId=self._upload_id,
+                                PartNumber=number, Body=chunk)
+        self._parts.append({"PartNumber": number, "ETag": sent["ETag"]})
+
+    def commit(self) -> None:
+        if self._done:
+            return
+        if self._upload_id is None:
+            self._store.call("put_object", Key=self._key, Body=bytes(self._buffer))
+        else:
+            if self._buffer:
+                self._send(bytes(self._buffer))
+            self._store.call("complete_multipart_upload", Key=self._key,
+                             UploadId=self._upload_id, MultipartUpload={"Parts": self._parts})
+        self._done = True
+        self._buffer = bytearray()
+
+    def discard(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._buffer = bytearray()
+        if self._upload_id is not None:
+            self._store.call("abort_multipart_upload", Key=self._key, UploadId=self._upload_id)
