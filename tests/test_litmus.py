@@ -1,4 +1,4 @@
-"""litmus, the WebDAV conformance suite, against a tenant root and inside a mount.
+"""litmus, the WebDAV conformance suite, against a tenant root, inside mounts, on S3.
 
 Every one of its five suites must pass 100%: a failure or a warning-free
 skip in litmus' own output fails this test.
@@ -12,7 +12,8 @@ import subprocess
 
 import pytest
 
-from tests.support.live import two_tenant_server
+from tests.support import moto, tenants
+from tests.support.live import live_server
 
 SUITES = ("basic", "copymove", "props", "locks", "http")
 SUMMARY = re.compile(r"<- summary for `(\w+)': of (\d+) tests run: (\d+) passed, (\d+) failed")
@@ -20,7 +21,10 @@ SUMMARY = re.compile(r"<- summary for `(\w+)': of (\d+) tests run: (\d+) passed,
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with two_tenant_server(tmp_path_factory.mktemp("litmus")) as live:
+    """The shared two-tenant setup, plus acme's /cloud on a bucket of moto's S3."""
+    data = tenants.two_tenants(tmp_path_factory.mktemp("litmus"))
+    data["tenants"]["acme"]["mounts"]["/cloud"] = {"provider": moto.provider(moto.fresh_bucket())}
+    with live_server(tenants.build(data)) as live:
         yield live
 
 
@@ -36,7 +40,7 @@ def run_litmus(url: str, login: str, password: str, workdir: str = "/tmp") -> st
 
 
 @pytest.mark.litmus
-@pytest.mark.parametrize("folder", ["/", "/projects/", "/projects/archive/"])
+@pytest.mark.parametrize("folder", ["/", "/projects/", "/projects/archive/", "/cloud/"])
 def test_litmus_passes_every_suite(server, folder, tmp_path):
     output = run_litmus(server.url + folder, "alice@acme.example", "alice-secret", str(tmp_path))
     summaries = {m.group(1): m.groups()[1:] for m in SUMMARY.finditer(output)}
