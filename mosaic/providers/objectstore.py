@@ -253,15 +253,25 @@ class ObjectStoreFileSystem(ProviderFileSystem):
         with self._errors(rel):
             return self._store.list(prefix, recursive=recursive, limit=limit)
 
-    def _probe(self, parts: Parts) -> tuple[str, StoredObject | None] | None:
-        """("file", obj) | ("directory", marker or None) | None if absent."""
+    def _probe(self, parts: Parts, folder_first: bool = False
+               ) -> tuple[str, StoredObject | None] | None:
+        """("file", obj) | ("directory", marker or None) | None if absent.
+
+        A file wins over a same-named folder (only other tools make both);
+        ``folder_first`` asks for the marker first where a folder is expected
+        (one request instead of two), so there the folder wins.
+        """
         rel = "/".join(parts)
         if not parts:
             return "directory", None
+        marker = self._head(self._dir_prefix(parts), rel) if folder_first else None
+        if marker is not None:
+            return "directory", marker
         obj = self._head(self._key(parts), rel)
         if obj is not None:
-            return "file", obj  # a file wins over a same-named folder
-        marker = self._head(self._dir_prefix(parts), rel)
+            return "file", obj
+        if not folder_first:
+            marker = self._head(self._dir_prefix(parts), rel)
         if marker is not None:
             return "directory", marker
         if self._list(self._dir_prefix(parts), rel, recursive=True, limit=1).objects:
@@ -271,7 +281,7 @@ class ObjectStoreFileSystem(ProviderFileSystem):
     def _missing(self, parts: Parts) -> OSError:
         """FileNotFoundError, or NotADirectoryError if an ancestor is a file."""
         for depth in range(len(parts) - 1, 0, -1):
-            found = self._probe(parts[:depth])
+            found = self._probe(parts[:depth], folder_first=True)
             if found is not None:
                 code = errno.ENOENT if found[0] == "directory" else errno.ENOTDIR
                 return oserror(code, "/".join(parts))
@@ -285,15 +295,11 @@ class ObjectStoreFileSystem(ProviderFileSystem):
 
     def _require_dir(self, parts: Parts, rel: str) -> None:
         """The folder ``parts`` exists (errors name ``rel``, the path acted on)."""
-        found = self._probe(parts)
+        found = self._probe(parts, folder_first=True)
         if found is None:
             raise oserror(errno.ENOENT, rel)
         if found[0] != "directory":
             raise oserror(errno.ENOTDIR, rel)
-
-    def _is_dir(self, parts: Parts) -> bool:
-        found = self._probe(parts)
-        return found is not None and found[0] == "directory"
 
     # -- reading --------------------------------------------------------------------
 
