@@ -154,3 +154,47 @@ def test_folders_other_tools_made_without_markers_are_listed_once(tmp_path):
         ("a/x", "file"), ("a/y", "file")]
     assert fs.info("a/y")["type"] == "file"
     assert time.time() - fs.info("a/x")["mtime"] < 3600
+
+
+def test_encryption_and_storage_class_apply_to_every_write(tmp_path):
+    bucket = moto.fresh_bucket()
+    spec = {**moto.provider(bucket), "server_side_encryption": "AES256",
+            "storage_class": "STANDARD_IA", "part_size_mib": 5}
+    fs = _build(spec, tmp_path)
+    fs.mkdir("d")
+    with fs.open("d/small", "wb") as handle:
+        handle.write(b"x")
+    with fs.open("d/big", "wb") as handle:
+        handle.write(os.urandom(6 * MIB))
+    fs.mv("d", "e")
+    fs.cp_file("e/small", "e/copy")
+    s3 = moto.client()
+    for key in ("e/", "e/small", "e/big", "e/copy"):
+        head = s3.head_object(Bucket=bucket, Key=key)
+        assert head["ServerSideEncryption"] == "AES256", key
+        assert head["StorageClass"] == "STANDARD_IA", key
+
+
+def test_outage_between_listing_pages_then_recovery(stoppable_s3, tmp_path):  # noqa: F811
+    fs = _build(moto.provider(moto.fresh_bucket(stoppable_s3.url), url=stoppable_s3.url),
+                tmp_path)
+    for name in "abcdef":
+        fs.touch(name)
+    fs._store.page_size = 2  # three pages
+    calls = []
+    call = fs._store.call
+
+    def stop_after_first_page(method, **kwargs):
+        calls.append(method)
+        if method == "list_objects_v2" and len(calls) == 2:
+            stoppable_s3.stop()
+        return call(method, **kwargs)
+
+    fs._store.call = stop_after_first_page
+    try:
+        with pytest.raises(MountUnavailableError, match="unreachable"):
+            fs.ls("")
+    finally:
+        stoppable_s3.start()
+    assert sorted(fs.ls("", detail=False)) == list("abcdef")
+    assert calls.count("list_objects_v2") >= 4  # three pages after the restart

@@ -16,7 +16,7 @@ of 5 GiB.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 import s3fs
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -49,6 +49,11 @@ class Options(BaseModel):
     path_style: bool = Field(False, description="Path-style addressing (MinIO, Ceph, moto)")
     key: SecretStr | None = Field(None, description="Access key id; default: AWS chain")
     secret: SecretStr | None = Field(None, description="Secret access key")
+    server_side_encryption: Literal["AES256", "aws:kms", "aws:kms:dsse"] | None = Field(
+        None, description="Encryption at rest the store applies to every object written")
+    sse_kms_key_id: str | None = Field(None, description="KMS key for aws:kms encryption")
+    storage_class: str | None = Field(
+        None, pattern=r"^[A-Z_]+$", description="Storage class of new objects, e.g. STANDARD_IA")
     part_size_mib: int = Field(8, ge=5, le=1024, description="Multipart upload part size")
     read_block_mib: int = Field(8, ge=1, le=1024, description="Ranged read size")
 
@@ -61,7 +66,15 @@ class Options(BaseModel):
     def _both_or_neither(self) -> Options:
         if (self.key is None) != (self.secret is None):
             raise ValueError("give both key and secret, or neither for the AWS credential chain")
+        if self.sse_kms_key_id and not (self.server_side_encryption or "").startswith("aws:kms"):
+            raise ValueError("sse_kms_key_id needs server_side_encryption aws:kms")
         return self
+
+    def write_args(self) -> dict[str, str]:
+        """Arguments of every call that creates an object (put, multipart, copy)."""
+        args = {"ServerSideEncryption": self.server_side_encryption,
+                "SSEKMSKeyId": self.sse_kms_key_id, "StorageClass": self.storage_class}
+        return {name: value for name, value in args.items() if value}
 
 
 def build(options: Options, context: BuildContext) -> ObjectStoreFileSystem:
@@ -118,6 +131,8 @@ class S3Store(ObjectStore):
         self._bucket = options.bucket
         self._part_size = options.part_size_mib * MIB
         self._read_block = options.read_block_mib * MIB
+        self.write_args = options.write_args()
+        self.page_size = 1000  # S3's maximum; tests make it small
 
     def call(self, method: str, **kwargs: Any) -> Any:
         return self._s3.call_s3(method, Bucket=self._bucket, **kwargs)
@@ -140,8 +155,7 @@ class S3Store(ObjectStore):
         args: dict[str, Any] = {"Prefix": prefix}
         if not recursive:
             args["Delimiter"] = "/"
-        if limit is not None:
-            args["MaxKeys"] = limit
+        args["MaxKeys"] = self.page_size if limit is None else limit
         while True:
             page = self.call("list_objects_v2", **args)
             listing.objects += [_stored(item) for item in page.get("Contents", [])]
@@ -162,14 +176,15 @@ class S3Store(ObjectStore):
                             found.get("ETag", ""), found.get("Metadata", {}))
 
     def put(self, key: str, data: bytes, metadata: Mapping[str, str] | None = None) -> None:
-        self.call("put_object", Key=key, Body=data, Metadata=dict(metadata or {}))
+        self.call("put_object", Key=key, Body=data, Metadata=dict(metadata or {}),
+                  **self.write_args)
 
     def copy(self, src: str, dst: str, metadata: Mapping[str, str] | None = None) -> None:
         args: dict[str, Any] = {"MetadataDirective": "COPY"}
         if metadata is not None:
             args = {"MetadataDirective": "REPLACE", "Metadata": dict(metadata)}
         self.call("copy_object", Key=dst, CopySource={"Bucket": self._bucket, "Key": src},
-                  **args)
+                  **args, **self.write_args)
 
     def delete(self, keys: Iterable[str]) -> None:
         keys = list(keys)
@@ -219,7 +234,8 @@ class MultipartWriter(ObjectWriter):
 
     def _send(self, chunk: bytes) -> None:
         if self._upload_id is None:
-            started = self._store.call("create_multipart_upload", Key=self._key)
+            started = self._store.call("create_multipart_upload", Key=self._key,
+                                       **self._store.write_args)
             self._upload_id = started["UploadId"]
         number = len(self._parts) + 1
         sent = self._store.call("upload_part", Key=self._key, UploadId=self._upload_id,
@@ -230,7 +246,8 @@ class MultipartWriter(ObjectWriter):
         if self._done:
             return
         if self._upload_id is None:
-            self._store.call("put_object", Key=self._key, Body=bytes(self._buffer))
+            self._store.call("put_object", Key=self._key, Body=bytes(self._buffer),
+                             **self._store.write_args)
         else:
             if self._buffer:
                 self._send(bytes(self._buffer))
