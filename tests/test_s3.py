@@ -198,3 +198,29 @@ def test_outage_between_listing_pages_then_recovery(stoppable_s3, tmp_path):  # 
         stoppable_s3.start()
     assert sorted(fs.ls("", detail=False)) == list("abcdef")
     assert calls.count("list_objects_v2") >= 4  # three pages after the restart
+
+
+def test_folder_move_copies_everything_or_rolls_back(tmp_path):
+    fs = _build(moto.provider(moto.fresh_bucket()), tmp_path)
+    fs.makedirs("src/empty")
+    for i in range(30):
+        fs.touch(f"src/f{i}")
+    before = sorted(fs.ls("src", detail=False))
+    copy, count = fs._store.copy, []
+
+    def failing(src, dst, metadata=None):
+        count.append(src)
+        if len(count) == 12:
+            raise ConnectionRefusedError("store went away")
+        copy(src, dst, metadata)
+
+    fs._store.copy = failing
+    with pytest.raises(MountUnavailableError):
+        fs.mv("src", "dst")
+    assert not fs.exists("dst")  # what was copied is gone again
+    assert sorted(fs.ls("src", detail=False)) == before  # the source is whole
+    fs._store.copy = copy
+    fs.mv("src", "dst")
+    assert not fs.exists("src")
+    assert sorted(fs.ls("dst", detail=False)) == [n.replace("src", "dst", 1) for n in before]
+    assert fs.isdir("dst/empty")

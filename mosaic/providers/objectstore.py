@@ -39,6 +39,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from enum import Enum
@@ -61,6 +62,7 @@ CAPABILITIES = Capabilities(
 #: user-metadata key holding a modification time a client set (epoch seconds)
 MTIME_KEY = "mosaic-mtime"
 MARKER = "/"  # a folder's marker object is its key plus this
+COPY_CONCURRENCY = 8  # server-side copies in flight during a folder move
 
 
 class Fault(Enum):
@@ -488,21 +490,33 @@ class ObjectStoreFileSystem(ProviderFileSystem):
         self._move_tree(src, dst)
 
     def _move_tree(self, src: Parts, dst: Parts) -> None:
-        rel = "/".join(dst)
         old, new = self._dir_prefix(src), self._dir_prefix(dst)
         keys = [o.key for o in self._list(old, "/".join(src), recursive=True).objects]
+        with self._errors("/".join(dst)):
+            self._copy_all([(key, new + key[len(old):]) for key in keys])
+        with self._errors("/".join(src)):
+            self._store.delete(keys)
+
+    def _copy_all(self, pairs: list[tuple[str, str]]) -> None:
+        """Server-side copies, ``COPY_CONCURRENCY`` at a time; if one fails, the
+        others are cancelled and what was copied is deleted again."""
         copied: list[str] = []
+
+        def copy(pair: tuple[str, str]) -> None:
+            self._store.copy(*pair)
+            copied.append(pair[1])
+
+        pool = ThreadPoolExecutor(max_workers=COPY_CONCURRENCY)
         try:
-            with self._errors(rel):
-                for key in keys:
-                    self._store.copy(key, new + key[len(old):])
-                    copied.append(new + key[len(old):])
+            for future in [pool.submit(copy, pair) for pair in pairs]:
+                future.result()
         except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
             with suppress(Exception):  # roll back: the source is still whole
                 self._store.delete(copied)
             raise
-        with self._errors("/".join(src)):
-            self._store.delete(keys)
+        finally:
+            pool.shutdown(wait=True)
 
     def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
         """Server-side; the copy is a new file (its own time, no set mtime)."""
