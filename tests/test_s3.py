@@ -224,3 +224,13 @@ def test_folder_move_copies_everything_or_rolls_back(tmp_path):
     assert not fs.exists("src")
     assert sorted(fs.ls("dst", detail=False)) == [n.replace("src", "dst", 1) for n in before]
     assert fs.isdir("dst/empty")
+
+
+def test_every_mount_has_its_own_client_and_session(tmp_path):
+    spec = moto.provider(moto.fresh_bucket())
+    first, second = _build(spec, tmp_path), _build(spec, tmp_path)
+    first.ls("")
+    second.ls("")
+    assert first._store._s3 is not second._store._s3
+    assert first._store._s3.session is not second._store._s3.session
+    assert first._store._s3._s3 is not second._store._s3._s3  # the botocore clients

@@ -197,6 +197,8 @@ def _valid_name(name: str) -> bool:
 class ObjectStoreFileSystem(ProviderFileSystem):
     """A file tree over an :class:`ObjectStore`, below an optional key prefix."""
 
+    protocol = "mosaic-objectstore"
+
     def __init__(self, store: ObjectStore, prefix: str = "", tenant: str = "",
                  mount: str = "") -> None:
         super().__init__()
