@@ -234,3 +234,24 @@ def test_every_mount_has_its_own_client_and_session(tmp_path):
     assert first._store._s3 is not second._store._s3
     assert first._store._s3.session is not second._store._s3.session
     assert first._store._s3._s3 is not second._store._s3._s3  # the botocore clients
+
+
+def test_multipart_uploads_a_killed_process_left_are_aborted(tmp_path):
+    bucket = moto.fresh_bucket()
+    fs = _build(moto.provider(bucket, prefix="mine"), tmp_path)
+    s3 = moto.client()
+    orphan = s3.create_multipart_upload(Bucket=bucket, Key="mine/f")["UploadId"]
+    other = s3.create_multipart_upload(Bucket=bucket, Key="not-mine/f")["UploadId"]
+    # moto's upload times are not comparable with ours: sweep "everything so far"
+    assert fs._store.abort_stale_uploads(time.time() + 365 * 86400) == 1
+    left = {u["UploadId"] for u in s3.list_multipart_uploads(Bucket=bucket)["Uploads"]}
+    assert orphan not in left and other in left  # other mounts' uploads are left alone
+
+
+def test_discard_after_the_upload_was_swept_is_fine(tmp_path):
+    fs = _build(moto.provider(moto.fresh_bucket()), tmp_path)
+    writer = fs.open("g", "wb", autocommit=False)
+    writer.write(os.urandom(9 * MIB))  # one part sent: a multipart upload is open
+    assert fs._store.abort_stale_uploads(time.time() + 365 * 86400) == 1
+    writer.discard()
+    assert not fs.exists("g")

@@ -9,13 +9,18 @@ both are absent, the standard AWS credential chain (environment, profile,
 instance role).
 
 Uploads are multipart in parts of ``part_size_mib`` (one part in memory); a
-discarded upload is aborted. A copy uses CopyObject, limited by S3 to objects
+discarded upload is aborted, and those a killed process left (S3 keeps them,
+invisible but billed) are aborted after a day by a sweep that runs at most
+hourly, on a write. A copy uses CopyObject, limited by S3 to objects
 of 5 GiB.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
+import threading
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any, BinaryIO, Literal
 
@@ -39,6 +44,10 @@ from mosaic.vfs import paths
 __all__ = ["CAPABILITIES", "Options", "build"]
 
 MIB = 1024 * 1024
+#: A multipart upload untouched this long belongs to a killed process.
+STALE_UPLOAD_S = 24 * 3600
+SWEEP_EVERY_S = 3600
+log = logging.getLogger(__name__)
 _DELETE_BATCH = 1000  # DeleteObjects' limit
 
 
@@ -146,6 +155,9 @@ class S3Store(ObjectStore):
         self._read_block = options.read_block_mib * MIB
         self.write_args = options.write_args()
         self.page_size = 1000  # S3's maximum; tests make it small
+        self._prefix = f"{options.prefix}/" if options.prefix else ""
+        self._next_sweep = 0.0
+        self._sweep_lock = threading.Lock()
 
     def call(self, method: str, **kwargs: Any) -> Any:
         return self._s3.call_s3(method, Bucket=self._bucket, **kwargs)
@@ -214,7 +226,36 @@ class S3Store(ObjectStore):
                              size=obj.size, cache_type="readahead")
 
     def open_write(self, key: str) -> ObjectWriter:
+        self._sweep_now_and_then()
         return MultipartWriter(self, key, self._part_size)
+
+    def _sweep_now_and_then(self) -> None:
+        """At most once per ``SWEEP_EVERY_S``: abort the multipart uploads a killed
+        process left below this mount (S3 keeps and bills them forever)."""
+        with self._sweep_lock:
+            if time.monotonic() < self._next_sweep:
+                return
+            self._next_sweep = time.monotonic() + SWEEP_EVERY_S
+        try:
+            self.abort_stale_uploads(time.time() - STALE_UPLOAD_S)
+        except Exception as exc:  # housekeeping: never fails the upload itself
+            log.warning("sweeping stale multipart uploads failed: %s", type(exc).__name__)
+
+    def abort_stale_uploads(self, started_before: float) -> int:
+        """Abort this mount's multipart uploads started before that time."""
+        args: dict[str, Any] = {"Prefix": self._prefix}
+        aborted = 0
+        while True:
+            page = self.call("list_multipart_uploads", **args)
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"].timestamp() < started_before:
+                    self.call("abort_multipart_upload", Key=upload["Key"],
+                              UploadId=upload["UploadId"])
+                    aborted += 1
+            if not page.get("IsTruncated"):
+                return aborted
+            args.update(KeyMarker=page.get("NextKeyMarker"),
+                        UploadIdMarker=page.get("NextUploadIdMarker"))
 
 
 def _stored(item: dict[str, Any]) -> StoredObject:
@@ -275,4 +316,9 @@ class MultipartWriter(ObjectWriter):
         self._done = True
         self._buffer = bytearray()
         if self._upload_id is not None:
-            self._store.call("abort_multipart_upload", Key=self._key, UploadId=self._upload_id)
+            try:
+                self._store.call("abort_multipart_upload", Key=self._key,
+                                 UploadId=self._upload_id)
+            except Exception as exc:  # already aborted (by a sweep) is fine
+                if ERRORS.get(self._store.error_code(exc) or "") is not Fault.MISSING:
+                    raise
