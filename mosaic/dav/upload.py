@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from mosaic.dav.errors import to_dav_error
+
 log = logging.getLogger(__name__)
 
 
@@ -22,7 +24,12 @@ class AtomicUpload:
         self.written = 0
 
     def write(self, data: bytes) -> int:
-        self._target.write(data)
+        try:
+            self._target.write(data)
+        except Exception as exc:
+            # wsgidav answers 500 for any error while writing the body; a store
+            # that went away mid-upload is a 503 for its mount (errors table).
+            raise to_dav_error(exc) from exc
         self.written += len(data)
         return len(data)
 
