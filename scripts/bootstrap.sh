@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Shared by run.sh and test.sh: Debian packages, then a virtualenv in .venv.
-# Usage: bootstrap.sh [extra-apt-packages...]  (PIP_EXTRAS selects setup.cfg extras,
-# PIP_EDITABLE=1 installs the checkout in place)
+# Usage: bootstrap.sh [extra-apt-packages...]  (MOSAIC_EXTRAS selects setup.cfg extras,
+# MOSAIC_EDITABLE=1 installs the checkout in place)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,4 +23,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 # Tests run against the checkout (editable); a plain run installs a copy.
-.venv/bin/python -m pip install -q ${PIP_EDITABLE:+-e} ".${PIP_EXTRAS:+[$PIP_EXTRAS]}"
+# (Not PIP_*: pip reads every PIP_<OPTION> variable as an option of its own.)
+.venv/bin/python -m pip install -q ${MOSAIC_EDITABLE:+-e} ".${MOSAIC_EXTRAS:+[$MOSAIC_EXTRAS]}"

@@ -6,6 +6,6 @@ cd "$(dirname "$0")/.."
 # postgresql: only for its initdb/pg_ctl. The tests use a server on 127.0.0.1:5432 if it
 # takes a trust login (CI), else start a throwaway one of their own (tests/support/postgres.py);
 # this script never starts or reconfigures the system cluster.
-PIP_EXTRAS=test PIP_EDITABLE=1 scripts/bootstrap.sh litmus davfs2 rclone cadaver postgresql
+MOSAIC_EXTRAS=test MOSAIC_EDITABLE=1 scripts/bootstrap.sh litmus davfs2 rclone cadaver postgresql
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"
