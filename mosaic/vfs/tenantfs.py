@@ -71,11 +71,9 @@ class TenantFileSystem(AbstractFileSystem):
         if not vpath or self.table.is_virtual(vpath):
             raise AccessDeniedError("/" + vpath)
 
-    def _check_writable_target(self, vpath: str) -> MountEntry:
+    def _check_writable_target(self, vpath: str, entry: MountEntry) -> None:
         self._check_not_virtual(vpath)
-        entry, _ = self.table.resolve(vpath)
         self._check_write(vpath, entry)
-        return entry
 
     # -- reading ----------------------------------------------------------------
 
@@ -122,12 +120,12 @@ class TenantFileSystem(AbstractFileSystem):
 
     def open(self, path: str, mode: str = "rb", block_size: int | None = None,
              **kwargs: Any) -> Any:
-        vpath, _entry, fs, rel = self._resolve(path)
+        vpath, entry, fs, rel = self._resolve(path)
         if "r" in mode:
             self._check_visible(vpath)
             self._check_read(vpath)
             return fs.open(rel, mode, **kwargs)
-        self._check_writable_target(vpath)
+        self._check_writable_target(vpath, entry)
         return fs.open(rel, mode, **kwargs)
 
     def cat_file(self, path: str, start: int | None = None, end: int | None = None,
@@ -140,10 +138,10 @@ class TenantFileSystem(AbstractFileSystem):
     # -- writing ----------------------------------------------------------------
 
     def mkdir(self, path: str, create_parents: bool = False, **kwargs: Any) -> None:
-        vpath, _entry, fs, rel = self._resolve(path)
+        vpath, entry, fs, rel = self._resolve(path)
         if vpath and self.table.is_virtual(vpath):
             raise FileExistsError(17, "File exists", "/" + vpath)
-        self._check_writable_target(vpath)
+        self._check_writable_target(vpath, entry)
         parent_is_virtual = self.table.is_virtual(paths.parent(vpath))
         fs.mkdir(rel, create_parents=create_parents or parent_is_virtual)
 
@@ -179,8 +177,8 @@ class TenantFileSystem(AbstractFileSystem):
         fs.set_mtime(rel, mtime)
 
     def touch(self, path: str, truncate: bool = True, **kwargs: Any) -> None:
-        vpath, _entry, fs, rel = self._resolve(path)
-        self._check_writable_target(vpath)
+        vpath, entry, fs, rel = self._resolve(path)
+        self._check_writable_target(vpath, entry)
         fs.touch(rel, truncate=truncate, **kwargs)
 
     # -- move and copy -------------------------------------------------------------
@@ -191,7 +189,7 @@ class TenantFileSystem(AbstractFileSystem):
         dst, dst_entry, _dst_fs, dst_rel = self._resolve(path2)
         self._check_not_virtual(src)
         self._check_write(src, src_entry, recursive=True)
-        self._check_writable_target(dst)
+        self._check_writable_target(dst, dst_entry)
         if src_entry is dst_entry:
             src_fs.mv(src_rel, dst_rel)
             return
@@ -206,7 +204,7 @@ class TenantFileSystem(AbstractFileSystem):
         dst, dst_entry, _dst_fs, dst_rel = self._resolve(path2)
         if self.permissions.weakest_below(src) == "none":
             raise AccessDeniedError("/" + src)
-        self._check_writable_target(dst)
+        self._check_writable_target(dst, dst_entry)
         is_dir = self.isdir(src)
         if src_entry is dst_entry and not self.table.has_mount_below(src):
             if is_dir:
