@@ -254,11 +254,4 @@ class TenantFileSystem(AbstractFileSystem):
     def ref_key(self, path: str) -> str:
         return self.table.ref_key(paths.normalize(path))
 
-    def capabilities(self, path: str) -> Any:
-        return self.table.resolve(paths.normalize(path))[0].capabilities
-
-    def is_read_only(self, path: str) -> bool:
-        vpath = paths.normalize(path)
-        entry, _ = self.table.resolve(vpath)
-        return entry.read_only or not self.permissions.can_write(vpath)
 
