@@ -43,8 +43,9 @@ def cloud_server(stoppable_s3: StoppableS3, tmp_path: Path):  # noqa: F811
     """acme with /cloud on a moto server the test may stop."""
     bucket = moto.fresh_bucket(stoppable_s3.url)
     data = tenants.two_tenants(tmp_path)
+    # No listing cache: every request must reach the store to see it go down.
     data["tenants"]["acme"]["mounts"]["/cloud"] = {
-        "provider": moto.provider(bucket, url=stoppable_s3.url)}
+        "provider": {**moto.provider(bucket, url=stoppable_s3.url), "listing_cache_seconds": 0}}
     with live_server(tenants.build(data)) as live:
         yield live, stoppable_s3, bucket
 

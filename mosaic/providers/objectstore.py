@@ -9,7 +9,8 @@ supplies as an :class:`ObjectStore`:
 * a listing is one paged prefix/delimiter call per folder, never a request
   per entry; a file and a folder sharing a name are listed once, as the file
   (the same rule :meth:`info` follows);
-* an upload streams in parts (:class:`ObjectWriter`) and is published only by
+* an upload streams in parts (:class:`~mosaic.providers.transfers.ParallelWriter`,
+  several in flight) and is published only by
   ``commit()``; ``discard()`` aborts it, so a failed PUT leaves nothing and the
   previous version intact (plain fsspec commits a partial object when a
   ``with fs.open(p, "wb")`` block raises: :class:`~mosaic.providers.common.Upload`
@@ -45,8 +46,13 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, BinaryIO
 
-from mosaic.providers.base import Capabilities
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mosaic.providers.base import BuildContext, Capabilities
 from mosaic.providers.common import Parts, ProviderFileSystem, Upload, oserror
+from mosaic.providers.listcache import ListingCache
+from mosaic.providers.transfers import ParallelReader, ParallelWriter, PartedUpload
+from mosaic.vfs import paths
 from mosaic.vfs.errors import InvalidPathError, MountUnavailableError
 
 log = logging.getLogger(__name__)
@@ -63,6 +69,29 @@ CAPABILITIES = Capabilities(
 MTIME_KEY = "mosaic-mtime"
 MARKER = "/"  # a folder's marker object is its key plus this
 COPY_CONCURRENCY = 8  # server-side copies in flight during a folder move
+MIB = 1024 * 1024
+
+
+class ObjectStoreOptions(BaseModel):
+    """What every object-store provider's YAML section has; each adds its own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    prefix: str = Field("", description="Key prefix the mount is rooted at, e.g. teams/acme")
+    part_size_mib: int = Field(8, ge=5, le=1024, description="Upload part size")
+    read_block_mib: int = Field(8, ge=1, le=1024, description="Ranged read size")
+    transfers: int = Field(
+        4, ge=1, le=32,
+        description="Parts or blocks in flight per upload or download (memory: this many parts)")
+    listing_cache_seconds: float = Field(
+        5.0, ge=0, le=3600,
+        description="How long a listing is reused; changes made through Mosaic show at once, "
+                    "changes made by other tools after this long (0: no cache)")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return paths.normalize(value)  # refuses "..", NUL, backslashes
 
 
 class Fault(Enum):
@@ -106,30 +135,6 @@ class Listing:
     prefixes: list[str] = field(default_factory=list)
 
 
-class ObjectWriter(ABC):
-    """A streamed upload of one object: parts go out while the client writes,
-    nothing is visible before :meth:`commit`; :meth:`discard` aborts."""
-
-    @abstractmethod
-    def write(self, data: bytes) -> int: ...
-
-    @abstractmethod
-    def tell(self) -> int: ...
-
-    @abstractmethod
-    def commit(self) -> None: ...
-
-    @abstractmethod
-    def discard(self) -> None:
-        """Drop every uploaded part; a no-op after commit or a previous discard."""
-
-    def flush(self) -> None:  # parts are sent when full, not on flush
-        return None
-
-    def close(self) -> None:  # Upload decides between commit() and discard()
-        return None
-
-
 class ObjectStore(ABC):
     """The primitives of one bucket or container; keys are full object keys.
 
@@ -139,6 +144,11 @@ class ObjectStore(ABC):
     """
 
     ERRORS: Mapping[str, Fault] = {}
+
+    def __init__(self, options: ObjectStoreOptions) -> None:
+        self.part_size = options.part_size_mib * MIB
+        self.read_block = options.read_block_mib * MIB
+        self.transfers = options.transfers
 
     @abstractmethod
     def list(self, prefix: str, recursive: bool = False,
@@ -157,16 +167,23 @@ class ObjectStore(ABC):
     def copy(self, src: str, dst: str, metadata: Mapping[str, str] | None = None) -> None:
         """Server-side copy; ``metadata`` None keeps the source's, else replaces it."""
 
+    def copy_object(self, obj: StoredObject, dst: str,
+                    metadata: Mapping[str, str] | None = None) -> None:
+        """:meth:`copy` of an object whose size is known (stores with a size
+        limit on a single copy override this)."""
+        self.copy(obj.key, dst, metadata)
+
     @abstractmethod
     def delete(self, keys: Iterable[str]) -> None:
         """Delete these objects (in bulk where the store can); absent ones are fine."""
 
     @abstractmethod
-    def open_read(self, obj: StoredObject) -> BinaryIO:
-        """A seekable binary reader of ``obj`` (ranged reads)."""
+    def read_range(self, obj: StoredObject, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of ``obj`` (one ranged GET)."""
 
     @abstractmethod
-    def open_write(self, key: str) -> ObjectWriter: ...
+    def start_upload(self, key: str) -> PartedUpload:
+        """A new upload of ``key``: nothing is visible before its ``finish``."""
 
     @abstractmethod
     def error_code(self, exc: BaseException) -> str | None: ...
@@ -199,13 +216,17 @@ class ObjectStoreFileSystem(ProviderFileSystem):
 
     protocol = "mosaic-objectstore"
 
-    def __init__(self, store: ObjectStore, prefix: str = "", tenant: str = "",
-                 mount: str = "") -> None:
+    def __init__(self, store: ObjectStore, options: ObjectStoreOptions,
+                 context: BuildContext) -> None:
         super().__init__()
         self._store = store
-        self._prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
-        self._tenant = tenant
-        self._mount = mount
+        prefix = options.prefix
+        self._prefix = f"{prefix}/" if prefix else ""
+        self._tenant = context.tenant
+        self._mount = context.mount
+        self._cache = ListingCache.for_mount(
+            options.listing_cache_seconds, context.data_dir, context.tenant, context.mount,
+            context.user or "", type(store).__name__, prefix)
 
     # -- keys and errors ----------------------------------------------------------
 
@@ -250,12 +271,26 @@ class ObjectStoreFileSystem(ProviderFileSystem):
 
     def _head(self, key: str, rel: str) -> StoredObject | None:
         with self._errors(rel):
-            return self._store.head(key)
+            return self._cache.get(("head", key), lambda: self._store.head(key))
 
     def _list(self, prefix: str, rel: str, recursive: bool = False,
               limit: int | None = None) -> Listing:
-        with self._errors(rel):
+        def fetch() -> Listing:
             return self._store.list(prefix, recursive=recursive, limit=limit)
+        with self._errors(rel):
+            if recursive and limit is None:
+                return fetch()  # whole trees (moves, deletes) are read fresh, never kept
+            return self._cache.get(("list", prefix, recursive, limit), fetch)
+
+    @contextmanager
+    def _changing(self, rel: str) -> Iterator[None]:
+        """A change to the store: errors translated; the cache forgotten after it,
+        whether it worked or not (a failed change may have done half)."""
+        try:
+            with self._errors(rel):
+                yield
+        finally:
+            self._cache.invalidate()
 
     def _probe(self, parts: Parts, folder_first: bool = False
                ) -> tuple[str, StoredObject | None] | None:
@@ -342,11 +377,23 @@ class ObjectStoreFileSystem(ProviderFileSystem):
         return list(by_name.values())
 
     def _open_read(self, parts: Parts) -> BinaryIO:
-        kind, obj = self._found(parts)
-        if kind != "file":
-            raise oserror(errno.EISDIR, "/".join(parts))
-        with self._errors("/".join(parts)):
-            return self._store.open_read(obj)  # type: ignore[arg-type]
+        """Ranged reads, ``transfers`` in flight, of the object as it is now (a
+        fresh HEAD: a cached size could cut a file another tool replaced)."""
+        rel = "/".join(parts)
+        with self._errors(rel):
+            obj = self._store.head(self._key(parts)) if parts else None
+        if obj is None:  # missing, a folder, or (a race) a file just written
+            kind, obj = self._found(parts)
+            if kind != "file" or obj is None:
+                raise oserror(errno.EISDIR, rel)
+
+        def read_range(start: int, end: int) -> bytes:
+            with self._errors(rel):
+                return self._store.read_range(obj, start, end)
+
+        store = self._store
+        return ParallelReader(read_range, obj.size, store.read_block,  # type: ignore[return-value]
+                              store.transfers)
 
     # -- writing --------------------------------------------------------------------
 
@@ -367,17 +414,18 @@ class ObjectStoreFileSystem(ProviderFileSystem):
     def _open_write(self, parts: Parts, autocommit: bool) -> Upload:
         rel = self._check_write_target(parts)
         with self._errors(rel):
-            writer = self._store.open_write(self._key(parts))
+            upload = self._store.start_upload(self._key(parts))
+        writer = ParallelWriter(upload, self._store.part_size, self._store.transfers)
         return Upload(_Guarded(writer, self, rel), rel, self._publisher(writer, rel),
                       self._discarder(writer, rel), autocommit)
 
-    def _publisher(self, writer: ObjectWriter, rel: str) -> Any:
+    def _publisher(self, writer: ParallelWriter, rel: str) -> Any:
         def publish() -> None:
-            with self._errors(rel):
+            with self._changing(rel):
                 writer.commit()
         return publish
 
-    def _discarder(self, writer: ObjectWriter, rel: str) -> Any:
+    def _discarder(self, writer: ParallelWriter, rel: str) -> Any:
         def discard() -> None:
             with self._errors(rel):
                 writer.discard()
@@ -403,7 +451,7 @@ class ObjectStoreFileSystem(ProviderFileSystem):
                 raise oserror(errno.ENOTDIR, rel)
 
     def _put_marker(self, parts: Parts, metadata: Mapping[str, str] | None = None) -> None:
-        with self._errors("/".join(parts)):
+        with self._changing("/".join(parts)):
             self._store.put(self._dir_prefix(parts), b"", metadata)
 
     def touch(self, path: str, truncate: bool = True, **kwargs: Any) -> None:
@@ -412,7 +460,7 @@ class ObjectStoreFileSystem(ProviderFileSystem):
             self.set_mtime(path, time.time())
             return
         rel = self._check_write_target(parts)
-        with self._errors(rel):
+        with self._changing(rel):
             self._store.put(self._key(parts), b"")
 
     def set_mtime(self, path: str, mtime: float) -> None:
@@ -426,8 +474,8 @@ class ObjectStoreFileSystem(ProviderFileSystem):
         if kind == "directory" and obj is None:
             self._put_marker(parts, metadata)
             return
-        with self._errors(rel):
-            self._store.copy(obj.key, obj.key, metadata)  # type: ignore[union-attr]
+        with self._changing(rel):
+            self._store.copy_object(obj, obj.key, metadata)  # type: ignore[arg-type]
 
     # -- removing -------------------------------------------------------------------
 
@@ -443,7 +491,7 @@ class ObjectStoreFileSystem(ProviderFileSystem):
         below = self._list(marker, rel, recursive=True, limit=2).objects
         if any(obj.key != marker for obj in below):
             raise oserror(errno.ENOTEMPTY, rel)
-        with self._errors(rel):
+        with self._changing(rel):
             self._store.delete([marker])
 
     def rm_file(self, path: str) -> None:
@@ -452,14 +500,14 @@ class ObjectStoreFileSystem(ProviderFileSystem):
         kind, obj = self._found(parts)
         if kind != "file":
             raise oserror(errno.EISDIR, rel)
-        with self._errors(rel):
+        with self._changing(rel):
             self._store.delete([obj.key])  # type: ignore[union-attr]
 
     def _rmtree(self, parts: Parts) -> None:
         rel = "/".join(parts)
         keys = [obj.key for obj in self._list(self._dir_prefix(parts), rel,
                                                recursive=True).objects]
-        with self._errors(rel):
+        with self._changing(rel):
             self._store.delete(keys)
 
     # -- moving and copying -----------------------------------------------------------
@@ -479,8 +527,8 @@ class ObjectStoreFileSystem(ProviderFileSystem):
             if target is not None and target[0] == "directory":
                 raise oserror(errno.EISDIR, rel)
             keep = {MTIME_KEY: repr(obj.effective_mtime)}  # type: ignore[union-attr]
-            with self._errors(rel):
-                self._store.copy(self._key(src), self._key(dst), keep)
+            with self._changing(rel):
+                self._store.copy_object(obj, self._key(dst), keep)  # type: ignore[arg-type]
                 self._store.delete([self._key(src)])
             return
         if target is not None:
@@ -493,19 +541,19 @@ class ObjectStoreFileSystem(ProviderFileSystem):
 
     def _move_tree(self, src: Parts, dst: Parts) -> None:
         old, new = self._dir_prefix(src), self._dir_prefix(dst)
-        keys = [o.key for o in self._list(old, "/".join(src), recursive=True).objects]
-        with self._errors("/".join(dst)):
-            self._copy_all([(key, new + key[len(old):]) for key in keys])
-        with self._errors("/".join(src)):
-            self._store.delete(keys)
+        objects = self._list(old, "/".join(src), recursive=True).objects
+        with self._changing("/".join(dst)):
+            self._copy_all([(obj, new + obj.key[len(old):]) for obj in objects])
+        with self._changing("/".join(src)):
+            self._store.delete([obj.key for obj in objects])
 
-    def _copy_all(self, pairs: list[tuple[str, str]]) -> None:
+    def _copy_all(self, pairs: list[tuple[StoredObject, str]]) -> None:
         """Server-side copies, ``COPY_CONCURRENCY`` at a time; if one fails, the
         others are cancelled and what was copied is deleted again."""
         copied: list[str] = []
 
-        def copy(pair: tuple[str, str]) -> None:
-            self._store.copy(*pair)
+        def copy(pair: tuple[StoredObject, str]) -> None:
+            self._store.copy_object(*pair)
             copied.append(pair[1])
 
         pool = ThreadPoolExecutor(max_workers=COPY_CONCURRENCY)
@@ -527,14 +575,14 @@ class ObjectStoreFileSystem(ProviderFileSystem):
         if kind != "file":
             raise oserror(errno.EISDIR, "/".join(src))
         rel = self._check_write_target(dst)
-        with self._errors(rel):
-            self._store.copy(obj.key, self._key(dst), {})  # type: ignore[union-attr]
+        with self._changing(rel):
+            self._store.copy_object(obj, self._key(dst), {})  # type: ignore[arg-type]
 
 
 class _Guarded:
-    """An :class:`ObjectWriter` whose write errors are translated like the rest."""
+    """A :class:`ParallelWriter` whose write errors are translated like the rest."""
 
-    def __init__(self, writer: ObjectWriter, fs: ObjectStoreFileSystem, rel: str) -> None:
+    def __init__(self, writer: ParallelWriter, fs: ObjectStoreFileSystem, rel: str) -> None:
         self._writer, self._fs, self._rel = writer, fs, rel
 
     def write(self, data: bytes) -> int:

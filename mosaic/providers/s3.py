@@ -8,11 +8,12 @@ on top of s3fs's async client. Each mount gets its own client and session
 both are absent, the standard AWS credential chain (environment, profile,
 instance role).
 
-Uploads are multipart in parts of ``part_size_mib`` (one part in memory); a
-discarded upload is aborted, and those a killed process left (S3 keeps them,
-invisible but billed) are aborted after a day by a sweep that runs at most
-hourly, on a write. A copy uses CopyObject, limited by S3 to objects
-of 5 GiB.
+Uploads are multipart in parts of ``part_size_mib``, ``transfers`` of them in
+flight; reads are ranged GETs, as many in flight. A discarded upload is
+aborted, and those a killed process left (S3 keeps them, invisible but billed)
+are aborted after a day by a sweep that runs at most hourly, on a write. A
+copy is one CopyObject up to 5 GiB (S3's limit for it) and a multipart copy
+(UploadPartCopy, ``transfers`` parts in flight) above.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any, BinaryIO, Literal
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
 
 import aiobotocore.session
 import botocore.loaders
+import fsspec.asyn
 import s3fs
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from mosaic.providers.base import BuildContext
 from mosaic.providers.objectstore import (
@@ -36,10 +39,10 @@ from mosaic.providers.objectstore import (
     Listing,
     ObjectStore,
     ObjectStoreFileSystem,
-    ObjectWriter,
+    ObjectStoreOptions,
     StoredObject,
 )
-from mosaic.vfs import paths
+from mosaic.providers.transfers import PartedUpload
 
 __all__ = ["CAPABILITIES", "Options", "build"]
 
@@ -49,13 +52,12 @@ STALE_UPLOAD_S = 24 * 3600
 SWEEP_EVERY_S = 3600
 log = logging.getLogger(__name__)
 _DELETE_BATCH = 1000  # DeleteObjects' limit
+COPY_LIMIT = 5 * 1024 * MIB  # CopyObject's limit; larger objects are copied in parts
+COPY_PART = 512 * MIB
 
 
-class Options(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
-
+class Options(ObjectStoreOptions):
     bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.\-_]{1,254}$", description="Bucket name")
-    prefix: str = Field("", description="Key prefix the mount is rooted at, e.g. teams/acme")
     region: str | None = Field(None, description="Region, e.g. eu-west-1")
     endpoint_url: str | None = Field(None, description="Endpoint of an S3-compatible store")
     path_style: bool = Field(False, description="Path-style addressing (MinIO, Ceph, moto)")
@@ -66,13 +68,6 @@ class Options(BaseModel):
     sse_kms_key_id: str | None = Field(None, description="KMS key for aws:kms encryption")
     storage_class: str | None = Field(
         None, pattern=r"^[A-Z_]+$", description="Storage class of new objects, e.g. STANDARD_IA")
-    part_size_mib: int = Field(8, ge=5, le=1024, description="Multipart upload part size")
-    read_block_mib: int = Field(8, ge=1, le=1024, description="Ranged read size")
-
-    @field_validator("prefix")
-    @classmethod
-    def _prefix(cls, value: str) -> str:
-        return paths.normalize(value)  # refuses "..", NUL, backslashes
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> Options:
@@ -90,8 +85,7 @@ class Options(BaseModel):
 
 
 def build(options: Options, context: BuildContext) -> ObjectStoreFileSystem:
-    return ObjectStoreFileSystem(S3Store(options), options.prefix, context.tenant,
-                                 context.mount)
+    return ObjectStoreFileSystem(S3Store(options), options, context)
 
 
 def _client(options: Options) -> s3fs.S3FileSystem:
@@ -149,10 +143,10 @@ class S3Store(ObjectStore):
     ERRORS = ERRORS
 
     def __init__(self, options: Options) -> None:
+        super().__init__(options)
         self._s3 = _client(options)
-        self._bucket = options.bucket
-        self._part_size = options.part_size_mib * MIB
-        self._read_block = options.read_block_mib * MIB
+        self._bucket = self.bucket = options.bucket
+        self.copy_limit = COPY_LIMIT  # tests make it small
         self.write_args = options.write_args()
         self.page_size = 1000  # S3's maximum; tests make it small
         self._prefix = f"{options.prefix}/" if options.prefix else ""
@@ -211,6 +205,28 @@ class S3Store(ObjectStore):
         self.call("copy_object", Key=dst, CopySource={"Bucket": self._bucket, "Key": src},
                   **args, **self.write_args)
 
+    def copy_object(self, obj: StoredObject, dst: str,
+                    metadata: Mapping[str, str] | None = None) -> None:
+        if obj.size <= self.copy_limit:
+            self.copy(obj.key, dst, metadata)
+            return
+        if metadata is None:  # a multipart copy does not carry the source's metadata
+            source = obj if obj.metadata is not None else self.head(obj.key)
+            metadata = source.metadata if source and source.metadata else {}
+        upload = MultipartUpload(self, dst, metadata)
+        ranges = [(start, min(start + COPY_PART, obj.size))
+                  for start in range(0, obj.size, COPY_PART)]
+        tokens: list[Any] = []
+        try:
+            with ThreadPoolExecutor(self.transfers) as pool:
+                tokens = list(pool.map(
+                    lambda item: upload.copy_part(item[0] + 1, obj.key, *item[1]),
+                    enumerate(ranges)))
+            upload.finish(tokens)
+        except BaseException:
+            upload.abort(tokens)
+            raise
+
     def delete(self, keys: Iterable[str]) -> None:
         keys = list(keys)
         for start in range(0, len(keys), _DELETE_BATCH):
@@ -221,13 +237,17 @@ class S3Store(ObjectStore):
                 raise OSError(f"{len(failed)} objects could not be deleted "
                               f"({failed[0].get('Code')})")
 
-    def open_read(self, obj: StoredObject) -> BinaryIO:
-        return self._s3.open(f"{self._bucket}/{obj.key}", "rb", block_size=self._read_block,
-                             size=obj.size, cache_type="readahead")
+    def read_range(self, obj: StoredObject, start: int, end: int) -> bytes:
+        async def fetch() -> bytes:
+            answer = await self._s3._call_s3("get_object", Bucket=self._bucket, Key=obj.key,
+                                             Range=f"bytes={start}-{end - 1}")
+            async with answer["Body"] as body:
+                return await body.read()
+        return fsspec.asyn.sync(self._s3.loop, fetch)
 
-    def open_write(self, key: str) -> ObjectWriter:
+    def start_upload(self, key: str) -> PartedUpload:
         self._sweep_now_and_then()
-        return MultipartWriter(self, key, self._part_size)
+        return MultipartUpload(self, key)
 
     def _sweep_now_and_then(self) -> None:
         """At most once per ``SWEEP_EVERY_S``: abort the multipart uploads a killed
@@ -263,62 +283,49 @@ def _stored(item: dict[str, Any]) -> StoredObject:
                         item.get("ETag", ""))
 
 
-class MultipartWriter(ObjectWriter):
-    """Parts go out as they fill (one part in memory); small files are one PUT
-    at commit. Nothing is visible before commit; discard aborts the upload."""
+class MultipartUpload(PartedUpload):
+    """A multipart upload, started with the first part; a small file is one PUT.
+    Nothing is visible before completion; abort drops the parts sent."""
 
-    def __init__(self, store: S3Store, key: str, part_size: int) -> None:
-        self._store, self._key, self._part_size = store, key, part_size
-        self._buffer = bytearray()
-        self._position = 0
+    def __init__(self, store: S3Store, key: str,
+                 metadata: Mapping[str, str] | None = None) -> None:
+        self._store, self._key = store, key
+        self._metadata = dict(metadata or {})
         self._upload_id: str | None = None
-        self._parts: list[dict[str, Any]] = []
-        self._done = False
+        self._starting = threading.Lock()
 
-    def write(self, data: bytes) -> int:
-        self._buffer += data
-        self._position += len(data)
-        while len(self._buffer) >= self._part_size:
-            self._send(bytes(self._buffer[:self._part_size]))
-            del self._buffer[:self._part_size]
-        return len(data)
+    def put_whole(self, data: bytes) -> None:
+        self._store.call("put_object", Key=self._key, Body=data, **self._store.write_args)
 
-    def tell(self) -> int:
-        return self._position
+    def _id(self) -> str:
+        with self._starting:
+            if self._upload_id is None:
+                started = self._store.call("create_multipart_upload", Key=self._key,
+                                           Metadata=self._metadata, **self._store.write_args)
+                self._upload_id = started["UploadId"]
+            return self._upload_id
 
-    def _send(self, chunk: bytes) -> None:
+    def send_part(self, number: int, data: bytes) -> Any:
+        sent = self._store.call("upload_part", Key=self._key, UploadId=self._id(),
+                                PartNumber=number, Body=data)
+        return {"PartNumber": number, "ETag": sent["ETag"]}
+
+    def copy_part(self, number: int, source: str, start: int, end: int) -> Any:
+        """Part ``number`` is bytes [start, end) of ``source``, copied by the store."""
+        sent = self._store.call("upload_part_copy", Key=self._key, UploadId=self._id(),
+                                PartNumber=number, CopySourceRange=f"bytes={start}-{end - 1}",
+                                CopySource={"Bucket": self._store.bucket, "Key": source})
+        return {"PartNumber": number, "ETag": sent["CopyPartResult"]["ETag"]}
+
+    def finish(self, tokens: list[Any]) -> None:
+        self._store.call("complete_multipart_upload", Key=self._key, UploadId=self._id(),
+                         MultipartUpload={"Parts": tokens})
+
+    def abort(self, tokens: list[Any]) -> None:
         if self._upload_id is None:
-            started = self._store.call("create_multipart_upload", Key=self._key,
-                                       **self._store.write_args)
-            self._upload_id = started["UploadId"]
-        number = len(self._parts) + 1
-        sent = self._store.call("upload_part", Key=self._key, UploadId=self._upload_id,
-                                PartNumber=number, Body=chunk)
-        self._parts.append({"PartNumber": number, "ETag": sent["ETag"]})
-
-    def commit(self) -> None:
-        if self._done:
             return
-        if self._upload_id is None:
-            self._store.call("put_object", Key=self._key, Body=bytes(self._buffer),
-                             **self._store.write_args)
-        else:
-            if self._buffer:
-                self._send(bytes(self._buffer))
-            self._store.call("complete_multipart_upload", Key=self._key,
-                             UploadId=self._upload_id, MultipartUpload={"Parts": self._parts})
-        self._done = True
-        self._buffer = bytearray()
-
-    def discard(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        self._buffer = bytearray()
-        if self._upload_id is not None:
-            try:
-                self._store.call("abort_multipart_upload", Key=self._key,
-                                 UploadId=self._upload_id)
-            except Exception as exc:  # already aborted (by a sweep) is fine
-                if ERRORS.get(self._store.error_code(exc) or "") is not Fault.MISSING:
-                    raise
+        try:
+            self._store.call("abort_multipart_upload", Key=self._key, UploadId=self._upload_id)
+        except Exception as exc:  # already aborted (by a sweep, or twice) is fine
+            if ERRORS.get(self._store.error_code(exc) or "") is not Fault.MISSING:
+                raise
