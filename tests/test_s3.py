@@ -254,3 +254,58 @@ def test_discard_after_the_upload_was_swept_is_fine(tmp_path):
     assert fs._store.abort_stale_uploads(time.time() + 365 * 86400) == 1
     writer.discard()
     assert not fs.exists("g")
+
+
+def test_objects_above_the_single_copy_limit_are_copied_in_parts(tmp_path):
+    """S3 refuses CopyObject above 5 GiB: bigger objects go by UploadPartCopy.
+    The limit is lowered here so a 12 MiB object takes that path on moto."""
+    fs = _build({**moto.provider(moto.fresh_bucket()), "part_size_mib": 5}, tmp_path)
+    fs._store.copy_limit, fs._store.copy_part_size = MIB, 5 * MIB
+    data = os.urandom(12 * MIB + 1)
+    fs.mkdir("d")
+    with fs.open("d/big", "wb") as handle:
+        handle.write(data)
+    fs.set_mtime("d/big", 1_000_000_000.0)
+    methods = []
+    call = fs._store.call
+    fs._store.call = lambda method, **kw: methods.append(method) or call(method, **kw)
+    fs.mv("d", "moved")  # a folder move: every object copied server-side
+    fs.cp_file("moved/big", "copy")
+    assert methods.count("upload_part_copy") == 6  # 3 parts, twice
+    assert methods.count("copy_object") == 1  # the folder's empty marker "d/"
+    assert fs.cat_file("moved/big") == data and fs.cat_file("copy") == data
+    assert fs.info("moved/big")["mtime"] == 1_000_000_000.0  # the set time moved along
+    assert not fs.exists("d")
+
+
+def test_warm_listing_costs_no_request_and_own_writes_show_at_once(tmp_path):
+    bucket = moto.fresh_bucket()
+    fs = _build({**moto.provider(bucket), "listing_cache_seconds": 1}, tmp_path)
+    fs.mkdir("docs")
+    fs.touch("docs/a")
+    methods = []
+    call = fs._store.call
+    fs._store.call = lambda method, **kw: methods.append(method) or call(method, **kw)
+    fs.info("docs")
+    assert [e["name"] for e in fs.ls("docs")] == ["docs/a"]
+    cold = len(methods)
+    fs.info("docs")
+    fs.ls("docs")
+    assert len(methods) == cold  # warm: answered from the mount's cache
+    fs.touch("docs/b")  # our own write: visible at once
+    assert sorted(fs.ls("docs", detail=False)) == ["docs/a", "docs/b"]
+    moto.client().put_object(Bucket=bucket, Key="docs/c", Body=b"other tool")
+    assert "docs/c" not in fs.ls("docs", detail=False)  # another tool's, within the lifetime
+    time.sleep(1.1)
+    assert "docs/c" in fs.ls("docs", detail=False)  # ... and after it
+
+
+def test_a_write_through_another_worker_is_seen_at_once(tmp_path):
+    """Two workers build the same mount on the same data directory."""
+    spec = {**moto.provider(moto.fresh_bucket()), "listing_cache_seconds": 600}
+    worker_a, worker_b = _build(spec, tmp_path), _build(spec, tmp_path)
+    assert worker_b.ls("") == []
+    worker_a.touch("new")
+    assert worker_b.ls("", detail=False) == ["new"]
+    worker_a.rm("new")
+    assert not worker_b.exists("new")

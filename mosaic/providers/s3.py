@@ -146,7 +146,7 @@ class S3Store(ObjectStore):
         super().__init__(options)
         self._s3 = _client(options)
         self._bucket = self.bucket = options.bucket
-        self.copy_limit = COPY_LIMIT  # tests make it small
+        self.copy_limit, self.copy_part_size = COPY_LIMIT, COPY_PART  # tests make them small
         self.write_args = options.write_args()
         self.page_size = 1000  # S3's maximum; tests make it small
         self._prefix = f"{options.prefix}/" if options.prefix else ""
@@ -214,8 +214,8 @@ class S3Store(ObjectStore):
             source = obj if obj.metadata is not None else self.head(obj.key)
             metadata = source.metadata if source and source.metadata else {}
         upload = MultipartUpload(self, dst, metadata)
-        ranges = [(start, min(start + COPY_PART, obj.size))
-                  for start in range(0, obj.size, COPY_PART)]
+        step = self.copy_part_size
+        ranges = [(start, min(start + step, obj.size)) for start in range(0, obj.size, step)]
         tokens: list[Any] = []
         try:
             with ThreadPoolExecutor(self.transfers) as pool:

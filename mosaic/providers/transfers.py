@@ -66,10 +66,17 @@ class ParallelReader(io.RawIOBase):
         return len(data)
 
     def read(self, size: int = -1) -> bytes:
+        """``size`` bytes, fewer only at the end of the object."""
         if size is None or size < 0:
             return self.readall()
-        if self._pos >= self._size or size == 0:
-            return b""
+        pieces = []
+        while size > 0 and self._pos < self._size:
+            piece = self._read_in_block(size)
+            pieces.append(piece)
+            size -= len(piece)
+        return b"".join(pieces) if len(pieces) != 1 else pieces[0]
+
+    def _read_in_block(self, size: int) -> bytes:
         if not self._window:
             self._next = self._pos
             self._fetch(1)  # a new run: one block until it proves sequential
