@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.live import two_tenant_server
+from tests.support import moto, tenants
+from tests.support.live import live_server, two_tenant_server
 
 pytestmark = pytest.mark.davfs
 
@@ -70,11 +71,21 @@ def server(tmp_path_factory):
         yield live
 
 
-@pytest.mark.parametrize("folder", ["", "projects/"])
-def test_mapped_drive_round_trip(server, tmp_path, folder):
-    drive = Drive(f"{server.url}/{folder}", tmp_path / "drive", tmp_path,
-                  "alice@acme.example", "alice-secret")
-    source = tmp_path / "source"
+@pytest.fixture(scope="module")
+def s3_root_server(tmp_path_factory):
+    """globex's whole drive on a bucket of moto's S3 (acme stays local)."""
+    assert shutil.which("mount.davfs"), "davfs2 is not installed: run scripts/test.sh"
+    base = tmp_path_factory.mktemp("davfs-s3")
+    data = tenants.two_tenants(base)
+    bucket = moto.fresh_bucket()
+    data["tenants"]["globex"]["root"] = moto.provider(bucket, prefix="drive")
+    with live_server(tenants.build(data)) as live:
+        yield live, bucket
+
+
+def round_trip(drive: Drive, source: Path, tmp_path: Path) -> Path:
+    """Copy ``source`` in, edit it through the drive, copy it out after a remount;
+    ``source`` is changed the same way. Returns the copy made after the remount."""
     make_tree(source)
     drive.mount()
     try:
@@ -101,6 +112,35 @@ def test_mapped_drive_round_trip(server, tmp_path, folder):
         assert (drive.mountpoint / "tree" / "empty-folder").is_dir()
     finally:
         drive.unmount()
+    return copied_out
+
+
+@pytest.mark.parametrize("folder", ["", "projects/"])
+def test_mapped_drive_round_trip(server, tmp_path, folder):
+    drive = Drive(f"{server.url}/{folder}", tmp_path / "drive", tmp_path,
+                  "alice@acme.example", "alice-secret")
+    source = tmp_path / "source"
+    copied_out = round_trip(drive, source, tmp_path)
     assert tree_digest(copied_out) == tree_digest(source)
     backend = server.base / ("acme-projects" if folder else "acme-root") / "tree"
     assert tree_digest(backend) == tree_digest(source)
+
+
+def test_mapped_drive_on_an_s3_root(s3_root_server, tmp_path):
+    live, bucket = s3_root_server
+    drive = Drive(f"{live.url}/", tmp_path / "drive", tmp_path, "dave@globex.example",
+                  "dave-secret")
+    source = tmp_path / "source"
+    copied_out = round_trip(drive, source, tmp_path)
+    assert tree_digest(copied_out) == tree_digest(source)
+    s3 = moto.client()
+    stored = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                             Prefix="drive/tree/"):
+        for item in page.get("Contents", []):
+            key = item["Key"][len("drive/tree/"):]
+            if key and not key.endswith("/"):  # not a folder marker
+                body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+                stored[key] = hashlib.sha256(body).hexdigest()
+    assert stored == tree_digest(source)
+    assert s3.head_object(Bucket=bucket, Key="drive/tree/empty-folder/")  # kept by a marker
