@@ -117,6 +117,8 @@ def render(listing: Listing, mode: str, names: list[str]) -> bytes:
         else:
             wanted = [*_live_names(res), *dead] if mode == "allprop" else names
             found, missing = _values(res, wanted, dead, ref in listing.locked)
+            if mode == "allprop":
+                missing = []  # allprop lists what exists (a store's folder may have no time)
             if found or not missing:
                 parts.append(_propstat(found))
             if missing:

@@ -63,10 +63,12 @@ class _Common:
         return posixpath.basename(self.path.rstrip("/"))
 
     def get_last_modified(self) -> float | None:
-        return self.info.get("mtime")
+        # 0: unknown (an object store's folder listed by its parent): no
+        # property rather than a date in 1970
+        return self.info.get("mtime") or None
 
     def get_creation_date(self) -> float | None:
-        return self.info.get("created") or self.info.get("mtime")
+        return self.info.get("created") or self.info.get("mtime") or None
 
     @translated
     def set_last_modified(self, dest_path: str, time_stamp: Any, *, dry_run: bool) -> bool:
