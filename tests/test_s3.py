@@ -248,7 +248,8 @@ def test_multipart_uploads_a_killed_process_left_are_aborted(tmp_path):
 
 
 def test_discard_after_the_upload_was_swept_is_fine(tmp_path):
-    fs = _build(moto.provider(moto.fresh_bucket()), tmp_path)
+    # one part at a time: the part is sent before write() returns
+    fs = _build({**moto.provider(moto.fresh_bucket()), "transfers": 1}, tmp_path)
     writer = fs.open("g", "wb", autocommit=False)
     writer.write(os.urandom(9 * MIB))  # one part sent: a multipart upload is open
     assert fs._store.abort_stale_uploads(time.time() + 365 * 86400) == 1
