@@ -310,3 +310,24 @@ def test_a_write_through_another_worker_is_seen_at_once(tmp_path):
     assert worker_b.ls("", detail=False) == ["new"]
     worker_a.rm("new")
     assert not worker_b.exists("new")
+
+
+def test_windows_set_modification_time_survives_in_metadata(cloud_server):
+    live, store, bucket = cloud_server
+    alice = live.session(*ALICE)
+    assert alice.put(live.url + "/cloud/dated.txt", data=b"d").status_code == 201
+    body = ('<?xml version="1.0" encoding="utf-8"?><D:propertyupdate xmlns:D="DAV:" '
+            'xmlns:Z="urn:schemas-microsoft-com:"><D:set><D:prop><Z:Win32LastModifiedTime>'
+            'Wed, 01 Jan 2020 10:00:00 GMT</Z:Win32LastModifiedTime></D:prop></D:set>'
+            '</D:propertyupdate>')
+    answer = alice.request("PROPPATCH", live.url + "/cloud/dated.txt", data=body,
+                           headers={"Content-Type": "text/xml",
+                                    "User-Agent": "Microsoft-WebDAV-MiniRedir/10.0.19045"})
+    assert answer.status_code == 207 and "200 OK" in answer.text
+    head = moto.client(store.url).head_object(Bucket=bucket, Key="dated.txt")
+    assert float(head["Metadata"]["mosaic-mtime"]) == 1577872800.0
+    assert alice.get(live.url + "/cloud/dated.txt").content == b"d"  # content untouched
+    found = alice.request("PROPFIND", live.url + "/cloud/dated.txt", headers={"Depth": "0"},
+                          data='<D:propfind xmlns:D="DAV:"><D:prop><D:getlastmodified/>'
+                               '</D:prop></D:propfind>')
+    assert "Wed, 01 Jan 2020 10:00:00 GMT" in found.text
