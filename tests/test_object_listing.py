@@ -89,5 +89,5 @@ def test_entries_are_lean_with_the_usual_properties(big_folder):
     # 342 bytes with these names (40 characters URL-encoded): Windows' default
     # limit holds about 2,900 such entries
     assert per_entry < 350, per_entry
-    assert len(small.content) < WINDOWS_LIMIT / 3
+    assert len(small.content) < WINDOWS_LIMIT / 2
     assert big.text.count("<D:getcontentlength>1</D:getcontentlength>") == COUNT

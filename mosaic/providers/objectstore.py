@@ -15,12 +15,11 @@ supplies as an :class:`ObjectStore`:
   previous version intact (plain fsspec commits a partial object when a
   ``with fs.open(p, "wb")`` block raises: :class:`~mosaic.providers.common.Upload`
   never does);
-* a folder move is a server-side copy of every object, then one bulk delete.
-  A failed copy removes what it copied (the source was not touched yet). A
-  process killed while copying leaves the source whole and part of the
-  destination: delete the destination to roll back. One killed while
-  deleting leaves the destination whole and the rest of the source, all of
-  which also exists at the destination: delete the source to finish;
+* a move is a server-side copy of every object, then one bulk delete. A
+  failed copy removes what it copied (the source was not touched yet), so
+  the client sees the move fail whole. A process killed during a move leaves
+  a journal (:mod:`mosaic.providers.journal`); the mount's next start, in any
+  worker, finishes that move before serving;
 * the modification time a client sets is kept in object metadata
   (:data:`MTIME_KEY`), because no store lets a client set its own. Stores
   whose listings carry no metadata (S3) show the store's time in listings;
@@ -36,7 +35,9 @@ supplies as an :class:`ObjectStore`:
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
+import posixpath
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
@@ -50,6 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mosaic.providers.base import BuildContext, Capabilities
 from mosaic.providers.common import Parts, ProviderFileSystem, Upload, oserror
+from mosaic.providers.journal import Move, MoveJournal
 from mosaic.providers.listcache import ListingCache
 from mosaic.providers.transfers import ParallelReader, ParallelWriter, PartedUpload
 from mosaic.vfs import paths
@@ -224,9 +226,13 @@ class ObjectStoreFileSystem(ProviderFileSystem):
         self._prefix = f"{prefix}/" if prefix else ""
         self._tenant = context.tenant
         self._mount = context.mount
-        self._cache = ListingCache.for_mount(
-            options.listing_cache_seconds, context.data_dir, context.tenant, context.mount,
-            context.user or "", type(store).__name__, prefix)
+        identity = (context.tenant, context.mount, context.user or "", type(store).__name__,
+                    prefix)
+        self._cache = ListingCache.for_mount(options.listing_cache_seconds, context.data_dir,
+                                             *identity)
+        digest = hashlib.sha256("\0".join(identity).encode()).hexdigest()[:32]
+        self._journal = MoveJournal(context.data_dir / "move-journal" / digest)
+        self._finish_interrupted_moves()
 
     # -- keys and errors ----------------------------------------------------------
 
@@ -526,9 +532,11 @@ class ObjectStoreFileSystem(ProviderFileSystem):
         if kind == "file":
             if target is not None and target[0] == "directory":
                 raise oserror(errno.EISDIR, rel)
-            keep = {MTIME_KEY: repr(obj.effective_mtime)}  # type: ignore[union-attr]
-            with self._changing(rel):
-                self._store.copy_object(obj, self._key(dst), keep)  # type: ignore[arg-type]
+            mtime = obj.effective_mtime  # type: ignore[union-attr]
+            move = Move([(self._key(src), self._key(dst), mtime)])
+            with self._changing(rel), self._journal.recording(move):
+                self._store.copy_object(obj, self._key(dst),  # type: ignore[arg-type]
+                                        {MTIME_KEY: repr(mtime)})
                 self._store.delete([self._key(src)])
             return
         if target is not None:
@@ -542,10 +550,41 @@ class ObjectStoreFileSystem(ProviderFileSystem):
     def _move_tree(self, src: Parts, dst: Parts) -> None:
         old, new = self._dir_prefix(src), self._dir_prefix(dst)
         objects = self._list(old, "/".join(src), recursive=True).objects
-        with self._changing("/".join(dst)):
-            self._copy_all([(obj, new + obj.key[len(old):]) for obj in objects])
-        with self._changing("/".join(src)):
-            self._store.delete([obj.key for obj in objects])
+        pairs = [(obj, new + obj.key[len(old):]) for obj in objects]
+        with self._journal.recording(Move([(obj.key, key, None) for obj, key in pairs])):
+            with self._changing("/".join(dst)):
+                self._copy_all(pairs)
+            with self._changing("/".join(src)):
+                self._store.delete([obj.key for obj in objects])
+
+    def _finish_interrupted_moves(self) -> None:
+        """Finish the moves a killed process left (see the module docstring);
+        until they are, the mount is unavailable (its build is retried)."""
+        for path, move in self._journal.pending():
+            log.warning("tenant %s mount %s: finishing a move of %d objects cut short",
+                        self._tenant, self._mount, len(move.pairs))
+            with self._changing(""):
+                self._finish(move)
+            self._journal.done(path)
+
+    def _finish(self, move: Move) -> None:
+        remaining = self._still_at_source([src for src, _, _ in move.pairs])
+        jobs = [(remaining[src], dst, None if mtime is None else {MTIME_KEY: repr(mtime)})
+                for src, dst, mtime in move.pairs if src in remaining]
+        with ThreadPoolExecutor(max_workers=COPY_CONCURRENCY) as pool:
+            list(pool.map(lambda job: self._store.copy_object(*job), jobs))
+        self._store.delete(list(remaining))
+
+    def _still_at_source(self, keys: list[str]) -> dict[str, StoredObject]:
+        """Which of ``keys`` exist: one HEAD for one key, else one recursive
+        listing of their common folder."""
+        if len(keys) == 1:
+            found = self._store.head(keys[0])
+            return {found.key: found} if found else {}
+        folder = posixpath.commonpath(keys)  # by path components: "a/b" of "a/b/x", "a/b/"
+        listed = self._store.list(f"{folder}/" if folder else "", recursive=True).objects
+        wanted = set(keys)
+        return {obj.key: obj for obj in listed if obj.key in wanted}
 
     def _copy_all(self, pairs: list[tuple[StoredObject, str]]) -> None:
         """Server-side copies, ``COPY_CONCURRENCY`` at a time; if one fails, the
