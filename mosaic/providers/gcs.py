@@ -6,7 +6,7 @@ as JSON API calls made through gcsfs's HTTP session and credentials. Each
 mount gets its own ``GCSFileSystem`` (``skip_instance_cache``): its own
 aiohttp session and credentials, nothing shared between tenants.
 
-Credentials: a service-account (or other google-auth) JSON file
+Credentials: a service-account key or authorized-user JSON file
 (``credentials_file``), else ``anonymous`` (emulators, public buckets), else
 Google's default credentials (``GOOGLE_APPLICATION_CREDENTIALS``, gcloud, the
 metadata server), looked up on first use.
@@ -57,7 +57,8 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 import gcsfs  # after the variable above
 import google.auth
-import google.auth.exceptions
+from google.oauth2 import credentials as user_credentials
+from google.oauth2 import service_account
 
 __all__ = ["CAPABILITIES", "Options", "build"]
 
@@ -65,8 +66,12 @@ MIB = 1024 * 1024
 CHUNK_UNIT = 256 * 1024  # resumable-upload chunks are multiples of this
 SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
 GOOGLE_ENDPOINT = "https://storage.googleapis.com"
-CREDENTIAL_TYPES = {"service_account", "authorized_user", "external_account",
-                    "impersonated_service_account"}
+#: credentials_file types, by the google-auth loader of each (a type-specific
+#: loader: google-auth warns that its generic one runs whatever a file says)
+CREDENTIAL_TYPES = {
+    "service_account": service_account.Credentials.from_service_account_file,
+    "authorized_user": user_credentials.Credentials.from_authorized_user_file,
+}
 ATTEMPTS = 3  # of an idempotent request that met a transient failure
 DELETES_IN_FLIGHT = 16
 LIST_PAGE = 1000  # the JSON API's maximum
@@ -86,7 +91,7 @@ class Options(BaseModel):
         None, pattern=r"^https?://", description="JSON API endpoint, e.g. of an emulator; "
         "default https://storage.googleapis.com")
     credentials_file: str | None = Field(
-        None, description="Service-account (or other google-auth) JSON key file; "
+        None, description="Service-account key or authorized-user JSON file; "
         "default: Google's default credentials")
     anonymous: bool = Field(False, description="No credentials (emulators, public buckets)")
     part_size_mib: int = Field(8, ge=1, le=1024, description="Resumable upload chunk size")
@@ -192,9 +197,9 @@ def _credentials(options: Options) -> Any:
     if options.anonymous:
         return "anon"
     if options.credentials_file:
-        credentials, _ = google.auth.load_credentials_from_file(options.credentials_file,
-                                                                scopes=[SCOPE])
-        return credentials
+        path = Path(options.credentials_file)
+        kind = json.loads(path.read_text(encoding="utf-8"))["type"]
+        return CREDENTIAL_TYPES[kind](str(path), scopes=[SCOPE])
     credentials, _ = google.auth.default(scopes=[SCOPE])
     return credentials
 

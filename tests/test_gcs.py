@@ -1,0 +1,296 @@
+"""The gcs provider beyond the conformance suite: credentials, faults, uploads, litmus.
+
+Everything runs against fake-gcs-server on loopback. The fault tests kill the
+emulator (SIGKILL) and start it again on the same port and storage: the
+mount answers 503 meanwhile, for its own subtree only, and recovers by
+itself; an upload cut off by the kill leaves the previous version and no
+partial object.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import ValidationError
+
+from mosaic import providers
+from mosaic.providers.base import BuildContext
+from mosaic.vfs.errors import MountUnavailableError
+from tests.support import fakegcs, moto, tenants
+from tests.support.fakegcs import StoppableGCS, stoppable_gcs  # noqa: F401 (fixture)
+from tests.support.live import live_server
+from tests.test_litmus import SUITES, SUMMARY, run_litmus
+
+ALICE = ("alice@acme.example", "alice-secret")
+MIB = 1024 * 1024
+
+
+def _options(spec: dict):
+    return providers.load("gcs").Options.model_validate(
+        {k: v for k, v in spec.items() if k != "type"})
+
+
+def _build(spec: dict, tmp_path: Path):
+    return providers.load("gcs").build(_options(spec), BuildContext("acme", "/cloud", tmp_path))
+
+
+def _propfind(session: requests.Session, url: str) -> int:
+    return session.request("PROPFIND", url, headers={"Depth": "1"}, timeout=60).status_code
+
+
+def _service_account(path: Path, token_uri: str) -> str:
+    """A well-formed service-account key file (a fresh RSA key) for ``token_uri``."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    path.write_text(json.dumps({
+        "type": "service_account", "project_id": "test", "private_key_id": "k1",
+        "private_key": pem, "client_email": "mosaic@test.iam.gserviceaccount.com",
+        "client_id": "1", "token_uri": token_uri}))
+    return pem
+
+
+# -- options -------------------------------------------------------------------------
+
+
+def test_credentials_file_is_checked_when_the_configuration_loads(tmp_path):
+    spec = fakegcs.provider("some-bucket")
+    del spec["anonymous"]
+    cases = {
+        str(tmp_path / "missing.json"): "No such file",
+        "relative.json": "absolute path",
+    }
+    (tmp_path / "notjson.json").write_text("private-key-material{")
+    cases[str(tmp_path / "notjson.json")] = "is not JSON"
+    (tmp_path / "other.json").write_text(json.dumps({"type": "x", "secret": "hush-hush"}))
+    cases[str(tmp_path / "other.json")] = "not a Google credentials file"
+    for path, message in cases.items():
+        with pytest.raises(ValidationError, match=message) as caught:
+            _options({**spec, "credentials_file": path})
+        assert "private-key-material" not in str(caught.value)
+        assert "hush-hush" not in str(caught.value)
+    _service_account(tmp_path / "sa.json", "http://127.0.0.1:1/token")
+    assert _options({**spec, "credentials_file": str(tmp_path / "sa.json")}).credentials_file
+    with pytest.raises(ValidationError, match="not both"):
+        _options({**spec, "credentials_file": str(tmp_path / "sa.json"), "anonymous": True})
+    with pytest.raises(ValidationError):
+        _options({**spec, "bucket": "Not_A_Bucket!"})
+
+
+def test_refused_service_account_names_tenant_and_mount_not_the_key(tmp_path):
+    url = fakegcs.endpoint()
+    pem = _service_account(tmp_path / "sa.json", f"{url}/no-token-endpoint-here")
+    spec = {**fakegcs.provider(fakegcs.fresh_bucket()), "anonymous": False,
+            "credentials_file": str(tmp_path / "sa.json")}
+    fs = _build(spec, tmp_path)
+    with pytest.raises(MountUnavailableError, match="credentials") as caught:
+        fs.ls("")
+    message = str(caught.value)
+    assert "acme" in message and "/cloud" in message
+    assert pem.splitlines()[1] not in message and url not in message
+
+
+def test_anonymous_on_the_emulator_with_the_stores_etags(tmp_path):
+    fs = _build(fakegcs.provider(fakegcs.fresh_bucket()), tmp_path)
+    fs.mkdir("empty")
+    with fs.open("f.txt", "wb") as handle:
+        handle.write(b"hello")
+    assert sorted((e["name"], e["type"]) for e in fs.ls("")) == [
+        ("empty", "directory"), ("f.txt", "file")]
+    assert fs.cat_file("f.txt") == b"hello"
+    # the store's own ETag: the content's md5, base64, strong and unquoted
+    assert fs.info("f.txt")["etag"] == base64.b64encode(hashlib.md5(b"hello").digest()).decode()
+
+
+def test_missing_bucket_names_tenant_and_mount(tmp_path):
+    fs = _build(fakegcs.provider("no-such-bucket-here"), tmp_path)
+    with pytest.raises(MountUnavailableError, match="bucket") as caught:
+        fs.ls("")
+    assert "acme" in str(caught.value) and "/cloud" in str(caught.value)
+    assert fakegcs.endpoint() not in str(caught.value)
+
+
+def test_every_mount_has_its_own_client_and_session(tmp_path):
+    spec = fakegcs.provider(fakegcs.fresh_bucket())
+    first, second = _build(spec, tmp_path), _build(spec, tmp_path)
+    first.ls("")
+    second.ls("")
+    one, two = first._store.client(), second._store.client()
+    assert one is not two
+    assert one.session is not two.session and one.credentials is not two.credentials
+
+
+# -- uploads and reads ------------------------------------------------------------------
+
+
+def test_large_upload_is_resumable_and_reads_back_in_ranges(tmp_path):
+    bucket = fakegcs.fresh_bucket()
+    fs = _build({**fakegcs.provider(bucket), "part_size_mib": 1}, tmp_path)
+    data = os.urandom(5 * MIB + 5)
+    sent = []
+    call = fs._store.call
+
+    def recording(method, url, **kwargs):
+        sent.append((method, kwargs.get("headers", {}).get("Content-Range")))
+        return call(method, url, **kwargs)
+
+    fs._store.call = recording
+    with fs.open("big", "wb") as handle:
+        for start in range(0, len(data), 300_000):
+            handle.write(data[start:start + 300_000])
+    spans = [span for method, span in sent if method == "PUT"]
+    assert spans[0] == f"bytes 0-{MIB - 1}/*"  # chunks in order, the last one with the size
+    assert spans[-1] == f"bytes {5 * MIB}-{len(data) - 1}/{len(data)}"
+    assert fs.info("big")["size"] == len(data)
+    with fs.open("big", "rb") as handle:
+        handle.seek(3 * MIB - 3)
+        assert handle.read(7) == data[3 * MIB - 3:3 * MIB + 4]
+    assert fs.cat_file("big") == data
+
+
+def test_discarded_upload_cancels_the_session_and_leaves_the_previous_version(tmp_path):
+    bucket = fakegcs.fresh_bucket()
+    fs = _build({**fakegcs.provider(bucket), "part_size_mib": 1}, tmp_path)
+    fs.pipe_file("g", b"previous")
+    writer = fs.open("g", "wb", autocommit=False)
+    writer.write(os.urandom(3 * MIB))  # two chunks sent: a session is open
+    deleted = []
+    call = fs._store.call
+    fs._store.call = lambda method, url, **kw: deleted.append(method) or call(method, url, **kw)
+    writer.discard()
+    assert "DELETE" in deleted  # the session was cancelled
+    fs._store.call = call
+    assert fs.cat_file("g") == b"previous"
+    assert fakegcs.object_names(bucket) == ["g"]
+
+
+# -- faults ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cloud_server(stoppable_gcs: StoppableGCS, tmp_path: Path):  # noqa: F811
+    """acme with /cloud on a fake-gcs-server the test may kill and restart."""
+    bucket = fakegcs.fresh_bucket(stoppable_gcs.url)
+    data = tenants.two_tenants(tmp_path)
+    data["tenants"]["acme"]["mounts"]["/cloud"] = {"provider": {
+        **fakegcs.provider(bucket, url=stoppable_gcs.url), "part_size_mib": 1}}
+    with live_server(tenants.build(data)) as live:
+        yield live, stoppable_gcs, bucket
+
+
+def test_store_down_is_503_for_that_mount_only_and_recovers(cloud_server):
+    live, store, _bucket = cloud_server
+    alice = live.session(*ALICE)
+    assert alice.put(live.url + "/cloud/kept.txt", data=b"kept").status_code == 201
+    assert _propfind(alice, live.url + "/cloud/") == 207
+    store.kill()
+    try:
+        assert _propfind(alice, live.url + "/cloud/") == 503
+        assert alice.get(live.url + "/cloud/kept.txt").status_code == 503
+        assert _propfind(alice, live.url + "/") == 207  # the rest of the tenant is served
+        assert alice.put(live.url + "/local.txt", data=b"x").status_code == 201
+    finally:
+        store.start()
+    assert _propfind(alice, live.url + "/cloud/") == 207  # no restart, no reload
+    assert alice.get(live.url + "/cloud/kept.txt").content == b"kept"
+
+
+def test_put_cut_off_by_a_kill_leaves_the_previous_version_and_no_partial_object(
+        cloud_server):
+    live, store, bucket = cloud_server
+    alice = live.session(*ALICE)
+    assert alice.put(live.url + "/cloud/f.bin", data=b"previous").status_code == 201
+
+    def body():
+        yield os.urandom(3 * MIB)  # more than one chunk: a resumable session is open
+        store.kill()
+        yield os.urandom(3 * MIB)
+
+    try:
+        status = alice.put(live.url + "/cloud/f.bin", data=body()).status_code
+    finally:
+        store.start()
+    assert status == 503  # the store is down: that mount is unavailable
+    assert alice.get(live.url + "/cloud/f.bin").content == b"previous"
+    assert fakegcs.object_names(bucket, store.url) == ["f.bin"]
+
+
+def test_kill_between_listing_pages_then_recovery(stoppable_gcs, tmp_path):  # noqa: F811
+    bucket = fakegcs.fresh_bucket(stoppable_gcs.url)
+    fs = _build(fakegcs.provider(bucket, url=stoppable_gcs.url), tmp_path)
+    for name in "abcdef":
+        fs.touch(name)
+    fs._store.page_size = 2  # three pages
+    pages = []
+    call = fs._store.call
+
+    def kill_after_first_page(method, url, **kwargs):
+        if url.endswith("/o") and method == "GET":
+            pages.append(kwargs["params"].get("pageToken"))
+            if len(pages) == 2:
+                stoppable_gcs.kill()
+        return call(method, url, **kwargs)
+
+    fs._store.call = kill_after_first_page
+    try:
+        with pytest.raises(MountUnavailableError, match="unreachable"):
+            fs.ls("")
+    finally:
+        stoppable_gcs.start()
+    assert sorted(fs.ls("", detail=False)) == list("abcdef")
+    assert len(pages) >= 5  # three pages after the restart
+
+
+# -- through WebDAV ----------------------------------------------------------------------
+
+
+def test_cross_mount_folder_move_between_gcs_and_s3(tmp_path):
+    data = tenants.two_tenants(tmp_path)
+    mounts = data["tenants"]["acme"]["mounts"]
+    mounts["/gcs"] = {"provider": fakegcs.provider(fakegcs.fresh_bucket())}
+    mounts["/s3"] = {"provider": moto.provider(moto.fresh_bucket())}
+    payload = os.urandom(2 * MIB + 3)
+    with live_server(tenants.build(data)) as live:
+        alice = live.session(*ALICE)
+        assert alice.request("MKCOL", live.url + "/gcs/tree/").status_code == 201
+        assert alice.request("MKCOL", live.url + "/gcs/tree/empty/").status_code == 201
+        assert alice.put(live.url + "/gcs/tree/big.bin", data=payload).status_code == 201
+        for there, back in (("/gcs/tree", "/s3/moved"), ("/s3/moved", "/gcs/back")):
+            moved = alice.request("MOVE", live.url + there,
+                                  headers={"Destination": live.url + back})
+            assert moved.status_code == 201, moved.text
+            assert alice.get(live.url + back + "/big.bin").content == payload
+            assert _propfind(alice, live.url + back + "/empty/") == 207
+            assert _propfind(alice, live.url + there + "/") == 404
+
+
+@pytest.fixture(scope="module")
+def litmus_server(tmp_path_factory):
+    """globex's ROOT on a bucket, and acme's /cloud MOUNT on another."""
+    data = tenants.two_tenants(tmp_path_factory.mktemp("litmus-gcs"))
+    data["tenants"]["globex"]["root"] = fakegcs.provider(fakegcs.fresh_bucket(), prefix="root")
+    data["tenants"]["acme"]["mounts"]["/cloud"] = {
+        "provider": fakegcs.provider(fakegcs.fresh_bucket())}
+    with live_server(tenants.build(data)) as live:
+        yield live
+
+
+@pytest.mark.litmus
+@pytest.mark.parametrize("where", ["globex root", "acme mount"])
+def test_litmus_passes_on_a_gcs_root_and_a_gcs_mount(litmus_server, where, tmp_path):
+    url, login = {"globex root": (litmus_server.url + "/", "alice@globex.example"),
+                  "acme mount": (litmus_server.url + "/cloud/", "alice@acme.example")}[where]
+    output = run_litmus(url, login, "alice-secret", str(tmp_path))
+    summaries = {m.group(1): m.groups()[1:] for m in SUMMARY.finditer(output)}
+    assert set(summaries) == set(SUITES), output
+    for suite, (run, passed, failed) in summaries.items():
+        assert failed == "0" and run == passed, f"{suite}: {output}"
+    assert "WARNING" not in output, output
