@@ -180,8 +180,10 @@ def cloud_server(stoppable_gcs: StoppableGCS, tmp_path: Path):  # noqa: F811
     """acme with /cloud on a fake-gcs-server the test may kill and restart."""
     bucket = fakegcs.fresh_bucket(stoppable_gcs.url)
     data = tenants.two_tenants(tmp_path)
+    # No listing cache: every request must reach the store to see it go down.
     data["tenants"]["acme"]["mounts"]["/cloud"] = {"provider": {
-        **fakegcs.provider(bucket, url=stoppable_gcs.url), "part_size_mib": 1}}
+        **fakegcs.provider(bucket, url=stoppable_gcs.url), "part_size_mib": 1,
+        "listing_cache_seconds": 0}}
     with live_server(tenants.build(data)) as live:
         yield live, stoppable_gcs, bucket
 
@@ -225,7 +227,8 @@ def test_put_cut_off_by_a_kill_leaves_the_previous_version_and_no_partial_object
 
 def test_kill_between_listing_pages_then_recovery(stoppable_gcs, tmp_path):  # noqa: F811
     bucket = fakegcs.fresh_bucket(stoppable_gcs.url)
-    fs = _build(fakegcs.provider(bucket, url=stoppable_gcs.url), tmp_path)
+    spec = {**fakegcs.provider(bucket, url=stoppable_gcs.url), "listing_cache_seconds": 0}
+    fs = _build(spec, tmp_path)
     for name in "abcdef":
         fs.touch(name)
     fs._store.page_size = 2  # three pages

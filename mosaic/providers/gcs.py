@@ -33,7 +33,7 @@ from urllib.parse import quote
 
 import aiohttp
 from fsspec.asyn import sync
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from mosaic.providers.base import BuildContext
 from mosaic.providers.common import Parts
@@ -45,9 +45,10 @@ from mosaic.providers.objectstore import (
     Listing,
     ObjectStore,
     ObjectStoreFileSystem,
+    ObjectStoreOptions,
     StoredObject,
 )
-from mosaic.vfs import paths
+from mosaic.providers.transfers import PartedUpload
 
 # gcsfs >= 2026.x imports an "experimental zonal/HNS bucket" layer unless this
 # is false; that layer makes a gRPC call per operation which, off Google's
@@ -62,8 +63,6 @@ from google.oauth2 import service_account
 
 __all__ = ["CAPABILITIES", "Options", "build"]
 
-MIB = 1024 * 1024
-CHUNK_UNIT = 256 * 1024  # resumable-upload chunks are multiples of this
 SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
 GOOGLE_ENDPOINT = "https://storage.googleapis.com"
 #: credentials_file types, by the google-auth loader of each (a type-specific
@@ -80,12 +79,9 @@ OBJECT_FIELDS = "name,size,updated,md5Hash,generation,metadata"
 log = logging.getLogger(__name__)
 
 
-class Options(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
-
+class Options(ObjectStoreOptions):
     bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9._\-]{1,220}[a-z0-9]$",
                         description="Bucket name")
-    prefix: str = Field("", description="Key prefix the mount is rooted at, e.g. teams/acme")
     project: str | None = Field(None, description="Project id (billing of requests)")
     endpoint_url: str | None = Field(
         None, pattern=r"^https?://", description="JSON API endpoint, e.g. of an emulator; "
@@ -94,13 +90,8 @@ class Options(BaseModel):
         None, description="Service-account key or authorized-user JSON file; "
         "default: Google's default credentials")
     anonymous: bool = Field(False, description="No credentials (emulators, public buckets)")
+    # GCS has no 5 MiB minimum (S3's): any whole MiB is a multiple of 256 KiB
     part_size_mib: int = Field(8, ge=1, le=1024, description="Resumable upload chunk size")
-    read_block_mib: int = Field(8, ge=1, le=1024, description="Ranged read size")
-
-    @field_validator("prefix")
-    @classmethod
-    def _prefix(cls, value: str) -> str:
-        return paths.normalize(value)  # refuses "..", NUL, backslashes
 
     @field_validator("credentials_file")
     @classmethod
@@ -133,8 +124,7 @@ def _check_credentials_file(path: Path) -> None:
 
 
 def build(options: Options, context: BuildContext) -> ObjectStoreFileSystem:
-    return FolderTimesFileSystem(GCSStore(options), options.prefix, context.tenant,
-                                 context.mount)
+    return FolderTimesFileSystem(GCSStore(options), options, context)
 
 
 class FolderTimesFileSystem(ObjectStoreFileSystem):
@@ -210,11 +200,10 @@ class GCSStore(ObjectStore):
     ERRORS = ERRORS
 
     def __init__(self, options: Options) -> None:
+        super().__init__(options)  # part_size (a multiple of 256 KiB), read_block, transfers
         self._options = options
         self._bucket = options.bucket
         self._endpoint = (options.endpoint_url or GOOGLE_ENDPOINT).rstrip("/")
-        self.part_size = options.part_size_mib * MIB  # a multiple of CHUNK_UNIT
-        self.read_block = options.read_block_mib * MIB
         self.page_size = LIST_PAGE  # tests make it small
         self._gcs: gcsfs.GCSFileSystem | None = None
         self._lock = threading.Lock()
@@ -399,7 +388,7 @@ def _stored(item: dict[str, Any]) -> StoredObject:
                         item.get("metadata") or {})
 
 
-class ResumableUpload:
+class ResumableUpload(PartedUpload):
     """One object through a resumable upload session, fed in order.
 
     The session is opened by the first part; every part but the last is sent
@@ -460,81 +449,3 @@ class ResumableUpload:
             if not self._store._is_missing(exc) and getattr(exc, "status", 0) != 410:
                 raise
 
-
-# -- TEMPORARY: until objectstore's concrete open_read/open_write land --------------
-import io  # noqa: E402
-
-from mosaic.providers.objectstore import ObjectWriter  # noqa: E402
-
-
-class _RangeRaw(io.RawIOBase):
-    def __init__(self, store: GCSStore, obj: StoredObject) -> None:
-        self._store, self._obj, self._pos = store, obj, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self._pos, 2: self._obj.size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._store.read_range(self._obj, self._pos, self._pos + len(buffer))
-        buffer[:len(data)] = data
-        self._pos += len(data)
-        return len(data)
-
-
-class _Writer(ObjectWriter):
-    def __init__(self, store: GCSStore, key: str) -> None:
-        self._upload, self._size = store.start_upload(key), store.part_size
-        self._buffer, self._pos, self._tokens, self._done = bytearray(), 0, [], False
-
-    def write(self, data: bytes) -> int:
-        self._buffer += data
-        self._pos += len(data)
-        while len(self._buffer) > self._size:
-            self._tokens.append(self._upload.send_part(len(self._tokens) + 1,
-                                                       bytes(self._buffer[:self._size])))
-            del self._buffer[:self._size]
-        return len(data)
-
-    def tell(self) -> int:
-        return self._pos
-
-    def commit(self) -> None:
-        if self._done:
-            return
-        if not self._tokens:
-            self._upload.put_whole(bytes(self._buffer))
-        else:
-            if self._buffer:
-                self._tokens.append(self._upload.send_part(len(self._tokens) + 1,
-                                                           bytes(self._buffer)))
-            self._upload.finish(self._tokens)
-        self._done = True
-
-    def discard(self) -> None:
-        if not self._done:
-            self._done = True
-            self._upload.abort(self._tokens)
-
-
-def _open_read(self: GCSStore, obj: StoredObject) -> Any:
-    return io.BufferedReader(_RangeRaw(self, obj), buffer_size=self.read_block)
-
-
-def _open_write(self: GCSStore, key: str) -> ObjectWriter:
-    return _Writer(self, key)
-
-
-GCSStore.open_read = _open_read  # type: ignore[method-assign]
-GCSStore.open_write = _open_write  # type: ignore[method-assign]
-GCSStore.__abstractmethods__ = frozenset()
