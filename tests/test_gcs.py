@@ -154,6 +154,11 @@ def test_large_upload_is_resumable_and_reads_back_in_ranges(tmp_path):
         handle.seek(3 * MIB - 3)
         assert handle.read(7) == data[3 * MIB - 3:3 * MIB + 4]
     assert fs.cat_file("big") == data
+    sent.clear()
+    with fs.open("whole-parts", "wb") as handle:  # the last part is whole: an empty final
+        handle.write(data[:2 * MIB])
+    assert [span for method, span in sent if method == "PUT"][-1] == f"bytes */{2 * MIB}"
+    assert fs.cat_file("whole-parts") == data[:2 * MIB]
 
 
 def test_discarded_upload_cancels_the_session_and_leaves_the_previous_version(tmp_path):

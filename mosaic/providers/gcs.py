@@ -391,11 +391,13 @@ def _stored(item: dict[str, Any]) -> StoredObject:
 class ResumableUpload(PartedUpload):
     """One object through a resumable upload session, fed in order.
 
-    The session is opened by the first part; every part but the last is sent
-    as it comes, the last is held back until :meth:`finish` so that it goes out
-    as the final chunk, with the total size (GCS wants every other chunk a
-    multiple of 256 KiB, and publishes the object only with the final one).
-    :meth:`abort` cancels the session: nothing was published.
+    The session is opened by the first part and every part goes out as it
+    comes, one part in memory. GCS wants every chunk but the final one a
+    multiple of 256 KiB (a whole part is) and publishes the object with the
+    final chunk, the one that states the total size: a part shorter than
+    ``part_size`` is the last one and goes out as final; if the last part was
+    whole, :meth:`finish` sends an empty final chunk. :meth:`abort` cancels the
+    session: nothing was published.
     """
 
     concurrent = False  # a session takes its chunks in order, one at a time
@@ -403,16 +405,16 @@ class ResumableUpload(PartedUpload):
     def __init__(self, store: GCSStore, key: str) -> None:
         self._store, self._key = store, key
         self._session: str | None = None
-        self._held: bytes | None = None  # the latest part, not sent yet
         self._offset = 0  # bytes the session has taken
+        self._finished = False
 
     def put_whole(self, data: bytes) -> None:
         self._store.put(self._key, data)
 
     def send_part(self, number: int, data: bytes) -> int:
-        if self._held is not None:
-            self._send(self._held, final=False)
-        self._held = data
+        if self._finished:
+            raise ValueError("a part after the last one")  # parts are whole but the last
+        self._send(data, final=len(data) < self._store.part_size)
         return number
 
     def _open_session(self) -> str:
@@ -431,15 +433,15 @@ class ResumableUpload(PartedUpload):
         status, headers, _ = self._store.call("PUT", self._session, retry=False, data=chunk,
                                               headers={"Content-Range": span})
         if not final and (status != 308 or headers.get("Range") != f"bytes=0-{last}"):
-            raise GCSError(503, "", f"chunk not taken whole ({status} {headers.get('Range')})")
+            raise GCSError(500, "", f"chunk not taken whole ({status} {headers.get('Range')})")
         self._offset += len(chunk)
+        self._finished = final
 
     def finish(self, tokens: list[Any]) -> None:
-        self._send(self._held or b"", final=True)
-        self._held = None
+        if not self._finished:
+            self._send(b"", final=True)
 
     def abort(self, tokens: list[Any]) -> None:
-        self._held = None
         session, self._session = self._session, None
         if session is None:
             return
