@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -175,6 +176,78 @@ def test_discarded_upload_cancels_the_session_and_leaves_the_previous_version(tm
     fs._store.call = call
     assert fs.cat_file("g") == b"previous"
     assert fakegcs.object_names(bucket) == ["g"]
+
+
+def test_a_listing_is_one_request_and_shows_folder_times(tmp_path):
+    fs = _build({**fakegcs.provider(fakegcs.fresh_bucket()), "listing_cache_seconds": 0},
+                tmp_path)
+    fs.makedirs("d/sub")
+    for i in range(30):
+        fs.touch(f"d/f{i}")
+    fs.set_mtime("d/sub", 1_500_000_000.0)
+    calls = []
+    call = fs._store.call
+    fs._store.call = lambda method, url, **kw: calls.append((method, url)) or call(
+        method, url, **kw)
+    entries = {e["name"]: e for e in fs.ls("d")}
+    assert calls == [("GET", fs._store.url("o"))]  # one listing, no request per entry
+    assert len(entries) == 31 and entries["d/sub"]["type"] == "directory"
+    assert entries["d/sub"]["mtime"] == 1_500_000_000.0  # the marker came with the listing
+
+
+def test_folders_other_tools_made_without_markers_are_listed_once(tmp_path):
+    bucket = fakegcs.fresh_bucket()
+    fs = _build(fakegcs.provider(bucket), tmp_path)
+    for key in ("a/x", "a/y/z", "a/y", "b"):
+        fs._store.put(key, b"1")
+    assert sorted((e["name"], e["type"]) for e in fs.ls("")) == [
+        ("a", "directory"), ("b", "file")]
+    assert sorted((e["name"], e["type"]) for e in fs.ls("a")) == [
+        ("a/x", "file"), ("a/y", "file")]
+
+
+def test_warm_listing_costs_no_request_and_own_writes_show_at_once(tmp_path):
+    bucket = fakegcs.fresh_bucket()
+    fs = _build({**fakegcs.provider(bucket), "listing_cache_seconds": 1}, tmp_path)
+    other_tool = _build({**fakegcs.provider(bucket), "listing_cache_seconds": 0}, tmp_path)
+    fs.mkdir("docs")
+    fs.touch("docs/a")
+    calls = []
+    call = fs._store.call
+    fs._store.call = lambda method, url, **kw: calls.append(method) or call(method, url, **kw)
+    assert [e["name"] for e in fs.ls("docs")] == ["docs/a"]
+    cold = len(calls)
+    fs.ls("docs")
+    assert len(calls) == cold  # warm: answered from the mount's cache
+    fs.touch("docs/b")  # our own write: visible at once
+    assert sorted(fs.ls("docs", detail=False)) == ["docs/a", "docs/b"]
+    other_tool.touch("docs/c")
+    assert "docs/c" not in fs.ls("docs", detail=False)  # another's, within the lifetime
+    time.sleep(1.1)
+    assert "docs/c" in fs.ls("docs", detail=False)  # ... and after it
+
+
+def test_copy_repeats_rewrite_until_done(tmp_path):
+    fs = _build(fakegcs.provider(fakegcs.fresh_bucket()), tmp_path)
+    fs.pipe_file("src", b"content")
+    fs.set_mtime("src", 1_000_000_000.0)
+    rewrites = []
+    call_json = fs._store.call_json
+
+    def first_call_not_done(method, url, **kwargs):
+        if "/rewriteTo/" in url:
+            rewrites.append(dict(kwargs.get("params", {})))
+            if len(rewrites) == 1:  # the way GCS answers for a big object
+                return {"done": False, "rewriteToken": "more-to-come"}
+        return call_json(method, url, **kwargs)
+
+    fs._store.call_json = first_call_not_done
+    fs.mv("src", "dst")
+    assert [r.get("rewriteToken") for r in rewrites] == [None, "more-to-come"]
+    assert fs.cat_file("dst") == b"content" and not fs.exists("src")
+    assert fs.info("dst")["mtime"] == 1_000_000_000.0  # the set time moved along
+    fs.cp_file("dst", "copy")  # a copy is a new file: its own time
+    assert abs(fs.info("copy")["mtime"] - time.time()) < 60
 
 
 # -- faults ----------------------------------------------------------------------------
