@@ -14,9 +14,12 @@ import hashlib
 import json
 import os
 import re
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import pytest
 import requests
@@ -100,6 +103,57 @@ def test_refused_service_account_names_tenant_and_mount_not_the_key(tmp_path):
     message = str(caught.value)
     assert "acme" in message and "/cloud" in message
     assert pem.splitlines()[1] not in message and url not in message
+
+
+class _TokenEndpoint(ThreadingHTTPServer):
+    """A loopback OAuth token endpoint granting every signed assertion a token."""
+
+    def __init__(self) -> None:
+        self.assertions: list[str] = []
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                form = parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+                endpoint.assertions.append(form["assertion"][0])
+                body = json.dumps({"access_token": f"token-{len(endpoint.assertions)}",
+                                   "expires_in": 3600, "token_type": "Bearer"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}/token"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+def test_service_account_signs_in_once_per_mount(tmp_path):
+    tokens = _TokenEndpoint()
+    try:
+        _service_account(tmp_path / "sa.json", tokens.url)
+        spec = {**fakegcs.provider(fakegcs.fresh_bucket()), "anonymous": False,
+                "credentials_file": str(tmp_path / "sa.json")}
+        first, second = _build(spec, tmp_path), _build(spec, tmp_path)
+        first.touch("a")
+        assert first.ls("", detail=False) == ["a"] and second.exists("a")
+        assert len(tokens.assertions) == 2  # a token per mount, reused for its requests
+        assert first._store.client()._get_headers(None)["authorization"] == "Bearer token-1"
+    finally:
+        tokens.shutdown()
+
+
+def test_default_credentials_come_from_the_environment(tmp_path, monkeypatch):
+    _service_account(tmp_path / "sa.json", f"{fakegcs.endpoint()}/no-token-endpoint-here")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "sa.json"))
+    spec = {**fakegcs.provider(fakegcs.fresh_bucket()), "anonymous": False}
+    fs = _build(spec, tmp_path)  # nothing is looked up before the first request
+    with pytest.raises(MountUnavailableError, match="credentials"):
+        fs.ls("")  # google.auth.default found the file; its token endpoint refuses
 
 
 def test_anonymous_on_the_emulator_with_the_stores_etags(tmp_path):
@@ -251,6 +305,30 @@ def test_copy_repeats_rewrite_until_done(tmp_path):
     assert fs.info("dst")["mtime"] == 1_000_000_000.0  # the set time moved along
     fs.cp_file("dst", "copy")  # a copy is a new file: its own time
     assert abs(fs.info("copy")["mtime"] - time.time()) < 60
+
+
+def test_folder_move_copies_everything_or_rolls_back(tmp_path):
+    bucket = fakegcs.fresh_bucket()
+    fs = _build(fakegcs.provider(bucket), tmp_path)
+    fs.makedirs("src/empty")
+    for i in range(20):
+        fs.touch(f"src/f{i}")
+    before = fakegcs.object_names(bucket)
+    copy, count = fs._store.copy, []
+
+    def failing(src, dst, metadata=None):
+        count.append(src)
+        if len(count) == 8:
+            raise ConnectionRefusedError("store went away")
+        copy(src, dst, metadata)
+
+    fs._store.copy = failing
+    with pytest.raises(MountUnavailableError):
+        fs.mv("src", "dst")
+    assert fakegcs.object_names(bucket) == before  # copies deleted, the source whole
+    fs._store.copy = copy
+    fs.mv("src", "dst")
+    assert fakegcs.object_names(bucket) == [n.replace("src", "dst", 1) for n in before]
 
 
 # -- faults ----------------------------------------------------------------------------
