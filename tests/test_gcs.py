@@ -90,6 +90,8 @@ def test_credentials_file_is_checked_when_the_configuration_loads(tmp_path):
         _options({**spec, "credentials_file": str(tmp_path / "sa.json"), "anonymous": True})
     with pytest.raises(ValidationError):
         _options({**spec, "bucket": "Not_A_Bucket!"})
+    as_rclone_writes_it = _options({**spec, "endpoint_url": "http://127.0.0.1:9/storage/v1/"})
+    assert as_rclone_writes_it.endpoint_url == "http://127.0.0.1:9"
 
 
 def test_refused_service_account_names_tenant_and_mount_not_the_key(tmp_path):

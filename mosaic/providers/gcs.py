@@ -96,6 +96,12 @@ class Options(ObjectStoreOptions):
     part_size_mib: int = Field(16, ge=1, le=1024,
                                description="Resumable upload chunk size (one in memory)")
 
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        # the API root; rclone's and gcsfs's users may write its /storage/v1/ too
+        return value.rstrip("/").removesuffix("/storage/v1").rstrip("/") if value else value
+
     @field_validator("credentials_file")
     @classmethod
     def _credentials_file(cls, value: str | None) -> str | None:
@@ -206,7 +212,7 @@ class GCSStore(ObjectStore):
         super().__init__(options)  # part_size (a multiple of 256 KiB), read_block, transfers
         self._options = options
         self._bucket = options.bucket
-        self._endpoint = (options.endpoint_url or GOOGLE_ENDPOINT).rstrip("/")
+        self._endpoint = options.endpoint_url or GOOGLE_ENDPOINT
         self.page_size = LIST_PAGE  # tests make it small
         self._gcs: gcsfs.GCSFileSystem | None = None
         self._lock = threading.Lock()
