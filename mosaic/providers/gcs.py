@@ -342,10 +342,10 @@ class GCSStore(ObjectStore):
 
     def copy(self, src: str, dst: str, metadata: Mapping[str, str] | None = None) -> None:
         """``rewriteTo``, repeated with its token until done (big objects take
-        several calls). Given metadata replaces the source's; the set mtime is
-        named as null when absent, because an empty ``metadata`` in the body
-        keeps the source's on fake-gcs-server."""
-        body = None if metadata is None else {"metadata": {MTIME_KEY: None, **metadata}}
+        several calls). Given metadata replaces the source's. Empty metadata is
+        sent as a null set mtime: an empty ``metadata`` in the body keeps the
+        source's on fake-gcs-server (which stores the null as "", no time)."""
+        body = None if metadata is None else {"metadata": dict(metadata) or {MTIME_KEY: None}}
         url = self.object_url(src) + "/rewriteTo/b/" + \
             f"{quote(self._bucket, safe='')}/o/{quote(dst, safe='')}"
         params: dict[str, Any] = {"fields": "done,rewriteToken"}
