@@ -13,6 +13,7 @@ REGISTRY: dict[str, tuple[str, str | None]] = {
     "local": ("mosaic.providers.local", None),
     "memory": ("mosaic.providers.memory", None),
     "s3": ("mosaic.providers.s3", "s3"),
+    "gcs": ("mosaic.providers.gcs", "gcs"),
 }
 
 

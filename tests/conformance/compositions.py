@@ -21,7 +21,7 @@ from mosaic.vfs.permissions import PermissionView
 from mosaic.vfs.storage import StorageRegistry
 from mosaic.vfs.tenantfs import TenantFileSystem
 from tests.conformance.targets import Target
-from tests.support import moto
+from tests.support import fakegcs, moto
 
 #: the TenantFileSystem methods the suite calls, and which arguments are paths
 PATH_METHODS = {
@@ -105,9 +105,16 @@ def in_an_s3_mount(tmp: Path) -> Target:
                   listed_mtimes=False)
 
 
+def in_a_gcs_mount(tmp: Path) -> Target:
+    """A local tenant root with /gcs on a fresh bucket of the test fake-gcs-server."""
+    fs = _tenant_fs(tmp, _local(tmp, "root"), {"/gcs": fakegcs.provider(fakegcs.fresh_bucket())})
+    return Target(Subtree(fs, "gcs"), providers.load("gcs").CAPABILITIES)  # type: ignore[arg-type]
+
+
 COMPOSITIONS: dict[str, Callable[[Path], Target]] = {
     "tenant-root-only": root_only,
     "tenant-in-a-mount": in_a_mount,
     "tenant-in-a-nested-mount": in_a_nested_mount,
     "tenant-in-an-s3-mount": in_an_s3_mount,
+    "tenant-in-a-gcs-mount": in_a_gcs_mount,
 }

@@ -16,7 +16,7 @@ from fsspec import AbstractFileSystem
 
 from mosaic import providers
 from mosaic.providers.base import BuildContext, Capabilities
-from tests.support import moto
+from tests.support import fakegcs, moto
 
 
 @dataclass
@@ -52,8 +52,17 @@ def s3_target(tmp: Path) -> Target:
     return Target(module.build(options, _context(tmp)), module.CAPABILITIES, listed_mtimes=False)
 
 
+def gcs_target(tmp: Path) -> Target:
+    """A fresh bucket of the test fake-gcs-server, rooted below a prefix."""
+    module = providers.load("gcs")
+    spec = fakegcs.provider(fakegcs.fresh_bucket(), prefix="tenant/root")
+    options = module.Options.model_validate({k: v for k, v in spec.items() if k != "type"})
+    return Target(module.build(options, _context(tmp)), module.CAPABILITIES)
+
+
 TARGETS: dict[str, Callable[[Path], Target]] = {
     "local": local_target,
     "memory": memory_target,
     "s3": s3_target,
+    "gcs": gcs_target,
 }

