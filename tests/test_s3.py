@@ -17,7 +17,7 @@ import yaml
 from botocore.exceptions import ClientError
 
 from mosaic import providers
-from mosaic.config.loader import load_config
+from mosaic.config.loader import ConfigError, load_config
 from mosaic.providers.base import BuildContext
 from mosaic.vfs.errors import MountUnavailableError
 from tests.support import moto, tenants
@@ -331,3 +331,14 @@ def test_windows_set_modification_time_survives_in_metadata(cloud_server):
                           data='<D:propfind xmlns:D="DAV:"><D:prop><D:getlastmodified/>'
                                '</D:prop></D:propfind>')
     assert "Wed, 01 Jan 2020 10:00:00 GMT" in found.text
+
+
+def test_a_prefix_leaving_the_bucket_is_a_config_error_naming_the_line(tmp_path):
+    config_file = tmp_path / "mosaic.yaml"
+    config_file.write_text(yaml.safe_dump({"tenants": {"acme": {
+        "root": {"type": "memory"},
+        "mounts": {"/cloud": {"provider": {**moto.provider("bucket"), "prefix": "../up"}}},
+    }}}))
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_file)
+    assert "prefix" in str(caught.value) and "mosaic.yaml:" in str(caught.value)

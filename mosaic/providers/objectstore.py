@@ -93,7 +93,10 @@ class ObjectStoreOptions(BaseModel):
     @field_validator("prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
-        return paths.normalize(value)  # refuses "..", NUL, backslashes
+        try:
+            return paths.normalize(value)  # refuses "..", NUL, backslashes
+        except InvalidPathError as exc:  # an OSError: pydantic reports only ValueErrors
+            raise ValueError(f"not a usable key prefix: {exc}") from None
 
 
 class Fault(Enum):
