@@ -42,12 +42,12 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import quote, unquote, urlparse
 
 import requests
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from swiftclient.client import ClientException, Connection
 from swiftclient.client import get_auth as swift_get_auth
 
@@ -59,9 +59,9 @@ from mosaic.providers.objectstore import (
     ObjectStore,
     ObjectStoreFileSystem,
     ObjectStoreOptions,
-    PartedUpload,
     StoredObject,
 )
+from mosaic.providers.transfers import PartedUpload
 
 __all__ = ["CAPABILITIES", "Options", "build"]
 
@@ -520,7 +520,7 @@ def _common_prefix(names: Iterable[str]) -> str:
 
 
 def _listed(item: Mapping[str, Any]) -> StoredObject:
-    stamp = datetime.fromisoformat(item["last_modified"]).replace(tzinfo=timezone.utc)
+    stamp = datetime.fromisoformat(item["last_modified"]).replace(tzinfo=UTC)
     return StoredObject(item["name"], int(item.get("bytes", 0)), stamp.timestamp(),
                         str(item.get("slo_etag") or item.get("hash", "")))
 

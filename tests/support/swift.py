@@ -302,8 +302,9 @@ class Identity:
         """The object-store endpoints: this region (all interfaces) and a decoy."""
         found = [{"interface": kind, "region": self.region, "region_id": self.region,
                   "url": storage_url} for kind in ("public", "internal", "admin")]
-        return found + [{"interface": "public", "region": "Elsewhere",
-                         "region_id": "Elsewhere", "url": "http://127.0.0.1:9/v1/AUTH_x"}]
+        decoy = {"interface": "public", "region": "Elsewhere", "region_id": "Elsewhere",
+                 "url": "http://127.0.0.1:9/v1/AUTH_x"}
+        return [*found, decoy]
 
     def keystone_v3(self, body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
         auth = body.get("auth", {})
@@ -338,7 +339,7 @@ def _handler(identity: Identity) -> type[BaseHTTPRequestHandler]:
     routes = {"/v3/auth/tokens": identity.keystone_v3, "/v2.0/tokens": identity.rackspace}
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        def do_POST(self) -> None:
             identity.requests.append(self.path)
             length = int(self.headers.get("Content-Length") or 0)
             route = routes.get(self.path.rstrip("/"))
@@ -360,7 +361,7 @@ def _handler(identity: Identity) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             return None
 
     return Handler
