@@ -189,9 +189,11 @@ class _Connection(Connection):
                          preauthtoken=token, retries=1, starting_backoff=0.2, max_backoff=1,
                          timeout=store.timeout, retry_on_ratelimit=True)
         self._store = store
+        self._used = token  # swiftclient forgets the refused token before asking again
 
     def get_auth(self) -> tuple[str, str]:
-        return self._store.authenticate(stale=self.token)
+        url, self._used = self._store.authenticate(stale=self._used)
+        return url, self._used
 
 
 #: HTTP statuses (and client-side failures by class name) -> what they mean
@@ -228,6 +230,7 @@ class SwiftStore(ObjectStore):
         self._segments_absent_until = 0.0
         self._uploading: set[str] = set()  # upload ids in flight: their segments are kept
         self._uploading_lock = threading.Lock()
+        self._leftovers: set[str] = set()  # prefixes of aborted uploads' segments left
 
     # -- connections ----------------------------------------------------------------
 
@@ -323,7 +326,31 @@ class SwiftStore(ObjectStore):
         self.drop_old_segments(key)
 
     def start_upload(self, key: str) -> PartedUpload:
+        self._drop_leftovers()
         return SegmentedUpload(self, key)
+
+    def drop_upload(self, prefix: str, tokens: Iterable[Any] = ()) -> None:
+        """Delete an upload's segments: those of ``tokens`` and any listed below ``prefix``."""
+        names = {t["path"].split("/", 2)[2] for t in tokens if t}
+        names.update(self.segment_names(prefix))
+        self.delete_in(self.segments, sorted(names))
+
+    def leftover(self, prefix: str) -> None:
+        """An aborted upload whose segments could not be deleted (the store was down)."""
+        with self._uploading_lock:
+            self._leftovers.add(prefix)
+
+    def _drop_leftovers(self) -> None:
+        """Retry deleting the segments of aborts that failed; housekeeping: never fails."""
+        with self._uploading_lock:
+            pending, self._leftovers = self._leftovers, set()
+        for prefix in pending:
+            try:
+                self.drop_upload(prefix)
+            except Exception as exc:
+                log.warning("deleting the segments of an aborted upload failed again: %s",
+                            type(exc).__name__)
+                self.leftover(prefix)
 
     def ensure_segments_container(self) -> None:
         self.call("put_container", self.segments)
@@ -499,11 +526,14 @@ class SegmentedUpload(PartedUpload):
             self._store.upload_started(self._id, done=True)
 
     def abort(self, tokens: list[Any]) -> None:
-        """Every segment of this upload: those sent, and any a lost reply hid."""
+        """Every segment of this upload: those sent, and any a lost reply hid.
+        If the store is down, they are deleted by a later write of the mount."""
         self._store.upload_started(self._id, done=True)
-        names = {t["path"].split("/", 2)[2] for t in tokens if t}
-        names.update(self._store.segment_names(self._prefix))
-        self._store.delete_in(self._store.segments, sorted(names))
+        try:
+            self._store.drop_upload(self._prefix, tokens)
+        except Exception:
+            self._store.leftover(self._prefix)
+            raise
 
 
 def _meta_headers(metadata: Mapping[str, str] | None) -> dict[str, str]:

@@ -1,0 +1,350 @@
+"""The swift and rackspace providers beyond the conformance suite.
+
+Each auth (v1 tempauth, Keystone v3 and Rackspace through the fixture's
+identity endpoint), refusals naming tenant and mount only, the store going
+down (503 for that mount only, recovery by itself), cut-off uploads leaving
+nothing behind, Static Large Objects beyond the store's single-object limit,
+and litmus through WebDAV on a Swift tenant root and a Swift mount.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from mosaic import providers
+from mosaic.providers.base import BuildContext
+from mosaic.vfs.errors import MountUnavailableError
+from tests.support import moto, swift, tenants
+from tests.support.live import live_server
+from tests.support.swift import (  # noqa: F401 (identity, swift_cluster: fixtures)
+    MAX_FILE_SIZE,
+    Identity,
+    SwiftCluster,
+    identity,
+    swift_cluster,
+)
+from tests.test_litmus import SUITES, SUMMARY, run_litmus
+
+ALICE = ("alice@acme.example", "alice-secret")
+MIB = 1024 * 1024
+
+
+def _build(spec: dict[str, Any], tmp_path: Path, name: str = "swift") -> Any:
+    module = providers.load(spec.get("type", name))
+    options = module.Options.model_validate({k: v for k, v in spec.items() if k != "type"})
+    return module.build(options, BuildContext("acme", "/cloud", tmp_path))
+
+
+def _keystone(identity: Identity, container: str, **extra: Any) -> dict[str, Any]:  # noqa: F811
+    return {"type": "swift", "auth_url": identity.url + "/v3", "username": identity.username,
+            "password": identity.password, "project_name": identity.project,
+            "region": identity.region, "container": container, **extra}
+
+
+def _rackspace(identity: Identity, container: str, **extra: Any) -> dict[str, Any]:  # noqa: F811
+    return {"type": "rackspace", "identity_url": identity.url + "/v2.0",
+            "username": identity.username, "api_key": identity.api_key,
+            "region": identity.region, "container": container, **extra}
+
+
+def _round_trip(fs: Any) -> None:
+    fs.mkdir("d")
+    with fs.open("d/f.txt", "wb") as handle:
+        handle.write(b"hello swift")
+    assert fs.cat_file("d/f.txt") == b"hello swift"
+    assert [e["name"] for e in fs.ls("d")] == ["d/f.txt"]
+
+
+# -- auth ---------------------------------------------------------------------------------
+
+
+def test_auth_v1_keystone_v3_and_rackspace_reach_the_same_account(identity, tmp_path):  # noqa: F811
+    container = swift.fresh_container()
+    _round_trip(_build(swift.provider(container, prefix="v1"), tmp_path))
+    _round_trip(_build(_keystone(identity, container, prefix="v3"), tmp_path))
+    _round_trip(_build(_rackspace(identity, container, prefix="rax"), tmp_path))
+    assert identity.requests == ["/v3/auth/tokens", "/v2.0/tokens"]  # once per mount
+    assert {n.split("/")[0] for n in swift.cluster().names(container)} == {"v1", "v3", "rax"}
+
+
+@pytest.mark.parametrize("interface", ["public", "internal", "admin"])
+def test_keystone_picks_the_endpoint_of_the_region_and_interface(identity, tmp_path,  # noqa: F811
+                                                                 interface):
+    fs = _build(_keystone(identity, swift.fresh_container(), interface=interface), tmp_path)
+    _round_trip(fs)
+    other = _build(_keystone(identity, swift.fresh_container(), region="Nowhere"), tmp_path)
+    with pytest.raises(MountUnavailableError, match="unreachable"):
+        other.ls("")
+
+
+@pytest.mark.parametrize("kind", ["v1", "v3", "rackspace"])
+def test_wrong_credentials_name_tenant_and_mount_never_the_secret(identity, tmp_path,  # noqa: F811
+                                                                   kind):
+    container = swift.fresh_container()
+    spec = {"v1": {**swift.provider(container), "key": "wrong-secret-value"},
+            "v3": {**_keystone(identity, container), "password": "wrong-secret-value"},
+            "rackspace": {**_rackspace(identity, container), "api_key": "wrong-secret-value"},
+            }[kind]
+    with pytest.raises(MountUnavailableError, match="credentials") as caught:
+        _build(spec, tmp_path).ls("")
+    message = str(caught.value)
+    assert "acme" in message and "/cloud" in message
+    assert "wrong-secret-value" not in message and "127.0.0.1" not in message
+
+
+def test_missing_container_names_tenant_and_mount(tmp_path):
+    fs = _build(swift.provider("no-such-container-here"), tmp_path)
+    with pytest.raises(MountUnavailableError, match="container") as caught:
+        fs.ls("")
+    assert "acme" in str(caught.value) and "/cloud" in str(caught.value)
+
+
+def test_an_expired_token_is_renewed_once_for_the_whole_mount(tmp_path):
+    fs = _build(swift.provider(swift.fresh_container()), tmp_path)
+    fs.touch("f")
+    store = fs._store
+    store._auth = (store._auth[0], "AUTH_tk-expired")
+    while not store._idle.empty():  # connections made with the old token
+        store._idle.get_nowait().close()
+    store._idle.put(swift_connection(store))
+    assert fs.exists("f")
+    assert store._auth[1] != "AUTH_tk-expired"
+
+
+def swift_connection(store: Any) -> Any:
+    from mosaic.providers.swift import _Connection
+    return _Connection(store, *store._auth)
+
+
+def test_every_mount_has_its_own_connections_and_token(tmp_path):
+    spec = swift.provider(swift.fresh_container())
+    first, second = _build(spec, tmp_path), _build(spec, tmp_path)
+    first.ls("")
+    second.ls("")
+    one, two = first._store, second._store
+    assert one is not second._store and one._idle is not two._idle
+    assert {id(c) for c in one._idle.queue}.isdisjoint({id(c) for c in two._idle.queue})
+    assert all(c._store is one for c in one._idle.queue)
+
+
+# -- large objects ------------------------------------------------------------------------
+
+
+def test_a_file_beyond_the_single_object_limit_is_a_static_large_object(swift_cluster,  # noqa: F811
+                                                                         tmp_path):
+    container = swift_cluster.fresh_container()
+    too_big = os.urandom(MAX_FILE_SIZE + 3 * MIB + 7)
+    refused = swift_cluster.request("PUT", f"{container}/direct", data=too_big)
+    assert refused.status_code == 413  # the store's own limit, without segments
+    fs = _build(swift.provider(container), tmp_path)
+    with fs.open("big.bin", "wb") as handle:
+        for start in range(0, len(too_big), MIB):
+            handle.write(too_big[start:start + MIB])
+    assert fs.cat_file("big.bin") == too_big
+    head = swift_cluster.request("HEAD", f"{container}/big.bin")
+    assert head.headers["X-Static-Large-Object"].lower() == "true"
+    assert fs.info("big.bin")["size"] == len(too_big)
+    assert '"' not in fs.info("big.bin")["etag"]  # SLO ETags come quoted
+    assert len(swift_cluster.names(container + "_segments")) == 3  # 8 MiB parts
+    with fs.open("big.bin", "rb") as handle:
+        handle.seek(MAX_FILE_SIZE - 5)
+        assert handle.read(10) == too_big[MAX_FILE_SIZE - 5:MAX_FILE_SIZE + 5]
+
+
+def test_overwriting_or_deleting_a_large_file_deletes_its_segments(swift_cluster,  # noqa: F811
+                                                                   tmp_path):
+    container = swift_cluster.fresh_container()
+    fs = _build(swift.provider(container, segments_container=f"{container}-parts"), tmp_path)
+    fs.pipe_file("big", os.urandom(20 * MIB))
+    first = swift_cluster.names(f"{container}-parts")
+    assert len(first) == 3
+    fs.pipe_file("big", os.urandom(17 * MIB))  # large again: new segments, old ones gone
+    second = swift_cluster.names(f"{container}-parts")
+    assert len(second) == 3 and not set(first) & set(second)
+    fs.pipe_file("big", b"small now")
+    assert swift_cluster.names(f"{container}-parts") == []
+    fs.pipe_file("big", os.urandom(20 * MIB))
+    fs.rm_file("big")
+    assert swift_cluster.names(f"{container}-parts") == []
+    assert swift_cluster.names(container) == []
+
+
+def test_copying_a_large_file_copies_its_content(swift_cluster, tmp_path):  # noqa: F811
+    """Swift's COPY of a manifest alone would share the segments (deleting one
+    file would break the other); of the content, it fails above the limit."""
+    container = swift_cluster.fresh_container()
+    fs = _build(swift.provider(container), tmp_path)
+    data = os.urandom(MAX_FILE_SIZE + MIB)
+    fs.mkdir("a")
+    fs.pipe_file("a/big", data)
+    fs.cp_file("a/big", "a/copy")
+    fs.mv("a", "b")  # a folder move copies both again
+    fs.rm_file("b/big")
+    assert fs.cat_file("b/copy") == data
+    assert fs.info("b/copy")["size"] == len(data)
+    assert all(n.startswith("b/copy/") for n in swift_cluster.names(container + "_segments"))
+    fs.set_mtime("b/copy", 1234567.0)  # a POST of the metadata: nothing is copied
+    assert fs.info("b/copy")["mtime"] == 1234567.0
+    assert fs.cat_file("b/copy") == data
+
+
+def test_deleting_a_folder_deletes_its_large_files_segments_only(swift_cluster,  # noqa: F811
+                                                                 tmp_path):
+    container = swift_cluster.fresh_container()
+    fs = _build(swift.provider(container), tmp_path)
+    fs.mkdir("gone")
+    fs.mkdir("gone-not")
+    fs.pipe_file("gone/big", os.urandom(9 * MIB))
+    fs.pipe_file("gone-not/big", os.urandom(9 * MIB))
+    fs.rm("gone", recursive=True)
+    assert {n.split("/")[0] for n in swift_cluster.names(container + "_segments")} == {
+        "gone-not"}
+
+
+def test_without_bulk_delete_objects_are_deleted_one_by_one(tmp_path):
+    fs = _build(swift.provider(swift.fresh_container()), tmp_path)
+    fs._store._bulk_limit = 0  # as on a cluster whose /info offers no bulk delete
+    fs.mkdir("d")
+    for i in range(12):
+        fs.touch(f"d/f{i}")
+    fs.rm("d", recursive=True)
+    assert not fs.exists("d")
+
+
+def test_listings_page_by_marker(tmp_path):
+    fs = _build(swift.provider(swift.fresh_container()), tmp_path)
+    fs.mkdir("sub")
+    for name in "abcdefg":
+        fs.touch(name)
+    fs._store.page_size = 3
+    assert sorted(fs.ls("", detail=False)) == [*"abcdefg", "sub"]
+
+
+# -- outages and cut-off uploads through WebDAV -------------------------------------------
+
+
+@pytest.fixture
+def cloud_server(swift_cluster: SwiftCluster, tmp_path: Path):  # noqa: F811
+    """acme with /cloud on a Swift container (the fixture may stop the proxy)."""
+    container = swift_cluster.fresh_container()
+    data = tenants.two_tenants(tmp_path)
+    data["tenants"]["acme"]["mounts"]["/cloud"] = {
+        "provider": swift.provider(container, listing_cache_seconds=0)}
+    with live_server(tenants.build(data)) as live:
+        yield live, swift_cluster, container
+
+
+def _propfind(session: requests.Session, url: str) -> int:
+    return session.request("PROPFIND", url, headers={"Depth": "1"}, timeout=60).status_code
+
+
+def test_store_down_is_503_for_that_mount_only_and_recovers(cloud_server):
+    live, cluster, _container = cloud_server
+    alice = live.session(*ALICE)
+    assert alice.put(live.url + "/cloud/kept.txt", data=b"kept").status_code == 201
+    cluster.stop_proxy()
+    try:
+        assert _propfind(alice, live.url + "/cloud/") == 503
+        assert alice.get(live.url + "/cloud/kept.txt").status_code == 503
+        assert _propfind(alice, live.url + "/") == 207  # the rest of the tenant is served
+        assert alice.put(live.url + "/local.txt", data=b"x").status_code == 201
+    finally:
+        cluster.start_proxy()
+    assert _propfind(alice, live.url + "/cloud/") == 207  # no restart, no reload
+    assert alice.get(live.url + "/cloud/kept.txt").content == b"kept"
+
+
+def test_put_cut_off_by_the_client_leaves_the_previous_version_and_no_segments(cloud_server):
+    live, cluster, container = cloud_server
+    alice = live.session(*ALICE)
+    assert alice.put(live.url + "/cloud/f.bin", data=b"previous").status_code == 201
+    auth = base64.b64encode(":".join(ALICE).encode()).decode()
+    with socket.create_connection(("127.0.0.1", live.port)) as raw:
+        raw.sendall(f"PUT /cloud/f.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    f"Authorization: Basic {auth}\r\nContent-Length: {40 * MIB}\r\n\r\n".encode())
+        raw.sendall(os.urandom(25 * MIB))  # three parts sent, then the client is gone
+    _eventually(lambda: cluster.names(container + "_segments") == [])
+    assert alice.get(live.url + "/cloud/f.bin").content == b"previous"
+    assert cluster.names(container) == ["f.bin"]
+
+
+def test_put_cut_off_by_the_outage_leaves_nothing_once_the_store_is_back(cloud_server):
+    live, cluster, container = cloud_server
+    alice = live.session(*ALICE)
+    assert alice.put(live.url + "/cloud/f.bin", data=b"previous").status_code == 201
+
+    def body():
+        yield os.urandom(18 * MIB)  # two segments stored
+        time.sleep(0.5)
+        cluster.stop_proxy()
+        yield os.urandom(10 * MIB)
+
+    try:
+        status = alice.put(live.url + "/cloud/f.bin", data=body()).status_code
+    finally:
+        cluster.start_proxy()
+    assert status == 503
+    assert alice.get(live.url + "/cloud/f.bin").content == b"previous"
+    # the segments it left are deleted by the mount's next upload
+    assert alice.put(live.url + "/cloud/other.bin", data=b"x").status_code == 201
+    assert cluster.names(container + "_segments") == []
+    assert sorted(cluster.names(container)) == ["f.bin", "other.bin"]
+
+
+def _eventually(check: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not within the time"
+        time.sleep(0.1)
+
+
+def test_move_between_a_swift_mount_and_an_s3_mount(swift_cluster, tmp_path):  # noqa: F811
+    data = tenants.two_tenants(tmp_path)
+    mounts = data["tenants"]["acme"]["mounts"]
+    mounts["/swift"] = {"provider": swift.provider(swift_cluster.fresh_container())}
+    mounts["/s3"] = {"provider": moto.provider(moto.fresh_bucket())}
+    payload = os.urandom(11 * MIB)
+    with live_server(tenants.build(data)) as live:
+        alice = live.session(*ALICE)
+        assert alice.put(live.url + "/swift/f.bin", data=payload).status_code == 201
+        assert alice.request("MKCOL", live.url + "/swift/dir").status_code == 201
+        assert alice.put(live.url + "/swift/dir/x", data=b"x").status_code == 201
+        for src, dst in (("/swift/f.bin", "/s3/f.bin"), ("/s3/f.bin", "/swift/back.bin"),
+                         ("/swift/dir", "/s3/dir")):
+            moved = alice.request("MOVE", live.url + src,
+                                  headers={"Destination": live.url + dst})
+            assert moved.status_code == 201, (src, moved.status_code)
+            assert alice.get(live.url + src).status_code == 404
+        assert alice.get(live.url + "/swift/back.bin").content == payload
+        assert alice.get(live.url + "/s3/dir/x").content == b"x"
+
+
+# -- litmus -------------------------------------------------------------------------------
+
+
+@pytest.mark.litmus
+@pytest.mark.parametrize("where", ["root", "mount"])
+def test_litmus_on_a_swift_root_and_a_swift_mount(swift_cluster, tmp_path, where):  # noqa: F811
+    data = tenants.two_tenants(tmp_path)
+    acme = data["tenants"]["acme"]
+    spec = swift.provider(swift_cluster.fresh_container(), prefix="litmus")
+    if where == "root":
+        acme["root"], acme["mounts"] = spec, {}
+    else:
+        acme["mounts"]["/cloud"] = {"provider": spec}
+    folder = "/" if where == "root" else "/cloud/"
+    with live_server(tenants.build(data)) as live:
+        output = run_litmus(live.url + folder, *ALICE, str(tmp_path))
+    summaries = {m.group(1): m.groups()[1:] for m in SUMMARY.finditer(output)}
+    assert set(summaries) == set(SUITES), output
+    for suite, (run, passed, failed) in summaries.items():
+        assert failed == "0" and run == passed, f"{suite}: {output}"
+    assert "WARNING" not in output, output
