@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import requests
+import yaml
 
 from mosaic import providers
 from mosaic.providers.base import BuildContext
@@ -209,6 +210,21 @@ def test_deleting_a_folder_deletes_its_large_files_segments_only(swift_cluster, 
         "gone-not"}
 
 
+def test_large_files_with_unusual_names_keep_and_lose_their_segments(swift_cluster,  # noqa: F811
+                                                                     tmp_path):
+    container = swift_cluster.fresh_container()
+    fs = _build(swift.provider(container, prefix="Überall 100%"), tmp_path)
+    fs.mkdir("dir #1")
+    name = "dir #1/b\u00e4r ?&+;=@ x.bin"
+    data = os.urandom(9 * MIB)
+    fs.pipe_file(name, data)
+    assert fs.cat_file(name) == data
+    fs.cp_file(name, "dir #1/copy")
+    fs.rm("dir #1", recursive=True)
+    assert swift_cluster.names(container + "_segments") == []
+    assert swift_cluster.names(container) == []
+
+
 def test_without_bulk_delete_objects_are_deleted_one_by_one(tmp_path):
     fs = _build(swift.provider(swift.fresh_container()), tmp_path)
     fs._store._bulk_limit = 0  # as on a cluster whose /info offers no bulk delete
@@ -226,6 +242,63 @@ def test_listings_page_by_marker(tmp_path):
         fs.touch(name)
     fs._store.page_size = 3
     assert sorted(fs.ls("", detail=False)) == [*"abcdefg", "sub"]
+
+
+def test_outage_between_listing_pages_then_recovery(swift_cluster, tmp_path):  # noqa: F811
+    fs = _build(swift.provider(swift_cluster.fresh_container(), listing_cache_seconds=0),
+                tmp_path)
+    for name in "abcdef":
+        fs.touch(name)
+    store = fs._store
+    store.page_size = 2  # three pages and a last empty one
+    calls: list[str] = []
+    call = store.call
+
+    def stop_after_first_page(method: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(method)
+        if method == "get_container" and calls.count("get_container") == 2:
+            swift_cluster.stop_proxy()
+        return call(method, *args, **kwargs)
+
+    store.call = stop_after_first_page
+    try:
+        with pytest.raises(MountUnavailableError, match="unreachable"):
+            fs.ls("")
+    finally:
+        swift_cluster.start_proxy()
+    assert sorted(fs.ls("", detail=False)) == list("abcdef")
+    assert calls.count("get_container") >= 5  # the pages again after the restart
+
+
+def test_secrets_come_from_files_and_the_environment(identity, tmp_path,  # noqa: F811
+                                                     monkeypatch):
+    from mosaic.config.loader import load_config
+    (tmp_path / "password").write_text(identity.password + "\n")
+    monkeypatch.setenv("MOSAIC_TEST_RAX_KEY", identity.api_key)
+    keystone = _keystone(identity, swift.fresh_container())
+    del keystone["password"]
+    rackspace = {**_rackspace(identity, swift.fresh_container()),
+                 "api_key": "${MOSAIC_TEST_RAX_KEY}"}
+    config_file = tmp_path / "mosaic.yaml"
+    config_file.write_text(yaml.safe_dump({"tenants": {"acme": {
+        "root": {"type": "memory"},
+        "mounts": {"/ks": {"provider": {**keystone,
+                                        "password_file": str(tmp_path / "password")}},
+                   "/rax": {"provider": rackspace}}}}}))
+    mounts = load_config(config_file).tenants["acme"].mounts
+    for path in ("/ks", "/rax"):
+        assert identity.password not in repr(mounts[path].provider)
+        assert identity.api_key not in repr(mounts[path].provider)
+        options = mounts[path].provider.options()
+        module = providers.load(mounts[path].provider.type)
+        _round_trip(module.build(options, BuildContext("acme", path, tmp_path)))
+
+
+def test_rackspace_internal_interface_uses_the_servicenet_url(identity, tmp_path):  # noqa: F811
+    fs = _build(_rackspace(identity, swift.fresh_container(), interface="internal"), tmp_path)
+    _round_trip(fs)
+    with pytest.raises(MountUnavailableError, match="unreachable"):
+        _build(_rackspace(identity, swift.fresh_container(), region="ORD"), tmp_path).ls("")
 
 
 # -- outages and cut-off uploads through WebDAV -------------------------------------------
