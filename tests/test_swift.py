@@ -13,6 +13,8 @@ import base64
 import os
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ import yaml
 
 from mosaic import providers
 from mosaic.providers.base import BuildContext
+from mosaic.providers.swift import POOL_IDLE
 from mosaic.vfs.errors import MountUnavailableError
 from tests.support import moto, swift, tenants
 from tests.support.live import live_server
@@ -125,15 +128,40 @@ def swift_connection(store: Any) -> Any:
     return _Connection(store, *store._auth)
 
 
-def test_every_mount_has_its_own_connections_and_token(tmp_path):
-    spec = swift.provider(swift.fresh_container())
+def test_every_mount_has_its_own_connections_and_token(identity, tmp_path):  # noqa: F811
+    spec = _keystone(identity, swift.fresh_container())
     first, second = _build(spec, tmp_path), _build(spec, tmp_path)
     first.ls("")
     second.ls("")
     one, two = first._store, second._store
-    assert one is not second._store and one._idle is not two._idle
+    assert one._idle is not two._idle
     assert {id(c) for c in one._idle.queue}.isdisjoint({id(c) for c in two._idle.queue})
     assert all(c._store is one for c in one._idle.queue)
+    assert identity.requests == ["/v3/auth/tokens"] * 2  # each mount authenticated itself
+
+
+def test_connections_are_never_used_by_two_threads_at_once(tmp_path):
+    fs = _build(swift.provider(swift.fresh_container()), tmp_path)
+    fs.mkdir("d")
+    store, in_use, clashes = fs._store, set(), []
+    connection = store.connection
+
+    @contextmanager
+    def watched():
+        with connection() as conn:
+            if id(conn) in in_use:
+                clashes.append(conn)
+            in_use.add(id(conn))
+            try:
+                yield conn
+            finally:
+                in_use.discard(id(conn))
+
+    store.connection = watched
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: fs.pipe_file(f"d/f{i}", b"x" * i), range(40)))
+    assert clashes == [] and len(fs.ls("d")) == 40
+    assert store._idle.qsize() <= POOL_IDLE
 
 
 # -- large objects ------------------------------------------------------------------------
