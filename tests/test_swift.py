@@ -10,9 +10,13 @@ and litmus through WebDAV on a Swift tenant root and a Swift mount.
 from __future__ import annotations
 
 import base64
+import io
 import os
+import re
 import socket
+import tarfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +28,7 @@ import yaml
 
 from mosaic import providers
 from mosaic.providers.base import BuildContext
-from mosaic.providers.swift import POOL_IDLE
+from mosaic.providers.swift import POOL_IDLE, SwiftStore
 from mosaic.vfs.errors import MountUnavailableError
 from tests.support import moto, swift, tenants
 from tests.support.live import live_server
@@ -449,3 +453,67 @@ def test_litmus_on_a_swift_root_and_a_swift_mount(swift_cluster, tmp_path, where
     for suite, (run, passed, failed) in summaries.items():
         assert failed == "0" and run == passed, f"{suite}: {output}"
     assert "WARNING" not in output, output
+
+
+# -- what a file browser sees -------------------------------------------------------------
+
+
+def test_windows_set_modification_time_survives_in_metadata(cloud_server):
+    live, cluster, container = cloud_server
+    alice = live.session(*ALICE)
+    payload = os.urandom(MAX_FILE_SIZE + MIB)  # a large object: a POST keeps its segments
+    for name, data in (("dated.txt", b"d"), ("dated.bin", payload)):
+        assert alice.put(f"{live.url}/cloud/{name}", data=data).status_code == 201
+        body = ('<?xml version="1.0" encoding="utf-8"?><D:propertyupdate xmlns:D="DAV:" '
+                'xmlns:Z="urn:schemas-microsoft-com:"><D:set><D:prop><Z:Win32LastModifiedTime>'
+                'Wed, 01 Jan 2020 10:00:00 GMT</Z:Win32LastModifiedTime></D:prop></D:set>'
+                '</D:propertyupdate>')
+        answer = alice.request("PROPPATCH", f"{live.url}/cloud/{name}", data=body,
+                               headers={"Content-Type": "text/xml",
+                                        "User-Agent": "Microsoft-WebDAV-MiniRedir/10.0.19045"})
+        assert answer.status_code == 207 and "200 OK" in answer.text
+        head = cluster.request("HEAD", f"{container}/{name}")
+        assert float(head.headers["X-Object-Meta-Mosaic-Mtime"]) == 1577872800.0
+        assert alice.get(f"{live.url}/cloud/{name}").content == data  # content untouched
+        found = alice.request("PROPFIND", f"{live.url}/cloud/{name}", headers={"Depth": "0"},
+                              data='<D:propfind xmlns:D="DAV:"><D:prop><D:getlastmodified/>'
+                                   '</D:prop></D:propfind>')
+        assert "Wed, 01 Jan 2020 10:00:00 GMT" in found.text
+
+
+def test_a_big_folder_is_listed_from_paged_listings_only(swift_cluster, tmp_path,  # noqa: F811
+                                                        monkeypatch):
+    """400 objects in pages of 100 (10,000 take minutes to create on a loaded
+    2-core machine: Swift writes each object through four Python servers)."""
+    container = swift_cluster.fresh_container()
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:  # one request: bulk extract-archive
+        for index in range(400):
+            entry = tarfile.TarInfo(f"big/Quarterly report {index:05}.xlsx")
+            entry.size = 1
+            tar.addfile(entry, io.BytesIO(b"x"))
+    created = swift_cluster.request("PUT", container, params={"extract-archive": "tar"},
+                                    data=archive.getvalue(), headers={"Accept": "application/json"},
+                                    timeout=300)
+    assert created.json()["Number Files Created"] == 400
+    calls: Counter[str] = Counter()
+    call = SwiftStore.call
+
+    def counting(self, method, *args, **kwargs):
+        calls[method] += 1
+        return call(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(SwiftStore, "call", counting)
+    monkeypatch.setattr(SwiftStore, "page_size", 100)
+    data = tenants.two_tenants(tmp_path)
+    data["tenants"]["acme"]["mounts"]["/cloud"] = {
+        "provider": swift.provider(container, listing_cache_seconds=0)}
+    with live_server(tenants.build(data)) as live:
+        reply = live.session(*ALICE).request("PROPFIND", live.url + "/cloud/big/",
+                                             headers={"Depth": "1"}, timeout=300)
+    assert reply.status_code == 207
+    hrefs = re.findall(r"<D:href>([^<]*)</D:href>", reply.text)
+    assert len(hrefs) == 401 == len(set(hrefs))
+    # four full pages, an empty last one, and probes finding the folder (no marker)
+    assert calls["get_container"] <= 7, calls
+    assert calls["head_object"] <= 3 and "get_object" not in calls, calls

@@ -215,13 +215,13 @@ class SwiftStore(ObjectStore):
     """One container; large files' segments in a second one."""
 
     ERRORS = ERRORS
+    page_size = 10000  # Swift's default listing limit; tests make it small
 
     def __init__(self, options: SwiftOptions, authenticate: Auth) -> None:
         super().__init__(options)
         self.container = options.container
         self.segments = options.segments
         self.timeout = options.timeout_s
-        self.page_size = 10000  # Swift's default listing limit; tests make it small
         self._authenticate = authenticate
         self._auth: tuple[str | None, str | None] = (None, None)
         self._auth_lock = threading.Lock()

@@ -196,14 +196,25 @@ class SwiftCluster:
                 if process.poll() is not None:
                     log = (self.base / f"{name}.log").read_text(errors="replace")[-2000:]
                     raise RuntimeError(f"swift {name} exited with {process.returncode}: {log}")
-            try:
-                if requests.get(self.auth_url, headers={"X-Auth-User": USER, "X-Auth-Key": KEY},
-                                timeout=2).ok:
-                    return
-            except requests.ConnectionError:
-                pass
+            if self._listening() and self._authenticates():
+                return
             time.sleep(0.1)
         raise RuntimeError(f"swift not ready after {READY_TIMEOUT_S} s")
+
+    def _listening(self) -> bool:
+        """Every server accepts connections (the proxy answers 503 until they do)."""
+        for name in self.processes:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.ports[name])) != 0:
+                    return False
+        return True
+
+    def _authenticates(self) -> bool:
+        try:
+            return requests.get(self.auth_url, headers={"X-Auth-User": USER, "X-Auth-Key": KEY},
+                                timeout=2).ok
+        except requests.ConnectionError:
+            return False
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -224,8 +235,9 @@ class SwiftCluster:
         """A request on the test account, ``path`` below its storage URL."""
         storage, token = self.token()
         headers = {"X-Auth-Token": token, **kwargs.pop("headers", {})}
+        kwargs.setdefault("timeout", 60)
         return requests.request(method, f"{storage}/{path}".rstrip("/"), headers=headers,
-                                timeout=60, **kwargs)
+                                **kwargs)
 
     def names(self, container: str, prefix: str = "") -> list[str]:
         """Every object name in ``container`` (an absent one has none)."""
