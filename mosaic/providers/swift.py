@@ -251,9 +251,15 @@ class SwiftStore(ObjectStore):
             conn = _Connection(self, *self._auth)
         try:
             yield conn
+        except ClientException:
+            self._release(conn)  # an HTTP error status: its reply was read, it is reusable
+            raise
         except BaseException:
             conn.close()  # its HTTP connection may be mid-response
             raise
+        self._release(conn)
+
+    def _release(self, conn: _Connection) -> None:
         if self._idle.qsize() < POOL_IDLE:
             self._idle.put(conn)
         else:
@@ -402,14 +408,16 @@ class SwiftStore(ObjectStore):
 
     def _copy_large(self, src: str, dst: str, headers: Mapping[str, str],
                     metadata: Mapping[str, str] | None) -> None:
-        """Copy every segment server-side, then write the new manifest."""
+        """Copy every segment server-side (``transfers`` at a time), then write the
+        new manifest; a failure deletes the copied segments."""
         _, body = self.call("get_object", self.container, src,
                             query_string="multipart-manifest=get")
+        segments = json.loads(body)
         upload = SegmentedUpload(self, dst)
         tokens: list[dict[str, Any]] = []
         try:
-            for number, segment in enumerate(json.loads(body), start=1):
-                tokens.append(upload.copy_segment(number, segment))
+            with ThreadPoolExecutor(self.transfers) as pool:
+                tokens += pool.map(upload.copy_segment, range(1, len(segments) + 1), segments)
             if metadata is None:
                 metadata = {k[len(META):]: v for k, v in headers.items() if k.startswith(META)}
             upload.finish(tokens, metadata)
