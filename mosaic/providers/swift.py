@@ -13,9 +13,11 @@ same store with Rackspace's identity service.
 * Uploads: a small file is one PUT; a large one goes out as segments (parts
   in flight concurrently) into the segments container (``<container>_segments``
   by default, created on first use), published by a Static Large Object
-  manifest, so files beyond Swift's single-object limit (5 GiB) work. An
-  aborted upload deletes its segments; deleting or overwriting a large file
-  deletes its old segments.
+  manifest, so files beyond Swift's single-object limit (5 GiB) work, up to
+  the cluster's ``max_manifest_segments`` parts (1,000 by default: 8 GiB with
+  8 MiB parts; raise ``part_size_mib`` for bigger files). An aborted upload
+  deletes its segments (if the store is down, the mount's next upload does);
+  deleting or overwriting a large file deletes its old segments.
 * A server-side copy of a large file copies its segments and writes a new
   manifest (a COPY of the manifest alone would share segments that deleting
   either file removes; a COPY of the content fails above the size limit).
