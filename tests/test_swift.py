@@ -367,16 +367,28 @@ def test_store_down_is_503_for_that_mount_only_and_recovers(cloud_server):
     assert alice.get(live.url + "/cloud/kept.txt").content == b"kept"
 
 
-def test_put_cut_off_by_the_client_leaves_the_previous_version_and_no_segments(cloud_server):
+def test_put_cut_off_by_the_client_leaves_the_previous_version_and_no_segments(cloud_server,
+                                                                               monkeypatch):
     live, cluster, container = cloud_server
     alice = live.session(*ALICE)
     assert alice.put(live.url + "/cloud/f.bin", data=b"previous").status_code == 201
+    dropped: list[int] = []
+    drop = SwiftStore.drop_upload
+
+    def counting(self, prefix, tokens=()):
+        tokens = list(tokens)
+        drop(self, prefix, tokens)
+        dropped.append(len(tokens))
+
+    monkeypatch.setattr(SwiftStore, "drop_upload", counting)
     auth = base64.b64encode(":".join(ALICE).encode()).decode()
     with socket.create_connection(("127.0.0.1", live.port)) as raw:
         raw.sendall(f"PUT /cloud/f.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                     f"Authorization: Basic {auth}\r\nContent-Length: {40 * MIB}\r\n\r\n".encode())
         raw.sendall(os.urandom(25 * MIB))  # three parts sent, then the client is gone
-    _eventually(lambda: cluster.names(container + "_segments") == [])
+    _eventually(lambda: dropped)  # the server saw the cut and aborted the upload
+    assert dropped == [3]
+    assert cluster.names(container + "_segments") == []
     assert alice.get(live.url + "/cloud/f.bin").content == b"previous"
     assert cluster.names(container) == ["f.bin"]
 
@@ -386,9 +398,11 @@ def test_put_cut_off_by_the_outage_leaves_nothing_once_the_store_is_back(cloud_s
     alice = live.session(*ALICE)
     assert alice.put(live.url + "/cloud/f.bin", data=b"previous").status_code == 201
 
+    segments = container + "_segments"
+
     def body():
-        yield os.urandom(18 * MIB)  # two segments stored
-        time.sleep(0.5)
+        yield os.urandom(18 * MIB)
+        _eventually(lambda: len(cluster.names(segments)) == 2)  # two segments stored
         cluster.stop_proxy()
         yield os.urandom(10 * MIB)
 
@@ -398,9 +412,10 @@ def test_put_cut_off_by_the_outage_leaves_nothing_once_the_store_is_back(cloud_s
         cluster.start_proxy()
     assert status == 503
     assert alice.get(live.url + "/cloud/f.bin").content == b"previous"
+    assert len(cluster.names(segments)) == 2  # the abort could not delete them
     # the segments it left are deleted by the mount's next upload
     assert alice.put(live.url + "/cloud/other.bin", data=b"x").status_code == 201
-    assert cluster.names(container + "_segments") == []
+    assert cluster.names(segments) == []
     assert sorted(cluster.names(container)) == ["f.bin", "other.bin"]
 
 
