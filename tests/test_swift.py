@@ -532,3 +532,23 @@ def test_a_big_folder_is_listed_from_paged_listings_only(swift_cluster, tmp_path
     # four full pages, an empty last one, and probes finding the folder (no marker)
     assert calls["get_container"] <= 7, calls
     assert calls["head_object"] <= 3 and "get_object" not in calls, calls
+
+
+def test_segments_a_killed_process_left_are_swept(swift_cluster, tmp_path):  # noqa: F811
+    container = swift_cluster.fresh_container()
+    fs = _build(swift.provider(container, prefix="mine"), tmp_path)
+    fs.pipe_file("live.bin", os.urandom(9 * MIB))  # a large file: its segments stay
+    segments = container + "_segments"
+    for name in ("mine/live.bin/deadbeef/00000001", "mine/gone.bin/cafe/00000001",
+                 "mine/gone.bin/cafe/00000002", "theirs/x/feed/00000001"):
+        swift_cluster.request("PUT", f"{segments}/{name}", data=b"orphan").raise_for_status()
+    kept = {n for n in swift_cluster.names(segments) if "/deadbeef/" not in n
+            and "/cafe/" not in n}
+    # the segments' times are not comparable with ours: sweep "everything so far"
+    assert fs._store.sweep_stale_segments(time.time() + 365 * 86400) == 3
+    assert set(swift_cluster.names(segments)) == kept  # live.bin's and the other mount's
+    assert fs.cat_file("live.bin")[:1]
+    fresh = "mine/new.bin/beef/00000001"  # an upload of another process, just begun
+    swift_cluster.request("PUT", f"{segments}/{fresh}", data=b"x").raise_for_status()
+    assert fs._store.sweep_stale_segments(time.time() - 3600) == 0
+    assert fresh in swift_cluster.names(segments)

@@ -17,7 +17,9 @@ same store with Rackspace's identity service.
   the cluster's ``max_manifest_segments`` parts (1,000 by default: 8 GiB with
   8 MiB parts; raise ``part_size_mib`` for bigger files). An aborted upload
   deletes its segments (if the store is down, the mount's next upload does);
-  deleting or overwriting a large file deletes its old segments.
+  deleting or overwriting a large file deletes its old segments. Segments a
+  killed process left (no manifest uses them, a day old) are swept at most
+  hourly, on an upload.
 * A server-side copy of a large file copies its segments and writes a new
   manifest (a COPY of the manifest alone would share segments that deleting
   either file removes; a COPY of the content fails above the size limit).
@@ -71,6 +73,9 @@ log = logging.getLogger(__name__)
 MIB = 1024 * 1024
 POOL_IDLE = 16  # idle connections a mount keeps (one per concurrent request in use)
 DELETE_CONCURRENCY = 8  # DELETEs in flight where the cluster has no bulk delete
+#: segments no manifest uses, untouched this long, belong to a killed process
+STALE_UPLOAD_S = 24 * 3600
+SWEEP_EVERY_S = 3600
 SEGMENTS_RECHECK_S = 30.0  # a segments container seen absent is looked for again after this
 META = "x-object-meta-"
 Auth = Callable[[], tuple[str, str]]  # () -> (storage URL, token)
@@ -233,6 +238,8 @@ class SwiftStore(ObjectStore):
         self._uploading: set[str] = set()  # upload ids in flight: their segments are kept
         self._uploading_lock = threading.Lock()
         self._leftovers: set[str] = set()  # prefixes of aborted uploads' segments left
+        self._prefix = f"{options.prefix}/" if options.prefix else ""
+        self._next_sweep = 0.0
 
     # -- connections ----------------------------------------------------------------
 
@@ -337,7 +344,53 @@ class SwiftStore(ObjectStore):
 
     def start_upload(self, key: str) -> PartedUpload:
         self._drop_leftovers()
+        self._sweep_now_and_then()
         return SegmentedUpload(self, key)
+
+    def _sweep_now_and_then(self) -> None:
+        """At most once per ``SWEEP_EVERY_S``: delete the segments a killed process
+        left below this mount; housekeeping: never fails the upload itself."""
+        with self._uploading_lock:
+            if time.monotonic() < self._next_sweep:
+                return
+            self._next_sweep = time.monotonic() + SWEEP_EVERY_S
+        try:
+            self.sweep_stale_segments(time.time() - STALE_UPLOAD_S)
+        except Exception as exc:
+            log.warning("sweeping stale segments failed: %s", type(exc).__name__)
+
+    def sweep_stale_segments(self, written_before: float) -> int:
+        """Delete this mount's segments that no manifest uses and that were all
+        written before that time (uploads a killed process left); how many."""
+        groups: dict[tuple[str, str], list[str]] = {}
+        newest: dict[tuple[str, str], float] = {}
+        for item in self._segment_items(self._prefix):
+            if item["name"].count("/") < 2:
+                continue  # not ours: ours are <key>/<upload id>/<part>
+            key, upload_id, _ = item["name"].rsplit("/", 2)
+            groups.setdefault((key, upload_id), []).append(item["name"])
+            newest[key, upload_id] = max(newest.get((key, upload_id), 0.0),
+                                         _listed(item).mtime)
+        stale = [names for (key, upload_id), names in groups.items()
+                 if newest[key, upload_id] < written_before and upload_id not in self._uploading
+                 and upload_id not in self._manifest_uploads(key)]
+        doomed = [name for names in stale for name in names]
+        self.delete_in(self.segments, doomed)
+        return len(doomed)
+
+    def _manifest_uploads(self, key: str) -> set[str]:
+        """The upload ids whose segments the object at ``key`` uses (none if absent)."""
+        try:
+            headers = self.call("head_object", self.container, key)
+        except ClientException as exc:
+            if exc.http_status == 404:
+                return set()
+            raise
+        if not _is_large(headers):
+            return set()
+        _, body = self.call("get_object", self.container, key,
+                            query_string="multipart-manifest=get")
+        return {s["name"].rsplit("/", 2)[1] for s in json.loads(body)}
 
     def drop_upload(self, prefix: str, tokens: Iterable[Any] = ()) -> None:
         """Delete an upload's segments: those of ``tokens`` and any listed below ``prefix``."""
@@ -379,9 +432,13 @@ class SwiftStore(ObjectStore):
 
     def segment_names(self, prefix: str) -> list[str]:
         """Names in the segments container below ``prefix`` (none if it is absent)."""
+        return [item["name"] for item in self._segment_items(prefix)]
+
+    def _segment_items(self, prefix: str) -> list[dict[str, Any]]:
         if time.monotonic() < self._segments_absent_until:
             return []
-        names, marker = [], ""
+        items: list[dict[str, Any]] = []
+        marker = ""
         while True:
             try:
                 page = self._page(self.segments, prefix, marker, True, None)
@@ -390,9 +447,9 @@ class SwiftStore(ObjectStore):
                     raise
                 self._segments_absent_until = time.monotonic() + SEGMENTS_RECHECK_S
                 return []
-            names += [item["name"] for item in page]
+            items += page
             if len(page) < self.page_size:
-                return names
+                return items
             marker = page[-1]["name"]
 
     def copy(self, src: str, dst: str, metadata: Mapping[str, str] | None = None) -> None:
@@ -401,7 +458,7 @@ class SwiftStore(ObjectStore):
             self.call("post_object", self.container, src, _meta_headers(metadata))
             return
         headers = self.call("head_object", self.container, src)
-        if headers.get("x-static-large-object", "").lower() == "true":
+        if _is_large(headers):
             self._copy_large(src, dst, headers, metadata)
             return
         self.call("copy_object", self.container, src, destination=f"/{self.container}/{dst}",
@@ -551,6 +608,11 @@ class SegmentedUpload(PartedUpload):
         except Exception:
             self._store.leftover(self._prefix)
             raise
+
+
+def _is_large(headers: Mapping[str, str]) -> bool:
+    """The object (HEAD's lowercased headers) is a Static Large Object's manifest."""
+    return headers.get("x-static-large-object", "").lower() == "true"
 
 
 def _meta_headers(metadata: Mapping[str, str] | None) -> dict[str, str]:
