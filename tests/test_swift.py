@@ -539,16 +539,18 @@ def test_segments_a_killed_process_left_are_swept(swift_cluster, tmp_path):  # n
     fs = _build(swift.provider(container, prefix="mine"), tmp_path)
     fs.pipe_file("live.bin", os.urandom(9 * MIB))  # a large file: its segments stay
     segments = container + "_segments"
-    for name in ("mine/live.bin/deadbeef/00000001", "mine/gone.bin/cafe/00000001",
-                 "mine/gone.bin/cafe/00000002", "theirs/x/feed/00000001"):
+    dead, gone = "de" * 16, "ca" * 16
+    for name in (f"mine/live.bin/{dead}/00000001", f"mine/gone.bin/{gone}/00000001",
+                 f"mine/gone.bin/{gone}/00000002", f"theirs/x/{'fe' * 16}/00000001",
+                 "mine/cli.bin/slo/1700000000.000000/9437184/1048576/00000000"):  # swift CLI's
         swift_cluster.request("PUT", f"{segments}/{name}", data=b"orphan").raise_for_status()
-    kept = {n for n in swift_cluster.names(segments) if "/deadbeef/" not in n
-            and "/cafe/" not in n}
+    kept = {n for n in swift_cluster.names(segments) if dead not in n and gone not in n}
     # the segments' times are not comparable with ours: sweep "everything so far"
     assert fs._store.sweep_stale_segments(time.time() + 365 * 86400) == 3
-    assert set(swift_cluster.names(segments)) == kept  # live.bin's and the other mount's
+    assert set(swift_cluster.names(segments)) == kept  # live.bin's, other mounts' and tools'
+    assert len(kept) == 4  # two of live.bin
     assert fs.cat_file("live.bin")[:1]
-    fresh = "mine/new.bin/beef/00000001"  # an upload of another process, just begun
+    fresh = f"mine/new.bin/{'be' * 16}/00000001"  # an upload of another process, just begun
     swift_cluster.request("PUT", f"{segments}/{fresh}", data=b"x").raise_for_status()
     assert fs._store.sweep_stale_segments(time.time() - 3600) == 0
     assert fresh in swift_cluster.names(segments)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import re
 import threading
 import time
 import uuid
@@ -78,6 +79,7 @@ STALE_UPLOAD_S = 24 * 3600
 SWEEP_EVERY_S = 3600
 SEGMENTS_RECHECK_S = 30.0  # a segments container seen absent is looked for again after this
 META = "x-object-meta-"
+_SEGMENT = re.compile(r"^(.+)/([0-9a-f]{32})/[0-9]{8}$", re.DOTALL)  # <key>/<upload>/<part>
 Auth = Callable[[], tuple[str, str]]  # () -> (storage URL, token)
 
 
@@ -365,12 +367,10 @@ class SwiftStore(ObjectStore):
         groups: dict[tuple[str, str], list[str]] = {}
         newest: dict[tuple[str, str], float] = {}
         for item in self._segment_items(self._prefix):
-            if item["name"].count("/") < 2:
-                continue  # not ours: ours are <key>/<upload id>/<part>
-            key, upload_id, _ = item["name"].rsplit("/", 2)
-            groups.setdefault((key, upload_id), []).append(item["name"])
-            newest[key, upload_id] = max(newest.get((key, upload_id), 0.0),
-                                         _listed(item).mtime)
+            owner = _segment_owner(item["name"])
+            if owner is not None:  # other tools' segments are left alone
+                groups.setdefault(owner, []).append(item["name"])
+                newest[owner] = max(newest.get(owner, 0.0), _listed(item).mtime)
         stale = [names for (key, upload_id), names in groups.items()
                  if newest[key, upload_id] < written_before and upload_id not in self._uploading
                  and upload_id not in self._manifest_uploads(key)]
@@ -390,7 +390,8 @@ class SwiftStore(ObjectStore):
             return set()
         _, body = self.call("get_object", self.container, key,
                             query_string="multipart-manifest=get")
-        return {s["name"].rsplit("/", 2)[1] for s in json.loads(body)}
+        owners = [_segment_owner(segment["name"].split("/", 2)[2]) for segment in json.loads(body)]
+        return {owner[1] for owner in owners if owner is not None}
 
     def drop_upload(self, prefix: str, tokens: Iterable[Any] = ()) -> None:
         """Delete an upload's segments: those of ``tokens`` and any listed below ``prefix``."""
@@ -425,10 +426,7 @@ class SwiftStore(ObjectStore):
 
     def drop_old_segments(self, key: str, keep: str | None = None) -> None:
         """Delete the segments of earlier versions of ``key`` (uploads not in flight)."""
-        owned = [name for name in self.segment_names(key + "/")
-                 if name.rsplit("/", 2)[0] == key and name.rsplit("/", 2)[1] != keep
-                 and name.rsplit("/", 2)[1] not in self._uploading]
-        self.delete_in(self.segments, owned)
+        self.delete_in(self.segments, self._segments_of({key}, key + "/", keep))
 
     def segment_names(self, prefix: str) -> list[str]:
         """Names in the segments container below ``prefix`` (none if it is absent)."""
@@ -496,11 +494,18 @@ class SwiftStore(ObjectStore):
         files = {key for key in keys if not key.endswith("/")}
         if not files:
             return
-        common = _common_prefix(files)
-        owned = [name for name in self.segment_names(common)
-                 if name.rsplit("/", 2)[0] in files
-                 and name.rsplit("/", 2)[1] not in self._uploading]
-        self.delete_in(self.segments, owned)
+        self.delete_in(self.segments, self._segments_of(files, _common_prefix(files)))
+
+    def _segments_of(self, keys: set[str], prefix: str, keep: str | None = None) -> list[str]:
+        """The segments below ``prefix`` of these files' uploads (but ``keep`` and
+        those in flight): one paged listing."""
+        found = []
+        for name in self.segment_names(prefix):
+            owner = _segment_owner(name)
+            if owner is not None and owner[0] in keys and owner[1] != keep \
+                    and owner[1] not in self._uploading:
+                found.append(name)
+        return found
 
     def delete_in(self, container: str, names: list[str]) -> None:
         """Delete these objects of ``container``; absent ones are fine."""
@@ -608,6 +613,12 @@ class SegmentedUpload(PartedUpload):
         except Exception:
             self._store.leftover(self._prefix)
             raise
+
+
+def _segment_owner(name: str) -> tuple[str, str] | None:
+    """(key, upload id) of one of our segments, None for other tools' names."""
+    match = _SEGMENT.match(name)
+    return (match[1], match[2]) if match else None
 
 
 def _is_large(headers: Mapping[str, str]) -> bool:
