@@ -554,3 +554,18 @@ def test_segments_a_killed_process_left_are_swept(swift_cluster, tmp_path):  # n
     swift_cluster.request("PUT", f"{segments}/{fresh}", data=b"x").raise_for_status()
     assert fs._store.sweep_stale_segments(time.time() - 3600) == 0
     assert fresh in swift_cluster.names(segments)
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"user": "a:b"}, "auth v1 needs both user and key"),
+    ({"user": "a:b", "key": "k", "username": "u"}, "give user and key"),
+    ({"username": "u", "password": "p"}, "Keystone v3 needs username, password and project"),
+    ({}, "give user and key"),
+    ({"user": "a:b", "key": "k", "auth_url": "ftp://x"}, "http"),
+    ({"user": "a:b", "key": "k", "container": "a/b"}, "container"),
+])
+def test_options_refuse_a_half_or_double_auth(spec, message):
+    module = providers.load("swift")
+    base = {"auth_url": "http://127.0.0.1:1/auth/v1.0", "container": "c"}
+    with pytest.raises(ValueError, match=message):
+        module.Options.model_validate({**base, **spec})
