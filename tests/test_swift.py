@@ -563,6 +563,7 @@ def test_segments_a_killed_process_left_are_swept(swift_cluster, tmp_path):  # n
     ({}, "give user and key"),
     ({"user": "a:b", "key": "k", "auth_url": "ftp://x"}, "http"),
     ({"user": "a:b", "key": "k", "container": "a/b"}, "container"),
+    ({"user": "a:b", "key": "k", "prefix": "../up"}, "'..'"),
 ])
 def test_options_refuse_a_half_or_double_auth(spec, message):
     module = providers.load("swift")
