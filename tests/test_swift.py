@@ -570,3 +570,21 @@ def test_options_refuse_a_half_or_double_auth(spec, message):
     base = {"auth_url": "http://127.0.0.1:1/auth/v1.0", "container": "c"}
     with pytest.raises(ValueError, match=message):
         module.Options.model_validate({**base, **spec})
+
+
+def test_mounts_on_adjacent_prefixes_never_touch_each_others_segments(swift_cluster,  # noqa: F811
+                                                                     tmp_path):
+    """Every mount of a container shares its segments container: names, listings,
+    deletes and sweeps stay below the mount's own prefix."""
+    container = swift_cluster.fresh_container()
+    acme = _build(swift.provider(container, prefix="acme"), tmp_path)
+    evil = _build(swift.provider(container, prefix="acme-evil"), tmp_path)
+    data = os.urandom(9 * MIB)
+    acme.pipe_file("big", data)
+    evil.pipe_file("big", os.urandom(9 * MIB))
+    evil.rm_file("big")
+    evil.pipe_file("big", b"small")  # an overwrite sweeps the old segments of its key
+    assert evil._store.sweep_stale_segments(time.time() + 365 * 86400) == 0
+    assert evil.ls("", detail=False) == ["big"]
+    assert acme.cat_file("big") == data
+    assert {n.split("/")[0] for n in swift_cluster.names(container + "_segments")} == {"acme"}
