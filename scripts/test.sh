@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 # postgresql: only for its initdb/pg_ctl. The tests use a server on 127.0.0.1:5432 if it
 # takes a trust login (CI), else start a throwaway one of their own (tests/support/postgres.py);
 # this script never starts or reconfigures the system cluster.
-MOSAIC_EXTRAS=test MOSAIC_EDITABLE=1 scripts/bootstrap.sh litmus davfs2 rclone cadaver postgresql
+# swift*, memcached: the single-node Swift the tests start under a temp dir (tests/support/swift.py).
+MOSAIC_EXTRAS=test MOSAIC_EDITABLE=1 scripts/bootstrap.sh litmus davfs2 rclone cadaver postgresql \
+  swift swift-proxy swift-object swift-container swift-account memcached
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"

@@ -14,6 +14,8 @@ REGISTRY: dict[str, tuple[str, str | None]] = {
     "memory": ("mosaic.providers.memory", None),
     "s3": ("mosaic.providers.s3", "s3"),
     "gcs": ("mosaic.providers.gcs", "gcs"),
+    "swift": ("mosaic.providers.swift", "swift"),
+    "rackspace": ("mosaic.providers.rackspace", "swift"),
 }
 
 

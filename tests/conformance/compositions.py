@@ -21,7 +21,7 @@ from mosaic.vfs.permissions import PermissionView
 from mosaic.vfs.storage import StorageRegistry
 from mosaic.vfs.tenantfs import TenantFileSystem
 from tests.conformance.targets import Target
-from tests.support import fakegcs, moto
+from tests.support import fakegcs, moto, swift
 
 #: the TenantFileSystem methods the suite calls, and which arguments are paths
 PATH_METHODS = {
@@ -111,10 +111,18 @@ def in_a_gcs_mount(tmp: Path) -> Target:
     return Target(Subtree(fs, "gcs"), providers.load("gcs").CAPABILITIES)  # type: ignore[arg-type]
 
 
+def in_a_swift_mount(tmp: Path) -> Target:
+    """A local tenant root with /swift on a fresh container of the test Swift."""
+    fs = _tenant_fs(tmp, _local(tmp, "root"), {"/swift": swift.provider(swift.fresh_container())})
+    return Target(Subtree(fs, "swift"),  # type: ignore[arg-type]
+                  providers.load("swift").CAPABILITIES, listed_mtimes=False)
+
+
 COMPOSITIONS: dict[str, Callable[[Path], Target]] = {
     "tenant-root-only": root_only,
     "tenant-in-a-mount": in_a_mount,
     "tenant-in-a-nested-mount": in_a_nested_mount,
     "tenant-in-an-s3-mount": in_an_s3_mount,
     "tenant-in-a-gcs-mount": in_a_gcs_mount,
+    "tenant-in-a-swift-mount": in_a_swift_mount,
 }

@@ -16,7 +16,7 @@ from fsspec import AbstractFileSystem
 
 from mosaic import providers
 from mosaic.providers.base import BuildContext, Capabilities
-from tests.support import fakegcs, moto
+from tests.support import fakegcs, moto, swift
 
 
 @dataclass
@@ -60,9 +60,27 @@ def gcs_target(tmp: Path) -> Target:
     return Target(module.build(options, _context(tmp)), module.CAPABILITIES)
 
 
+def swift_target(tmp: Path) -> Target:
+    """A fresh container of the test Swift (auth v1), rooted below a prefix."""
+    module = providers.load("swift")
+    spec = swift.provider(swift.fresh_container(), prefix="tenant/root")
+    options = module.Options.model_validate({k: v for k, v in spec.items() if k != "type"})
+    return Target(module.build(options, _context(tmp)), module.CAPABILITIES, listed_mtimes=False)
+
+
+def swift_keystone_target(tmp: Path) -> Target:
+    """The same through Keystone v3 auth (the fixture's identity endpoint)."""
+    module = providers.load("swift")
+    spec = swift.keystone_provider(swift.fresh_container(), prefix="tenant/root")
+    options = module.Options.model_validate({k: v for k, v in spec.items() if k != "type"})
+    return Target(module.build(options, _context(tmp)), module.CAPABILITIES, listed_mtimes=False)
+
+
 TARGETS: dict[str, Callable[[Path], Target]] = {
     "local": local_target,
     "memory": memory_target,
     "s3": s3_target,
     "gcs": gcs_target,
+    "swift": swift_target,
+    "swift-keystone": swift_keystone_target,
 }

@@ -1,0 +1,590 @@
+"""The swift and rackspace providers beyond the conformance suite.
+
+Each auth (v1 tempauth, Keystone v3 and Rackspace through the fixture's
+identity endpoint), refusals naming tenant and mount only, the store going
+down (503 for that mount only, recovery by itself), cut-off uploads leaving
+nothing behind, Static Large Objects beyond the store's single-object limit,
+and litmus through WebDAV on a Swift tenant root and a Swift mount.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import socket
+import tarfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from mosaic import providers
+from mosaic.providers.base import BuildContext
+from mosaic.providers.swift import POOL_IDLE, SwiftStore
+from mosaic.vfs.errors import MountUnavailableError
+from tests.support import moto, swift, tenants
+from tests.support.live import live_server
+from tests.support.swift import (  # noqa: F401 (identity, swift_cluster: fixtures)
+    MAX_FILE_SIZE,
+    Identity,
+    SwiftCluster,
+    identity,
+    swift_cluster,
+)
+from tests.test_litmus import SUITES, SUMMARY, run_litmus
+
+ALICE = ("alice@acme.example", "alice-secret")
+MIB = 1024 * 1024
+
+
+def _build(spec: dict[str, Any], tmp_path: Path, name: str = "swift") -> Any:
+    module = providers.load(spec.get("type", name))
+    options = module.Options.model_validate({k: v for k, v in spec.items() if k != "type"})
+    return module.build(options, BuildContext("acme", "/cloud", tmp_path))
+
+
+def _keystone(identity: Identity, container: str, **extra: Any) -> dict[str, Any]:  # noqa: F811
+    return {"type": "swift", "auth_url": identity.url + "/v3", "username": identity.username,
+            "password": identity.password, "project_name": identity.project,
+            "region": identity.region, "container": container, **extra}
+
+
+def _rackspace(identity: Identity, container: str, **extra: Any) -> dict[str, Any]:  # noqa: F811
+    return {"type": "rackspace", "identity_url": identity.url + "/v2.0",
+            "username": identity.username, "api_key": identity.api_key,
+            "region": identity.region, "container": container, **extra}
+
+
+def _round_trip(fs: Any) -> None:
+    fs.mkdir("d")
+    with fs.open("d/f.txt", "wb") as handle:
+        handle.write(b"hello swift")
+    assert fs.cat_file("d/f.txt") == b"hello swift"
+    assert [e["name"] for e in fs.ls("d")] == ["d/f.txt"]
+
+
+# -- auth ---------------------------------------------------------------------------------
+
+
+def test_auth_v1_keystone_v3_and_rackspace_reach_the_same_account(identity, tmp_path):  # noqa: F811
+    container = swift.fresh_container()
+    _round_trip(_build(swift.provider(container, prefix="v1"), tmp_path))
+    _round_trip(_build(_keystone(identity, container, prefix="v3"), tmp_path))
+    _round_trip(_build(_rackspace(identity, container, prefix="rax"), tmp_path))
+    assert identity.requests == ["/v3/auth/tokens", "/v2.0/tokens"]  # once per mount
+    assert {n.split("/")[0] for n in swift.cluster().names(container)} == {"v1", "v3", "rax"}
+
+
+@pytest.mark.parametrize("interface", ["public", "internal", "admin"])
+def test_keystone_picks_the_endpoint_of_the_region_and_interface(identity, tmp_path,  # noqa: F811
+                                                                 interface):
+    fs = _build(_keystone(identity, swift.fresh_container(), interface=interface), tmp_path)
+    _round_trip(fs)
+    other = _build(_keystone(identity, swift.fresh_container(), region="Nowhere"), tmp_path)
+    with pytest.raises(MountUnavailableError, match="unreachable"):
+        other.ls("")
+
+
+@pytest.mark.parametrize("kind", ["v1", "v3", "rackspace"])
+def test_wrong_credentials_name_tenant_and_mount_never_the_secret(identity, tmp_path,  # noqa: F811
+                                                                   kind):
+    container = swift.fresh_container()
+    spec = {"v1": {**swift.provider(container), "key": "wrong-secret-value"},
+            "v3": {**_keystone(identity, container), "password": "wrong-secret-value"},
+            "rackspace": {**_rackspace(identity, container), "api_key": "wrong-secret-value"},
+            }[kind]
+    with pytest.raises(MountUnavailableError, match="credentials") as caught:
+        _build(spec, tmp_path).ls("")
+    message = str(caught.value)
+    assert "acme" in message and "/cloud" in message
+    assert "wrong-secret-value" not in message and "127.0.0.1" not in message
+
+
+def test_missing_container_names_tenant_and_mount(tmp_path):
+    fs = _build(swift.provider("no-such-container-here"), tmp_path)
+    with pytest.raises(MountUnavailableError, match="container") as caught:
+        fs.ls("")
+    assert "acme" in str(caught.value) and "/cloud" in str(caught.value)
+
+
+def test_an_expired_token_is_renewed_once_for_the_whole_mount(tmp_path):
+    fs = _build(swift.provider(swift.fresh_container()), tmp_path)
+    fs.touch("f")
+    store = fs._store
+    store._auth = (store._auth[0], "AUTH_tk-expired")
+    while not store._idle.empty():  # connections made with the old token
+        store._idle.get_nowait().close()
+    store._idle.put(swift_connection(store))
+    assert fs.exists("f")
+    assert store._auth[1] != "AUTH_tk-expired"
+
+
+def swift_connection(store: Any) -> Any:
+    from mosaic.providers.swift import _Connection
+    return _Connection(store, *store._auth)
+
+
+def test_every_mount_has_its_own_connections_and_token(identity, tmp_path):  # noqa: F811
+    spec = _keystone(identity, swift.fresh_container())
+    first, second = _build(spec, tmp_path), _build(spec, tmp_path)
+    first.ls("")
+    second.ls("")
+    one, two = first._store, second._store
+    assert one._idle is not two._idle
+    assert {id(c) for c in one._idle.queue}.isdisjoint({id(c) for c in two._idle.queue})
+    assert all(c._store is one for c in one._idle.queue)
+    assert identity.requests == ["/v3/auth/tokens"] * 2  # each mount authenticated itself
+
+
+def test_connections_are_never_used_by_two_threads_at_once(tmp_path):
+    fs = _build(swift.provider(swift.fresh_container()), tmp_path)
+    fs.mkdir("d")
+    store, in_use, clashes = fs._store, set(), []
+    connection = store.connection
+
+    @contextmanager
+    def watched():
+        with connection() as conn:
+            if id(conn) in in_use:
+                clashes.append(conn)
+            in_use.add(id(conn))
+            try:
+                yield conn
+            finally:
+                in_use.discard(id(conn))
+
+    store.connection = watched
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: fs.pipe_file(f"d/f{i}", b"x" * i), range(40)))
+    assert clashes == [] and len(fs.ls("d")) == 40
+    assert store._idle.qsize() <= POOL_IDLE
+
+
+# -- large objects ------------------------------------------------------------------------
+
+
+def test_a_file_beyond_the_single_object_limit_is_a_static_large_object(swift_cluster,  # noqa: F811
+                                                                         tmp_path):
+    container = swift_cluster.fresh_container()
+    too_big = os.urandom(MAX_FILE_SIZE + 3 * MIB + 7)
+    refused = swift_cluster.request("PUT", f"{container}/direct", data=too_big)
+    assert refused.status_code == 413  # the store's own limit, without segments
+    fs = _build(swift.provider(container), tmp_path)
+    with fs.open("big.bin", "wb") as handle:
+        for start in range(0, len(too_big), MIB):
+            handle.write(too_big[start:start + MIB])
+    assert fs.cat_file("big.bin") == too_big
+    head = swift_cluster.request("HEAD", f"{container}/big.bin")
+    assert head.headers["X-Static-Large-Object"].lower() == "true"
+    assert fs.info("big.bin")["size"] == len(too_big)
+    assert '"' not in fs.info("big.bin")["etag"]  # SLO ETags come quoted
+    assert len(swift_cluster.names(container + "_segments")) == 3  # 8 MiB parts
+    with fs.open("big.bin", "rb") as handle:
+        handle.seek(MAX_FILE_SIZE - 5)
+        assert handle.read(10) == too_big[MAX_FILE_SIZE - 5:MAX_FILE_SIZE + 5]
+
+
+def test_overwriting_or_deleting_a_large_file_deletes_its_segments(swift_cluster,  # noqa: F811
+                                                                   tmp_path):
+    container = swift_cluster.fresh_container()
+    fs = _build(swift.provider(container, segments_container=f"{container}-parts"), tmp_path)
+    fs.pipe_file("big", os.urandom(20 * MIB))
+    first = swift_cluster.names(f"{container}-parts")
+    assert len(first) == 3
+    fs.pipe_file("big", os.urandom(17 * MIB))  # large again: new segments, old ones gone
+    second = swift_cluster.names(f"{container}-parts")
+    assert len(second) == 3 and not set(first) & set(second)
+    fs.pipe_file("big", b"small now")
+    assert swift_cluster.names(f"{container}-parts") == []
+    fs.pipe_file("big", os.urandom(20 * MIB))
+    fs.rm_file("big")
+    assert swift_cluster.names(f"{container}-parts") == []
+    assert swift_cluster.names(container) == []
+
+
+def test_copying_a_large_file_copies_its_content(swift_cluster, tmp_path):  # noqa: F811
+    """Swift's COPY of a manifest alone would share the segments (deleting one
+    file would break the other); of the content, it fails above the limit."""
+    container = swift_cluster.fresh_container()
+    fs = _build(swift.provider(container), tmp_path)
+    data = os.urandom(MAX_FILE_SIZE + MIB)
+    fs.mkdir("a")
+    fs.pipe_file("a/big", data)
+    fs.cp_file("a/big", "a/copy")
+    fs.mv("a", "b")  # a folder move copies both again
+    fs.rm_file("b/big")
+    assert fs.cat_file("b/copy") == data
+    assert fs.info("b/copy")["size"] == len(data)
+    assert all(n.startswith("b/copy/") for n in swift_cluster.names(container + "_segments"))
+    fs.set_mtime("b/copy", 1234567.0)  # a POST of the metadata: nothing is copied
+    assert fs.info("b/copy")["mtime"] == 1234567.0
+    assert fs.cat_file("b/copy") == data
+
+
+def test_deleting_a_folder_deletes_its_large_files_segments_only(swift_cluster,  # noqa: F811
+                                                                 tmp_path):
+    container = swift_cluster.fresh_container()
+    fs = _build(swift.provider(container), tmp_path)
+    fs.mkdir("gone")
+    fs.mkdir("gone-not")
+    fs.pipe_file("gone/big", os.urandom(9 * MIB))
+    fs.pipe_file("gone-not/big", os.urandom(9 * MIB))
+    fs.rm("gone", recursive=True)
+    assert {n.split("/")[0] for n in swift_cluster.names(container + "_segments")} == {
+        "gone-not"}
+
+
+def test_large_files_with_unusual_names_keep_and_lose_their_segments(swift_cluster,  # noqa: F811
+                                                                     tmp_path):
+    container = swift_cluster.fresh_container()
+    fs = _build(swift.provider(container, prefix="Überall 100%"), tmp_path)
+    fs.mkdir("dir #1")
+    name = "dir #1/b\u00e4r ?&+;=@ x.bin"
+    data = os.urandom(9 * MIB)
+    fs.pipe_file(name, data)
+    assert fs.cat_file(name) == data
+    fs.cp_file(name, "dir #1/copy")
+    fs.rm("dir #1", recursive=True)
+    assert swift_cluster.names(container + "_segments") == []
+    assert swift_cluster.names(container) == []
+
+
+def test_without_bulk_delete_objects_are_deleted_one_by_one(tmp_path):
+    fs = _build(swift.provider(swift.fresh_container()), tmp_path)
+    fs._store._bulk_limit = 0  # as on a cluster whose /info offers no bulk delete
+    fs.mkdir("d")
+    for i in range(12):
+        fs.touch(f"d/f{i}")
+    fs.rm("d", recursive=True)
+    assert not fs.exists("d")
+
+
+def test_listings_page_by_marker(tmp_path):
+    fs = _build(swift.provider(swift.fresh_container()), tmp_path)
+    fs.mkdir("sub")
+    for name in "abcdefg":
+        fs.touch(name)
+    fs._store.page_size = 3
+    assert sorted(fs.ls("", detail=False)) == [*"abcdefg", "sub"]
+
+
+def test_outage_between_listing_pages_then_recovery(swift_cluster, tmp_path):  # noqa: F811
+    fs = _build(swift.provider(swift_cluster.fresh_container(), listing_cache_seconds=0),
+                tmp_path)
+    for name in "abcdef":
+        fs.touch(name)
+    store = fs._store
+    store.page_size = 2  # three pages and a last empty one
+    calls: list[str] = []
+    call = store.call
+
+    def stop_after_first_page(method: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(method)
+        if method == "get_container" and calls.count("get_container") == 2:
+            swift_cluster.stop_proxy()
+        return call(method, *args, **kwargs)
+
+    store.call = stop_after_first_page
+    try:
+        with pytest.raises(MountUnavailableError, match="unreachable"):
+            fs.ls("")
+    finally:
+        swift_cluster.start_proxy()
+    assert sorted(fs.ls("", detail=False)) == list("abcdef")
+    assert calls.count("get_container") >= 5  # the pages again after the restart
+
+
+def test_secrets_come_from_files_and_the_environment(identity, tmp_path,  # noqa: F811
+                                                     monkeypatch):
+    from mosaic.config.loader import load_config
+    (tmp_path / "password").write_text(identity.password + "\n")
+    monkeypatch.setenv("MOSAIC_TEST_RAX_KEY", identity.api_key)
+    keystone = _keystone(identity, swift.fresh_container())
+    del keystone["password"]
+    rackspace = {**_rackspace(identity, swift.fresh_container()),
+                 "api_key": "${MOSAIC_TEST_RAX_KEY}"}
+    config_file = tmp_path / "mosaic.yaml"
+    config_file.write_text(yaml.safe_dump({"tenants": {"acme": {
+        "root": {"type": "memory"},
+        "mounts": {"/ks": {"provider": {**keystone,
+                                        "password_file": str(tmp_path / "password")}},
+                   "/rax": {"provider": rackspace}}}}}))
+    mounts = load_config(config_file).tenants["acme"].mounts
+    for path in ("/ks", "/rax"):
+        assert identity.password not in repr(mounts[path].provider)
+        assert identity.api_key not in repr(mounts[path].provider)
+        options = mounts[path].provider.options()
+        module = providers.load(mounts[path].provider.type)
+        _round_trip(module.build(options, BuildContext("acme", path, tmp_path)))
+
+
+def test_rackspace_internal_interface_uses_the_servicenet_url(identity, tmp_path):  # noqa: F811
+    fs = _build(_rackspace(identity, swift.fresh_container(), interface="internal"), tmp_path)
+    _round_trip(fs)
+    with pytest.raises(MountUnavailableError, match="unreachable"):
+        _build(_rackspace(identity, swift.fresh_container(), region="ORD"), tmp_path).ls("")
+
+
+# -- outages and cut-off uploads through WebDAV -------------------------------------------
+
+
+@pytest.fixture
+def cloud_server(swift_cluster: SwiftCluster, tmp_path: Path):  # noqa: F811
+    """acme with /cloud on a Swift container (the fixture may stop the proxy)."""
+    container = swift_cluster.fresh_container()
+    data = tenants.two_tenants(tmp_path)
+    data["tenants"]["acme"]["mounts"]["/cloud"] = {
+        "provider": swift.provider(container, listing_cache_seconds=0)}
+    with live_server(tenants.build(data)) as live:
+        yield live, swift_cluster, container
+
+
+def _propfind(session: requests.Session, url: str) -> int:
+    return session.request("PROPFIND", url, headers={"Depth": "1"}, timeout=60).status_code
+
+
+def test_store_down_is_503_for_that_mount_only_and_recovers(cloud_server):
+    live, cluster, _container = cloud_server
+    alice = live.session(*ALICE)
+    assert alice.put(live.url + "/cloud/kept.txt", data=b"kept").status_code == 201
+    cluster.stop_proxy()
+    try:
+        assert _propfind(alice, live.url + "/cloud/") == 503
+        assert alice.get(live.url + "/cloud/kept.txt").status_code == 503
+        assert _propfind(alice, live.url + "/") == 207  # the rest of the tenant is served
+        assert alice.put(live.url + "/local.txt", data=b"x").status_code == 201
+    finally:
+        cluster.start_proxy()
+    assert _propfind(alice, live.url + "/cloud/") == 207  # no restart, no reload
+    assert alice.get(live.url + "/cloud/kept.txt").content == b"kept"
+
+
+def test_put_cut_off_by_the_client_leaves_the_previous_version_and_no_segments(cloud_server,
+                                                                               monkeypatch):
+    live, cluster, container = cloud_server
+    alice = live.session(*ALICE)
+    assert alice.put(live.url + "/cloud/f.bin", data=b"previous").status_code == 201
+    dropped: list[int] = []
+    drop = SwiftStore.drop_upload
+
+    def counting(self, prefix, tokens=()):
+        tokens = list(tokens)
+        drop(self, prefix, tokens)
+        dropped.append(len(tokens))
+
+    monkeypatch.setattr(SwiftStore, "drop_upload", counting)
+    auth = base64.b64encode(":".join(ALICE).encode()).decode()
+    with socket.create_connection(("127.0.0.1", live.port)) as raw:
+        raw.sendall(f"PUT /cloud/f.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    f"Authorization: Basic {auth}\r\nContent-Length: {40 * MIB}\r\n\r\n".encode())
+        raw.sendall(os.urandom(25 * MIB))  # three parts sent, then the client is gone
+    _eventually(lambda: dropped)  # the server saw the cut and aborted the upload
+    assert dropped == [3]
+    assert cluster.names(container + "_segments") == []
+    assert alice.get(live.url + "/cloud/f.bin").content == b"previous"
+    assert cluster.names(container) == ["f.bin"]
+
+
+def test_put_cut_off_by_the_outage_leaves_nothing_once_the_store_is_back(cloud_server):
+    live, cluster, container = cloud_server
+    alice = live.session(*ALICE)
+    assert alice.put(live.url + "/cloud/f.bin", data=b"previous").status_code == 201
+
+    segments = container + "_segments"
+
+    def body():
+        yield os.urandom(18 * MIB)
+        _eventually(lambda: len(cluster.names(segments)) == 2)  # two segments stored
+        cluster.stop_proxy()
+        yield os.urandom(10 * MIB)
+
+    try:
+        status = alice.put(live.url + "/cloud/f.bin", data=body()).status_code
+    finally:
+        cluster.start_proxy()
+    assert status == 503
+    assert alice.get(live.url + "/cloud/f.bin").content == b"previous"
+    assert len(cluster.names(segments)) == 2  # the abort could not delete them
+    # the segments it left are deleted by the mount's next upload
+    assert alice.put(live.url + "/cloud/other.bin", data=b"x").status_code == 201
+    assert cluster.names(segments) == []
+    assert sorted(cluster.names(container)) == ["f.bin", "other.bin"]
+
+
+def _eventually(check: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not within the time"
+        time.sleep(0.1)
+
+
+def test_move_between_a_swift_mount_and_an_s3_mount(swift_cluster, tmp_path):  # noqa: F811
+    data = tenants.two_tenants(tmp_path)
+    mounts = data["tenants"]["acme"]["mounts"]
+    mounts["/swift"] = {"provider": swift.provider(swift_cluster.fresh_container())}
+    mounts["/s3"] = {"provider": moto.provider(moto.fresh_bucket())}
+    payload = os.urandom(11 * MIB)
+    with live_server(tenants.build(data)) as live:
+        alice = live.session(*ALICE)
+        assert alice.put(live.url + "/swift/f.bin", data=payload).status_code == 201
+        assert alice.request("MKCOL", live.url + "/swift/dir").status_code == 201
+        assert alice.put(live.url + "/swift/dir/x", data=b"x").status_code == 201
+        for src, dst in (("/swift/f.bin", "/s3/f.bin"), ("/s3/f.bin", "/swift/back.bin"),
+                         ("/swift/dir", "/s3/dir")):
+            moved = alice.request("MOVE", live.url + src,
+                                  headers={"Destination": live.url + dst})
+            assert moved.status_code == 201, (src, moved.status_code)
+            assert alice.get(live.url + src).status_code == 404
+        assert alice.get(live.url + "/swift/back.bin").content == payload
+        assert alice.get(live.url + "/s3/dir/x").content == b"x"
+
+
+# -- litmus -------------------------------------------------------------------------------
+
+
+@pytest.mark.litmus
+@pytest.mark.parametrize("where", ["root", "mount"])
+def test_litmus_on_a_swift_root_and_a_swift_mount(swift_cluster, tmp_path, where):  # noqa: F811
+    data = tenants.two_tenants(tmp_path)
+    acme = data["tenants"]["acme"]
+    spec = swift.provider(swift_cluster.fresh_container(), prefix="litmus")
+    if where == "root":
+        acme["root"], acme["mounts"] = spec, {}
+    else:
+        acme["mounts"]["/cloud"] = {"provider": spec}
+    folder = "/" if where == "root" else "/cloud/"
+    with live_server(tenants.build(data)) as live:
+        output = run_litmus(live.url + folder, *ALICE, str(tmp_path))
+    summaries = {m.group(1): m.groups()[1:] for m in SUMMARY.finditer(output)}
+    assert set(summaries) == set(SUITES), output
+    for suite, (run, passed, failed) in summaries.items():
+        assert failed == "0" and run == passed, f"{suite}: {output}"
+    assert "WARNING" not in output, output
+
+
+# -- what a file browser sees -------------------------------------------------------------
+
+
+def test_windows_set_modification_time_survives_in_metadata(cloud_server):
+    live, cluster, container = cloud_server
+    alice = live.session(*ALICE)
+    payload = os.urandom(MAX_FILE_SIZE + MIB)  # a large object: a POST keeps its segments
+    for name, data in (("dated.txt", b"d"), ("dated.bin", payload)):
+        assert alice.put(f"{live.url}/cloud/{name}", data=data).status_code == 201
+        body = ('<?xml version="1.0" encoding="utf-8"?><D:propertyupdate xmlns:D="DAV:" '
+                'xmlns:Z="urn:schemas-microsoft-com:"><D:set><D:prop><Z:Win32LastModifiedTime>'
+                'Wed, 01 Jan 2020 10:00:00 GMT</Z:Win32LastModifiedTime></D:prop></D:set>'
+                '</D:propertyupdate>')
+        answer = alice.request("PROPPATCH", f"{live.url}/cloud/{name}", data=body,
+                               headers={"Content-Type": "text/xml",
+                                        "User-Agent": "Microsoft-WebDAV-MiniRedir/10.0.19045"})
+        assert answer.status_code == 207 and "200 OK" in answer.text
+        head = cluster.request("HEAD", f"{container}/{name}")
+        assert float(head.headers["X-Object-Meta-Mosaic-Mtime"]) == 1577872800.0
+        assert alice.get(f"{live.url}/cloud/{name}").content == data  # content untouched
+        found = alice.request("PROPFIND", f"{live.url}/cloud/{name}", headers={"Depth": "0"},
+                              data='<D:propfind xmlns:D="DAV:"><D:prop><D:getlastmodified/>'
+                                   '</D:prop></D:propfind>')
+        assert "Wed, 01 Jan 2020 10:00:00 GMT" in found.text
+
+
+def test_a_big_folder_is_listed_from_paged_listings_only(swift_cluster, tmp_path,  # noqa: F811
+                                                        monkeypatch):
+    """400 objects in pages of 100 (10,000 take minutes to create on a loaded
+    2-core machine: Swift writes each object through four Python servers)."""
+    container = swift_cluster.fresh_container()
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:  # one request: bulk extract-archive
+        for index in range(400):
+            entry = tarfile.TarInfo(f"big/Quarterly report {index:05}.xlsx")
+            entry.size = 1
+            tar.addfile(entry, io.BytesIO(b"x"))
+    created = swift_cluster.request("PUT", container, params={"extract-archive": "tar"},
+                                    data=archive.getvalue(), headers={"Accept": "application/json"},
+                                    timeout=300)
+    assert created.json()["Number Files Created"] == 400
+    calls: Counter[str] = Counter()
+    call = SwiftStore.call
+
+    def counting(self, method, *args, **kwargs):
+        calls[method] += 1
+        return call(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(SwiftStore, "call", counting)
+    monkeypatch.setattr(SwiftStore, "page_size", 100)
+    data = tenants.two_tenants(tmp_path)
+    data["tenants"]["acme"]["mounts"]["/cloud"] = {
+        "provider": swift.provider(container, listing_cache_seconds=0)}
+    with live_server(tenants.build(data)) as live:
+        reply = live.session(*ALICE).request("PROPFIND", live.url + "/cloud/big/",
+                                             headers={"Depth": "1"}, timeout=300)
+    assert reply.status_code == 207
+    hrefs = re.findall(r"<D:href>([^<]*)</D:href>", reply.text)
+    assert len(hrefs) == 401 == len(set(hrefs))
+    # four full pages, an empty last one, and probes finding the folder (no marker)
+    assert calls["get_container"] <= 7, calls
+    assert calls["head_object"] <= 3 and "get_object" not in calls, calls
+
+
+def test_segments_a_killed_process_left_are_swept(swift_cluster, tmp_path):  # noqa: F811
+    container = swift_cluster.fresh_container()
+    fs = _build(swift.provider(container, prefix="mine"), tmp_path)
+    fs.pipe_file("live.bin", os.urandom(9 * MIB))  # a large file: its segments stay
+    segments = container + "_segments"
+    dead, gone = "de" * 16, "ca" * 16
+    for name in (f"mine/live.bin/{dead}/00000001", f"mine/gone.bin/{gone}/00000001",
+                 f"mine/gone.bin/{gone}/00000002", f"theirs/x/{'fe' * 16}/00000001",
+                 "mine/cli.bin/slo/1700000000.000000/9437184/1048576/00000000"):  # swift CLI's
+        swift_cluster.request("PUT", f"{segments}/{name}", data=b"orphan").raise_for_status()
+    kept = {n for n in swift_cluster.names(segments) if dead not in n and gone not in n}
+    # the segments' times are not comparable with ours: sweep "everything so far"
+    assert fs._store.sweep_stale_segments(time.time() + 365 * 86400) == 3
+    assert set(swift_cluster.names(segments)) == kept  # live.bin's, other mounts' and tools'
+    assert len(kept) == 4  # two of live.bin
+    assert fs.cat_file("live.bin")[:1]
+    fresh = f"mine/new.bin/{'be' * 16}/00000001"  # an upload of another process, just begun
+    swift_cluster.request("PUT", f"{segments}/{fresh}", data=b"x").raise_for_status()
+    assert fs._store.sweep_stale_segments(time.time() - 3600) == 0
+    assert fresh in swift_cluster.names(segments)
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"user": "a:b"}, "auth v1 needs both user and key"),
+    ({"user": "a:b", "key": "k", "username": "u"}, "give user and key"),
+    ({"username": "u", "password": "p"}, "Keystone v3 needs username, password and project"),
+    ({}, "give user and key"),
+    ({"user": "a:b", "key": "k", "auth_url": "ftp://x"}, "http"),
+    ({"user": "a:b", "key": "k", "container": "a/b"}, "container"),
+    ({"user": "a:b", "key": "k", "prefix": "../up"}, "'..'"),
+])
+def test_options_refuse_a_half_or_double_auth(spec, message):
+    module = providers.load("swift")
+    base = {"auth_url": "http://127.0.0.1:1/auth/v1.0", "container": "c"}
+    with pytest.raises(ValueError, match=message):
+        module.Options.model_validate({**base, **spec})
+
+
+def test_mounts_on_adjacent_prefixes_never_touch_each_others_segments(swift_cluster,  # noqa: F811
+                                                                     tmp_path):
+    """Every mount of a container shares its segments container: names, listings,
+    deletes and sweeps stay below the mount's own prefix."""
+    container = swift_cluster.fresh_container()
+    acme = _build(swift.provider(container, prefix="acme"), tmp_path)
+    evil = _build(swift.provider(container, prefix="acme-evil"), tmp_path)
+    data = os.urandom(9 * MIB)
+    acme.pipe_file("big", data)
+    evil.pipe_file("big", os.urandom(9 * MIB))
+    evil.rm_file("big")
+    evil.pipe_file("big", b"small")  # an overwrite sweeps the old segments of its key
+    assert evil._store.sweep_stale_segments(time.time() + 365 * 86400) == 0
+    assert evil.ls("", detail=False) == ["big"]
+    assert acme.cat_file("big") == data
+    assert {n.split("/")[0] for n in swift_cluster.names(container + "_segments")} == {"acme"}
