@@ -67,8 +67,6 @@ from mosaic.providers.objectstore import (
     StoredObject,
 )
 from mosaic.providers.transfers import PartedUpload
-from mosaic.vfs import paths
-from mosaic.vfs.errors import InvalidPathError
 
 __all__ = ["CAPABILITIES", "Options", "build"]
 
@@ -93,16 +91,6 @@ class SwiftOptions(ObjectStoreOptions):
         None, pattern=r"^[^/]{1,256}$",
         description="Container of large files' segments; default <container>_segments")
     timeout_s: float = Field(60.0, gt=0, description="Seconds a request may take")
-
-    @field_validator("prefix")
-    @classmethod
-    def _prefix(cls, value: str) -> str:
-        """Overrides ObjectStoreOptions': its InvalidPathError is no ValueError, so
-        pydantic let it escape as a crash instead of a config error (file:line)."""
-        try:
-            return paths.normalize(value)
-        except InvalidPathError as exc:
-            raise ValueError(str(exc)) from None
 
     @property
     def segments(self) -> str:
