@@ -16,6 +16,7 @@ REGISTRY: dict[str, tuple[str, str | None]] = {
     "gcs": ("mosaic.providers.gcs", "gcs"),
     "swift": ("mosaic.providers.swift", "swift"),
     "rackspace": ("mosaic.providers.rackspace", "swift"),
+    "azure_blob": ("mosaic.providers.azure_blob", "azure"),
 }
 
 

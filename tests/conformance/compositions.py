@@ -21,7 +21,7 @@ from mosaic.vfs.permissions import PermissionView
 from mosaic.vfs.storage import StorageRegistry
 from mosaic.vfs.tenantfs import TenantFileSystem
 from tests.conformance.targets import Target
-from tests.support import fakegcs, moto, swift
+from tests.support import azurite, fakegcs, moto, swift
 
 #: the TenantFileSystem methods the suite calls, and which arguments are paths
 PATH_METHODS = {
@@ -118,6 +118,14 @@ def in_a_swift_mount(tmp: Path) -> Target:
                   providers.load("swift").CAPABILITIES, listed_mtimes=False)
 
 
+def in_an_azure_mount(tmp: Path) -> Target:
+    """A local tenant root with /azure on a fresh container of the test Azurite."""
+    fs = _tenant_fs(tmp, _local(tmp, "root"),
+                    {"/azure": azurite.provider(azurite.fresh_container())})
+    return Target(Subtree(fs, "azure"),  # type: ignore[arg-type]
+                  providers.load("azure_blob").CAPABILITIES, listed_mtimes=False)
+
+
 COMPOSITIONS: dict[str, Callable[[Path], Target]] = {
     "tenant-root-only": root_only,
     "tenant-in-a-mount": in_a_mount,
@@ -125,4 +133,5 @@ COMPOSITIONS: dict[str, Callable[[Path], Target]] = {
     "tenant-in-an-s3-mount": in_an_s3_mount,
     "tenant-in-a-gcs-mount": in_a_gcs_mount,
     "tenant-in-a-swift-mount": in_a_swift_mount,
+    "tenant-in-an-azure-mount": in_an_azure_mount,
 }

@@ -16,7 +16,7 @@ from fsspec import AbstractFileSystem
 
 from mosaic import providers
 from mosaic.providers.base import BuildContext, Capabilities
-from tests.support import fakegcs, moto, swift
+from tests.support import azurite, fakegcs, moto, swift
 
 
 @dataclass
@@ -76,6 +76,16 @@ def swift_keystone_target(tmp: Path) -> Target:
     return Target(module.build(options, _context(tmp)), module.CAPABILITIES, listed_mtimes=False)
 
 
+def azure_target(tmp: Path) -> Target:
+    """A fresh container of the test Azurite, rooted below a prefix."""
+    module = providers.load("azure_blob")
+    spec = azurite.provider(azurite.fresh_container(), prefix="tenant/root")
+    options = module.Options.model_validate({k: v for k, v in spec.items() if k != "type"})
+    # listings carry metadata (a file's set mtime is listed, tests/test_azure.py), but a
+    # sub-folder in a delimiter listing has no time, as on S3
+    return Target(module.build(options, _context(tmp)), module.CAPABILITIES, listed_mtimes=False)
+
+
 TARGETS: dict[str, Callable[[Path], Target]] = {
     "local": local_target,
     "memory": memory_target,
@@ -83,4 +93,5 @@ TARGETS: dict[str, Callable[[Path], Target]] = {
     "gcs": gcs_target,
     "swift": swift_target,
     "swift-keystone": swift_keystone_target,
+    "azure": azure_target,
 }

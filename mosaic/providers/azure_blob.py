@@ -1,0 +1,332 @@
+"""``azure_blob``: Azure Blob Storage (and Azurite, sovereign clouds, Azure Stack).
+
+A container, optionally below a name prefix, served as a folder tree by
+:mod:`mosaic.providers.objectstore`; this module supplies the Blob primitives
+on top of azure-storage-blob's synchronous :class:`ContainerClient`. The
+design card names adlfs (fsspec) as the backend; the primitives here are a
+handful of single REST calls (one listing page, one ranged GET, one staged
+block), and adlfs would only wrap the same SDK in an asyncio loop and a
+second layer of caching and path rules that the object-store layer already
+owns, so the SDK is called directly.
+
+Each mount builds its own client, with its own HTTP session and connection
+pool and its own credential object: nothing is shared between tenants.
+Exactly one way to authenticate is given: ``account_key``, ``sas_token``,
+``connection_string``, or a service principal (``tenant_id``, ``client_id``,
+``client_secret``, through azure-identity). ``account_url`` points at another
+endpoint (Azurite, a sovereign cloud); secrets may be inline, ``${ENV}`` or
+``<key>_file``.
+
+Uploads are block blobs: each part is a staged block (several in flight) and
+the blob is published by one ``Put Block List``. An aborted upload commits
+nothing, so the previous blob stays intact; Azure has no call that drops
+uncommitted blocks, it garbage-collects them after 7 days. Two uploads of the
+same blob at once cannot both be large: committing one drops the other's
+staged blocks, whose commit then fails. Small files are one ``Put Blob``.
+Reads are ranged GETs, conditional on the ETag the read started with.
+
+Azure metadata names must be C# identifiers, so ``mosaic-mtime`` is stored as
+``mosaic_mtime`` and mapped back; listings carry metadata, so they show the
+modification time a client set.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import requests
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError
+from azure.core.pipeline.transport import RequestsTransport
+from azure.storage.blob import BlobBlock, BlobPrefix, BlobProperties, ContainerClient
+from pydantic import Field, SecretStr, model_validator
+
+from mosaic.providers.base import BuildContext
+from mosaic.providers.objectstore import (
+    CAPABILITIES,
+    MTIME_KEY,
+    Fault,
+    Listing,
+    ObjectStore,
+    ObjectStoreFileSystem,
+    ObjectStoreOptions,
+    StoredObject,
+)
+from mosaic.providers.transfers import PartedUpload
+
+__all__ = ["CAPABILITIES", "Options", "build"]
+
+PAGE_SIZE = 5000  # List Blobs' maximum
+_DELETE_BATCH = 256  # Blob Batch's limit
+_COPY_POLL_S = 0.05
+#: metadata names Azure refuses (not C# identifiers) -> the names stored
+_STORED_NAMES = {MTIME_KEY: MTIME_KEY.replace("-", "_")}
+_OUR_NAMES = {stored: ours for ours, stored in _STORED_NAMES.items()}
+
+
+class Options(ObjectStoreOptions):
+    container: str = Field(min_length=3, max_length=63, pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$",
+                           description="Container name")
+    account: str | None = Field(None, pattern=r"^[a-z0-9]{3,24}$",
+                                description="Storage account name (not with connection_string)")
+    account_url: str | None = Field(
+        None, pattern=r"^https?://",
+        description="Blob endpoint, default https://<account>.blob.core.windows.net "
+                    "(Azurite: http://127.0.0.1:10000/devstoreaccount1)")
+    account_key: SecretStr | None = Field(None, description="Shared key of the account")
+    sas_token: SecretStr | None = Field(None, description="Shared access signature (query)")
+    connection_string: SecretStr | None = Field(
+        None, description="Connection string (carries account, endpoint and key or SAS)")
+    tenant_id: str | None = Field(None, description="Service principal: Entra ID tenant")
+    client_id: str | None = Field(None, description="Service principal: application id")
+    client_secret: SecretStr | None = Field(None, description="Service principal: secret")
+    authority_host: str | None = Field(
+        None, description="Entra ID authority of a sovereign cloud, e.g. "
+                          "login.microsoftonline.us")
+
+    @model_validator(mode="after")
+    def _one_auth_method(self) -> Options:
+        principal = (self.tenant_id, self.client_id, self.client_secret)
+        if any(principal) and not all(principal):
+            raise ValueError("a service principal needs tenant_id, client_id and client_secret")
+        given = [name for name, value in (
+            ("account_key", self.account_key), ("sas_token", self.sas_token),
+            ("connection_string", self.connection_string),
+            ("service principal", self.client_secret)) if value is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of account_key, sas_token, connection_string "
+                             f"or a service principal (given: {', '.join(given) or 'none'})")
+        if self.connection_string is not None:
+            if self.account or self.account_url:
+                raise ValueError("a connection_string carries the account and endpoint: "
+                                 "drop account and account_url")
+        elif not self.account:
+            raise ValueError("account is required (unless a connection_string is given)")
+        return self
+
+    def endpoint(self) -> str:
+        return (self.account_url or f"https://{self.account}.blob.core.windows.net").rstrip("/")
+
+
+def build(options: Options, context: BuildContext) -> ObjectStoreFileSystem:
+    return ObjectStoreFileSystem(BlobStore(options), options, context)
+
+
+def _credential(options: Options) -> Any:
+    if options.account_key is not None:
+        return {"account_name": options.account,
+                "account_key": options.account_key.get_secret_value()}
+    if options.sas_token is not None:
+        return options.sas_token.get_secret_value().lstrip("?")
+    from azure.identity import ClientSecretCredential  # only service principals need it
+
+    extra = {"authority": options.authority_host} if options.authority_host else {}
+    return ClientSecretCredential(options.tenant_id, options.client_id,  # type: ignore[arg-type]
+                                  options.client_secret.get_secret_value(),  # type: ignore[union-attr]
+                                  **extra)
+
+
+def _client(options: Options) -> ContainerClient:
+    """This mount's own client: its own session, pool and credential."""
+    session = requests.Session()
+    pool = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32)
+    session.mount("http://", pool)
+    session.mount("https://", pool)
+    transport = RequestsTransport(session=session, session_owner=True, connection_timeout=5,
+                                  read_timeout=60)
+    # Few, quick retries: a store that is down must answer 503 within seconds.
+    settings: dict[str, Any] = {"transport": transport, "retry_total": 2,
+                                "retry_backoff_factor": 0.2, "retry_backoff_max": 2}
+    if options.connection_string is not None:
+        return ContainerClient.from_connection_string(
+            options.connection_string.get_secret_value(), options.container, **settings)
+    return ContainerClient(options.endpoint(), options.container,
+                           credential=_credential(options), **settings)
+
+
+#: Azure error codes (and client-side failures by class name) -> what they mean
+ERRORS: dict[str, Fault] = {
+    **dict.fromkeys(["BlobNotFound", "ResourceNotFound", "ResourceNotFoundError",
+                     "CannotVerifyCopySource"], Fault.MISSING),
+    **dict.fromkeys(["BlobAlreadyExists", "ResourceAlreadyExists", "ResourceExistsError"],
+                    Fault.EXISTS),
+    **dict.fromkeys(["AuthorizationPermissionMismatch", "AuthorizationResourceTypeMismatch",
+                     "AuthorizationServiceMismatch", "InsufficientAccountPermissions",
+                     "LeaseIdMissing", "LeaseNotPresentWithBlobOperation",
+                     "BlobImmutableDueToPolicy"], Fault.DENIED),
+    **dict.fromkeys(["InvalidResourceName", "InvalidUri", "OutOfRangeInput"], Fault.INVALID),
+    **dict.fromkeys(["ContainerNotFound", "ContainerBeingDeleted", "ContainerDisabled"],
+                    Fault.NO_BUCKET),
+    **dict.fromkeys(["AuthenticationFailed", "AuthorizationFailure",
+                     "NoAuthenticationInformation", "InvalidAuthenticationInfo",
+                     "AccountIsDisabled", "ClientAuthenticationError",
+                     "CredentialUnavailableError"], Fault.CREDENTIALS),
+    **dict.fromkeys(["500", "502", "503", "504", "InternalError", "ServerBusy",
+                     "OperationTimedOut", "ServiceUnavailable", "ServiceRequestError",
+                     "ServiceResponseError", "IncompleteReadError", "ConnectionError",
+                     "ConnectionRefusedError", "ConnectionResetError", "TimeoutError"],
+                    Fault.UNREACHABLE),
+}
+
+
+def _to_azure(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    return {_STORED_NAMES.get(name, name): value for name, value in (metadata or {}).items()}
+
+
+def _from_azure(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    return {_OUR_NAMES.get(name, name): value for name, value in (metadata or {}).items()}
+
+
+def _stored(blob: BlobProperties) -> StoredObject:
+    metadata = _from_azure(blob.metadata) if blob.metadata is not None else None
+    return StoredObject(blob.name, blob.size, blob.last_modified.timestamp(), blob.etag or "",
+                        metadata)
+
+
+class BlobStore(ObjectStore):
+    """One container through this mount's own :class:`ContainerClient`."""
+
+    ERRORS = ERRORS
+
+    def __init__(self, options: Options) -> None:
+        super().__init__(options)
+        self.client = _client(options)
+        self.page_size = PAGE_SIZE  # tests make it small
+
+    def error_code(self, exc: BaseException) -> str | None:
+        seen: BaseException | None = exc
+        while seen is not None:
+            code = getattr(seen, "error_code", None)
+            if code:
+                return str(getattr(code, "value", code))
+            status = getattr(seen, "status_code", None)
+            if isinstance(seen, HttpResponseError) and status and status >= 500:
+                return str(status)
+            for kind in type(seen).__mro__:  # subclasses: e.g. ServiceRequestTimeoutError
+                if kind.__name__ in ERRORS:
+                    return kind.__name__
+            seen = seen.__cause__ or seen.__context__
+        return None
+
+    def _is_missing(self, exc: BaseException) -> bool:
+        return ERRORS.get(self.error_code(exc) or "") is Fault.MISSING
+
+    # -- reading --------------------------------------------------------------------
+
+    def list(self, prefix: str, recursive: bool = False, limit: int | None = None) -> Listing:
+        args: dict[str, Any] = {"name_starts_with": prefix, "include": ["metadata"],
+                                "results_per_page": limit or self.page_size}
+        pages = (self.client.list_blobs(**args) if recursive
+                 else self.client.walk_blobs(delimiter="/", **args)).by_page()
+        listing = Listing()
+        for page in pages:
+            for item in page:
+                if isinstance(item, BlobPrefix):
+                    listing.prefixes.append(item.name)
+                else:
+                    listing.objects.append(_stored(item))
+            if limit is not None:
+                return listing
+        return listing
+
+    def head(self, key: str) -> StoredObject | None:
+        try:
+            found = self.client.get_blob_client(key).get_blob_properties()
+        except Exception as exc:
+            if self._is_missing(exc):
+                return None
+            raise
+        return _stored(found)
+
+    def read_range(self, obj: StoredObject, start: int, end: int) -> bytes:
+        if end <= start:
+            return b""
+        # If-Match: a blob replaced while it is read fails the read instead of mixing versions
+        stream = self.client.get_blob_client(obj.key).download_blob(
+            offset=start, length=end - start, max_concurrency=1, etag=obj.etag,
+            match_condition=MatchConditions.IfNotModified)
+        return stream.readall()
+
+    # -- writing --------------------------------------------------------------------
+
+    def put(self, key: str, data: bytes, metadata: Mapping[str, str] | None = None) -> None:
+        self.client.get_blob_client(key).upload_blob(data, overwrite=True,
+                                                     metadata=_to_azure(metadata))
+
+    def copy(self, src: str, dst: str, metadata: Mapping[str, str] | None = None) -> None:
+        target = self.client.get_blob_client(dst)
+        if src == dst and metadata is not None:
+            target.set_blob_metadata(_to_azure(metadata))  # one call, content untouched
+            return
+        source = self.client.get_blob_client(src)
+        # Copy Blob keeps the source's metadata when it is given none: {} is set afterwards
+        started = target.start_copy_from_url(source.url, metadata=_to_azure(metadata) or None)
+        if started.get("copy_status") == "pending":
+            self._wait_for_copy(target)
+        if metadata is not None and not metadata:
+            target.set_blob_metadata({})
+
+    def _wait_for_copy(self, target: Any) -> None:
+        """Within an account a copy is usually done at once; a big one may not be."""
+        while True:
+            copy = target.get_blob_properties().copy
+            if copy.status != "pending":
+                break
+            time.sleep(_COPY_POLL_S)
+        if copy.status != "success":
+            raise OSError(f"server-side copy {copy.status}: {copy.status_description}")
+
+    def delete(self, keys: Iterable[str]) -> None:
+        """Blob Batch requests of up to 256 deletes; absent blobs are fine."""
+        keys = list(keys)
+        for start in range(0, len(keys), _DELETE_BATCH):
+            batch = keys[start:start + _DELETE_BATCH]
+            if len(batch) == 1:  # one plain request, no multipart body
+                self._delete_one(batch[0])
+                continue
+            answers = self.client.delete_blobs(*batch, raise_on_any_failure=False)
+            failed = [a for a in answers if a.status_code not in (202, 404)]
+            if failed:
+                raise OSError(f"{len(failed)} blobs could not be deleted "
+                              f"({failed[0].status_code} {failed[0].reason})")
+
+    def _delete_one(self, key: str) -> None:
+        try:
+            self.client.delete_blob(key)
+        except Exception as exc:
+            if not self._is_missing(exc):
+                raise
+
+    def start_upload(self, key: str) -> PartedUpload:
+        return BlockUpload(self.client, key)
+
+
+class BlockUpload(PartedUpload):
+    """A block blob: parts are staged blocks, published by one Put Block List.
+
+    Block ids carry a random per-upload tag (ids must all have one length),
+    so two uploads of one blob never reuse each other's blocks.
+    """
+
+    def __init__(self, client: ContainerClient, key: str) -> None:
+        self._blob = client.get_blob_client(key)
+        self._tag = uuid.uuid4().hex
+
+    def put_whole(self, data: bytes) -> None:
+        self._blob.upload_blob(data, overwrite=True)
+
+    def send_part(self, number: int, data: bytes) -> Any:
+        block_id = base64.b64encode(f"{self._tag}-{number:06d}".encode()).decode()
+        self._blob.stage_block(block_id, data, length=len(data))
+        return block_id
+
+    def finish(self, tokens: list[Any]) -> None:
+        self._blob.commit_block_list([BlobBlock(block_id) for block_id in tokens])
+
+    def abort(self, tokens: list[Any]) -> None:
+        """Nothing to do: uncommitted blocks are never visible and Azure drops
+        them after 7 days; the committed blob, if any, was not touched."""

@@ -1,0 +1,151 @@
+"""Azurite's Blob service on 127.0.0.1 for the tests.
+
+:func:`endpoint` is one ``azurite-blob`` process per test process, started on
+first use; every caller makes a fresh container on it. :class:`Azurite` is a
+server a fault test may stop (SIGTERM), kill (SIGKILL) and start again on the
+same port and data folder (``--location``): containers and committed blobs
+survive a restart. Azurite comes from npm (``npm ci`` at the repo root, run
+by scripts/test.sh); a missing one is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import atexit
+import secrets
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from azure.storage.blob import BlobServiceClient
+
+ACCOUNT = "devstoreaccount1"
+#: Azurite's well-known development key (public, in Azure's documentation)
+KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+BINARY = Path(__file__).resolve().parents[2] / "node_modules" / ".bin" / "azurite-blob"
+READY_TIMEOUT_S = 30.0
+#: Azurite saves its blob index to disk this often: a SIGKILL loses younger changes
+AUTOSAVE_S = 5.0
+
+_lock = threading.Lock()
+_shared: Azurite | None = None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Azurite:
+    """One azurite-blob process on a fixed port and data folder, restartable."""
+
+    def __init__(self, location: Path | None = None) -> None:
+        if not BINARY.exists():
+            raise RuntimeError(f"Azurite is not installed ({BINARY} is missing): run "
+                               "scripts/test.sh, or `npm ci` at the repository root")
+        self.location = location or Path(tempfile.mkdtemp(prefix="mosaic-azurite-"))
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/{ACCOUNT}"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(
+            [str(BINARY), "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
+             "--location", str(self.location), "--skipApiVersionCheck", "--loose",
+             "--silent"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                error = self._process.stderr.read().decode(errors="replace")  # type: ignore[union-attr]
+                raise RuntimeError(f"azurite-blob exited with {self._process.returncode}: "
+                                   f"{error[-2000:]}")
+            try:
+                requests.get(self.url + "?comp=list", timeout=1)  # any answer: it is up
+                return
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError(f"azurite-blob not ready after {READY_TIMEOUT_S} s")
+
+    def stop(self, kill: bool = False) -> None:
+        """SIGTERM (Azurite saves its index and closes) or SIGKILL (a crash)."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def connection_string(self) -> str:
+        return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
+                f"BlobEndpoint={self.url};")
+
+    def service(self) -> BlobServiceClient:
+        return BlobServiceClient(self.url, credential={"account_name": ACCOUNT,
+                                                       "account_key": KEY})
+
+    def fresh_container(self) -> str:
+        name = f"mosaic-{secrets.token_hex(6)}"
+        self.service().create_container(name)
+        return name
+
+
+def shared() -> Azurite:
+    """This test process's Azurite, started on first use."""
+    global _shared
+    with _lock:
+        if _shared is None:
+            server = Azurite()
+            server.start()
+            atexit.register(server.stop)
+            _shared = server
+        return _shared
+
+
+def endpoint() -> str:
+    return shared().url
+
+
+def fresh_container(server: Azurite | None = None) -> str:
+    return (server or shared()).fresh_container()
+
+
+def provider(container: str, prefix: str = "", server: Azurite | None = None,
+             **auth: Any) -> dict[str, Any]:
+    """The provider spec of an ``azure_blob`` mount on ``container`` (key auth by
+    default; pass another auth method's options to replace it)."""
+    url = (server or shared()).url
+    spec = {"type": "azure_blob", "container": container, "prefix": prefix}
+    if "connection_string" in auth:
+        return {**spec, **auth}
+    return {**spec, "account": ACCOUNT, "account_url": url, **(auth or {"account_key": KEY})}
+
+
+@pytest.fixture(scope="session")
+def azurite_url() -> Iterator[str]:
+    yield endpoint()
+
+
+@pytest.fixture
+def stoppable_azurite(tmp_path: Path) -> Iterator[Azurite]:
+    """An Azurite of this test's own, which it may stop, kill and restart."""
+    server = Azurite(tmp_path / "azurite")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
