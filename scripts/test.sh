@@ -7,7 +7,12 @@ cd "$(dirname "$0")/.."
 # takes a trust login (CI), else start a throwaway one of their own (tests/support/postgres.py);
 # this script never starts or reconfigures the system cluster.
 # swift*, memcached: the single-node Swift the tests start under a temp dir (tests/support/swift.py).
+# nodejs npm: Azurite (package.json), the Azure Blob emulator. Only where no node is installed:
+# NodeSource's nodejs bundles npm and conflicts with Debian's npm package.
+command -v npm >/dev/null || node_packages="nodejs npm"
 MOSAIC_EXTRAS=test MOSAIC_EDITABLE=1 scripts/bootstrap.sh litmus davfs2 rclone cadaver postgresql \
-  swift swift-proxy swift-object swift-container swift-account memcached
+  swift swift-proxy swift-object swift-container swift-account memcached ${node_packages:-}
+# node_modules/ as package-lock.json pins it (skipped when already installed from this lock)
+[ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund --loglevel=error
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"

@@ -42,7 +42,13 @@ import requests
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError
 from azure.core.pipeline.transport import RequestsTransport
-from azure.storage.blob import BlobBlock, BlobPrefix, BlobProperties, ContainerClient
+from azure.storage.blob import (
+    BlobBlock,
+    BlobPrefix,
+    BlobProperties,
+    ContainerClient,
+    LinearRetry,
+)
 from pydantic import Field, SecretStr, model_validator
 
 from mosaic.providers.base import BuildContext
@@ -138,9 +144,10 @@ def _client(options: Options) -> ContainerClient:
     session.mount("https://", pool)
     transport = RequestsTransport(session=session, session_owner=True, connection_timeout=5,
                                   read_timeout=60)
-    # Few, quick retries: a store that is down must answer 503 within seconds.
-    settings: dict[str, Any] = {"transport": transport, "retry_total": 2,
-                                "retry_backoff_factor": 0.2, "retry_backoff_max": 2}
+    # Two quick retries (the SDK's default waits 15 s, then 18 s): a store that is
+    # down must answer 503 within seconds; the client retries the request itself.
+    retry = LinearRetry(backoff=0.5, random_jitter_range=0.25, retry_total=2)  # type: ignore[arg-type]
+    settings: dict[str, Any] = {"transport": transport, "retry_policy": retry}
     if options.connection_string is not None:
         return ContainerClient.from_connection_string(
             options.connection_string.get_secret_value(), options.container, **settings)

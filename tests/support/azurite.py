@@ -60,7 +60,7 @@ class Azurite:
         self._process = subprocess.Popen(
             [str(BINARY), "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
              "--location", str(self.location), "--skipApiVersionCheck", "--loose",
-             "--silent"],
+             "--silent", "--disableTelemetry"],  # telemetry: a 100 s wait at exit offline
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._wait_ready()
 

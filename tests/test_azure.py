@@ -1,0 +1,427 @@
+"""The azure_blob provider beyond the conformance suite, against Azurite.
+
+Each auth method Azurite accepts (account key, connection string, a SAS made
+from the key; a service principal needs Entra ID and https, so only its
+validation is tested), refused credentials and a missing container, the store
+going down (503 for that mount only, recovery without a restart), an upload
+cut off by a crash of the store, a move between an Azure and an S3 mount, and
+litmus on an Azure tenant root and an Azure mount.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+from pydantic import ValidationError
+
+from mosaic import providers
+from mosaic.config.loader import load_config
+from mosaic.providers.base import BuildContext
+from mosaic.providers.objectstore import MTIME_KEY
+from mosaic.vfs.errors import MountUnavailableError
+from tests.support import azurite, moto, tenants
+from tests.support.azurite import Azurite, stoppable_azurite  # noqa: F401 (fixture)
+from tests.support.live import live_server
+from tests.test_litmus import SUITES, SUMMARY, run_litmus
+
+ALICE = ("alice@acme.example", "alice-secret")
+MIB = 1024 * 1024
+WRONG_KEY = base64.b64encode(b"not the account key, 64 bytes long....." * 2)[:88].decode()
+
+
+def _options(spec: dict[str, Any]) -> Any:
+    module = providers.load("azure_blob")
+    return module.Options.model_validate({k: v for k, v in spec.items() if k != "type"})
+
+
+def _build(spec: dict[str, Any], tmp_path: Path) -> Any:
+    return providers.load("azure_blob").build(_options(spec),
+                                              BuildContext("acme", "/cloud", tmp_path))
+
+
+def _sas(container: str) -> str:
+    permissions = ContainerSasPermissions(read=True, add=True, create=True, write=True,
+                                          delete=True, list=True)
+    return generate_container_sas(azurite.ACCOUNT, container, account_key=azurite.KEY,
+                                  permission=permissions,
+                                  expiry=datetime.now(UTC) + timedelta(hours=1))
+
+
+def _container(container: str, server: Azurite | None = None) -> Any:
+    return (server or azurite.shared()).service().get_container_client(container)
+
+
+def _propfind(session: requests.Session, url: str) -> int:
+    return session.request("PROPFIND", url, headers={"Depth": "1"}, timeout=60).status_code
+
+
+# -- auth ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["account_key", "connection_string", "sas_token"])
+def test_each_auth_method_azurite_supports(method: str, tmp_path: Path) -> None:
+    container = azurite.fresh_container()
+    auth = {"account_key": {"account_key": azurite.KEY},
+            "connection_string": {"connection_string": azurite.shared().connection_string()},
+            "sas_token": {"sas_token": "?" + _sas(container)}}[method]
+    fs = _build(azurite.provider(container, prefix="root", **auth), tmp_path)
+    fs.makedirs("a/b")
+    with fs.open("a/b/f", "wb") as handle:
+        handle.write(b"content")
+    fs.mv("a", "c")
+    assert fs.cat_file("c/b/f") == b"content"
+    assert [blob.name for blob in _container(container).list_blobs()] == [
+        "root/c/", "root/c/b/", "root/c/b/f"]
+    fs.rm("c", recursive=True)  # a blob batch: deletes under this auth too
+    assert list(_container(container).list_blobs()) == []
+
+
+def test_exactly_one_auth_method_is_required() -> None:
+    base = {"container": "files", "account": "acct"}
+    for auth, message in [
+        ({}, "given: none"),
+        ({"account_key": "k", "sas_token": "s"}, "given: account_key, sas_token"),
+        ({"tenant_id": "t", "client_id": "c"}, "tenant_id, client_id and client_secret"),
+        ({"account_key": "k", "tenant_id": "t", "client_id": "c", "client_secret": "s"},
+         "given: account_key, service principal"),
+    ]:
+        with pytest.raises(ValidationError, match=message):
+            _options({**base, **auth})
+    with pytest.raises(ValidationError, match="drop account and account_url"):
+        _options({**base, "connection_string": "AccountName=acct"})
+    with pytest.raises(ValidationError, match="account is required"):
+        _options({"container": "files", "sas_token": "sv=x"})
+    with pytest.raises(ValidationError, match="container"):
+        _options({**base, "container": "Not_Valid", "account_key": "k"})
+
+
+def test_service_principal_is_validated_and_its_credential_is_per_mount(tmp_path: Path) -> None:
+    """Validation only: a token needs Entra ID and an https endpoint (the SDK
+    refuses bearer tokens over plain http), neither of which Azurite offers."""
+    spec = {"type": "azure_blob", "container": "files", "account": "acct",
+            "tenant_id": "00000000-0000-0000-0000-000000000001", "client_id": "app",
+            "client_secret": "principal-secret", "authority_host": "login.microsoftonline.us"}
+    options = _options(spec)
+    assert "principal-secret" not in repr(options)
+    assert options.endpoint() == "https://acct.blob.core.windows.net"
+    first, second = _build(spec, tmp_path), _build(spec, tmp_path)
+    credentials = [fs._store.client.credential for fs in (first, second)]
+    assert type(credentials[0]).__name__ == "ClientSecretCredential"
+    assert credentials[0] is not credentials[1]
+
+
+@pytest.mark.parametrize("auth", [{"account_key": WRONG_KEY}, "forged sas"])
+def test_refused_credentials_name_tenant_and_mount_never_the_secret(auth: Any,
+                                                                   tmp_path: Path) -> None:
+    container = azurite.fresh_container()
+    if auth == "forged sas":
+        sas = _sas(container)
+        auth = {"sas_token": sas.replace("sig=", "sig=AAAA")}
+    fs = _build(azurite.provider(container, **auth), tmp_path)
+    for attempt in (lambda: fs.ls(""), lambda: fs.info("x"), lambda: fs.touch("x")):
+        with pytest.raises(MountUnavailableError, match="credentials refused") as caught:
+            attempt()
+        message = str(caught.value)
+        assert "'acme'" in message and "'/cloud'" in message
+        secret = next(iter(auth.values()))
+        assert secret not in message and secret[:20] not in message
+        assert azurite.endpoint() not in message
+
+
+def test_missing_container_names_tenant_and_mount(tmp_path: Path) -> None:
+    fs = _build(azurite.provider("no-such-container"), tmp_path)
+    for attempt in (lambda: fs.ls(""), lambda: fs.info("x"), lambda: fs.mkdir("d")):
+        with pytest.raises(MountUnavailableError, match="container not found") as caught:
+            attempt()
+        assert "'acme'" in str(caught.value) and "'/cloud'" in str(caught.value)
+
+
+def test_secrets_come_from_env_and_files_and_are_masked(tmp_path: Path, monkeypatch) -> None:
+    container = azurite.fresh_container()
+    (tmp_path / "connection.txt").write_text(azurite.shared().connection_string() + "\n")
+    monkeypatch.setenv("MOSAIC_TEST_AZURE_KEY", azurite.KEY)
+    mounts = {
+        "/by-file": {"provider": {"type": "azure_blob", "container": container,
+                                  "connection_string_file": str(tmp_path / "connection.txt")}},
+        "/by-env": {"provider": {**azurite.provider(container),
+                                 "account_key": "${MOSAIC_TEST_AZURE_KEY}"}},
+    }
+    config_file = tmp_path / "mosaic.yaml"
+    config_file.write_text(yaml.safe_dump({"tenants": {"acme": {
+        "root": {"type": "memory"}, "mounts": mounts}}}))
+    config = load_config(config_file)
+    for path in mounts:
+        spec = config.tenants["acme"].mounts[path].provider
+        assert azurite.KEY not in repr(spec) and azurite.KEY[:20] not in repr(spec)
+        fs = providers.load("azure_blob").build(spec.options(),
+                                                BuildContext("acme", path, tmp_path))
+        fs.touch(f"written{path.replace('/', '-')}")
+    assert len(list(_container(container).list_blobs())) == 2
+
+
+# -- blobs --------------------------------------------------------------------------------
+
+def test_large_upload_is_staged_blocks_committed_once(tmp_path: Path) -> None:
+    container = azurite.fresh_container()
+    fs = _build({**azurite.provider(container), "part_size_mib": 5}, tmp_path)
+    data = os.urandom(17 * MIB + 5)
+    with fs.open("big", "wb") as handle:
+        for start in range(0, len(data), MIB):
+            handle.write(data[start:start + MIB])
+    committed, uncommitted = _container(container).get_blob_client("big").get_block_list("all")
+    assert [block.size for block in committed] == [5 * MIB] * 3 + [2 * MIB + 5]
+    assert uncommitted == []
+    with fs.open("big", "rb") as handle:
+        handle.seek(9 * MIB - 3)
+        assert handle.read(7) == data[9 * MIB - 3:9 * MIB + 4]
+        handle.seek(0)
+        assert handle.read() == data
+
+
+def test_discarded_upload_commits_nothing_and_keeps_the_previous_blob(tmp_path: Path) -> None:
+    container = azurite.fresh_container()
+    fs = _build({**azurite.provider(container), "part_size_mib": 5}, tmp_path)
+    fs.pipe_file("f", b"previous")
+    etag = fs.info("f")["etag"]
+    upload = fs.open("f", "wb", autocommit=False)
+    upload.write(os.urandom(12 * MIB))  # two blocks staged
+    upload.discard()
+    assert fs.cat_file("f") == b"previous" and fs.info("f")["etag"] == etag
+    blob = _container(container).get_blob_client("f")
+    assert blob.get_blob_properties().size == len(b"previous")
+    # the staged blocks stay uncommitted (Azure drops them after 7 days), never visible
+    assert len(blob.get_block_list("uncommitted")[1]) == 2
+
+
+def test_etags_are_the_stores_strong_and_unquoted(tmp_path: Path) -> None:
+    container = azurite.fresh_container()
+    fs = _build(azurite.provider(container), tmp_path)
+    fs.pipe_file("f", b"x")
+    native = _container(container).get_blob_client("f").get_blob_properties().etag
+    assert native.startswith('"0x')
+    assert fs.info("f")["etag"] == native.strip('"')
+    assert fs.ls("")[0]["etag"] == native.strip('"')
+
+
+def test_set_mtime_is_stored_as_an_identifier_and_listed(tmp_path: Path) -> None:
+    container = azurite.fresh_container()
+    fs = _build({**azurite.provider(container), "listing_cache_seconds": 0}, tmp_path)
+    fs.pipe_file("f", b"content")
+    fs.mkdir("d")
+    fs.set_mtime("f", 1_600_000_000.5)
+    fs.set_mtime("d", 1_500_000_000.0)
+    blob = _container(container).get_blob_client("f").get_blob_properties()
+    assert blob.metadata == {"mosaic_mtime": "1600000000.5"}  # "mosaic-mtime" is refused
+    assert fs.cat_file("f") == b"content"  # set in place: content untouched
+    assert fs.info("f")["mtime"] == 1_600_000_000.5
+    assert fs.info("d")["mtime"] == 1_500_000_000.0
+    assert {e["name"]: e["mtime"] for e in fs.ls("")}["f"] == 1_600_000_000.5  # one listing
+    fs.mv("f", "g")  # a move keeps it; a copy is a new file
+    fs.cp_file("g", "h")
+    assert fs.info("g")["mtime"] == 1_600_000_000.5
+    assert fs.info("h")["mtime"] > 1_700_000_000
+    assert _container(container).get_blob_client("h").get_blob_properties().metadata == {}
+    assert fs._store.head("g").metadata == {MTIME_KEY: "1600000000.5"}
+
+
+def test_folders_other_tools_made_without_markers_are_listed_once(tmp_path: Path) -> None:
+    container = azurite.fresh_container()
+    for key in ("a/x", "a/y/z", "a/y", "b"):
+        _container(container).upload_blob(key, b"1")
+    fs = _build(azurite.provider(container), tmp_path)
+    assert sorted((e["name"], e["type"]) for e in fs.ls("")) == [
+        ("a", "directory"), ("b", "file")]
+    assert sorted((e["name"], e["type"]) for e in fs.ls("a")) == [
+        ("a/x", "file"), ("a/y", "file")]
+
+
+def test_listing_pages_and_a_listing_is_one_request_per_page(tmp_path: Path) -> None:
+    container = azurite.fresh_container()
+    fs = _build({**azurite.provider(container), "listing_cache_seconds": 0}, tmp_path)
+    fs.mkdir("d")
+    for i in range(7):
+        fs.touch(f"d/f{i}")
+    fs.mkdir("d/sub")
+    fs._store.page_size = 3
+    requests_seen = _count_requests(fs)
+    assert len(fs.ls("d")) == 8
+    assert requests_seen == ["GET"] * 3  # 9 names (7 files, sub/ and the marker): 3 pages
+
+
+def _count_requests(fs: Any) -> list[str]:
+    seen: list[str] = []
+    transport = fs._store.client._pipeline._transport
+    send = transport.send
+
+    def counting(request: Any, **kwargs: Any) -> Any:
+        seen.append(request.method)
+        return send(request, **kwargs)
+
+    transport.send = counting
+    return seen
+
+
+def test_every_mount_has_its_own_client_session_and_pool(tmp_path: Path) -> None:
+    spec = azurite.provider(azurite.fresh_container())
+    first, second = _build(spec, tmp_path), _build(spec, tmp_path)
+    first.ls("")
+    second.ls("")
+    clients = [fs._store.client for fs in (first, second)]
+    assert clients[0] is not clients[1]
+    transports = [client._pipeline._transport for client in clients]
+    assert transports[0] is not transports[1]
+    assert transports[0].session is not transports[1].session
+
+
+def test_a_missing_azurite_is_a_clear_failure(monkeypatch) -> None:
+    monkeypatch.setattr(azurite, "BINARY", Path("/nonexistent/azurite-blob"))
+    with pytest.raises(RuntimeError, match="npm ci"):
+        Azurite()
+
+
+# -- faults -------------------------------------------------------------------------------
+
+@pytest.fixture
+def cloud_server(stoppable_azurite: Azurite, tmp_path: Path):  # noqa: F811
+    """acme with /cloud on an Azurite the test may stop or kill."""
+    container = stoppable_azurite.fresh_container()
+    data = tenants.two_tenants(tmp_path)
+    # No listing cache: every request must reach the store to see it go down.
+    data["tenants"]["acme"]["mounts"]["/cloud"] = {"provider": {
+        **azurite.provider(container, server=stoppable_azurite), "listing_cache_seconds": 0}}
+    with live_server(tenants.build(data)) as live:
+        yield live, stoppable_azurite, container
+
+
+def test_store_down_is_503_for_that_mount_only_and_recovers(cloud_server) -> None:
+    live, store, _container_name = cloud_server
+    alice = live.session(*ALICE)
+    assert alice.put(live.url + "/cloud/kept.txt", data=b"kept").status_code == 201
+    assert _propfind(alice, live.url + "/cloud/") == 207
+    store.stop()
+    try:
+        started = time.monotonic()
+        assert _propfind(alice, live.url + "/cloud/") == 503
+        assert time.monotonic() - started < 10  # a few quick retries, then 503
+        assert alice.get(live.url + "/cloud/kept.txt").status_code == 503
+        assert _propfind(alice, live.url + "/") == 207  # the rest of the tenant is served
+        assert alice.put(live.url + "/local.txt", data=b"x").status_code == 201
+    finally:
+        store.start()
+    assert _propfind(alice, live.url + "/cloud/") == 207  # no restart, no reload
+    assert alice.get(live.url + "/cloud/kept.txt").content == b"kept"
+
+
+def test_put_cut_off_by_a_crash_of_the_store_leaves_the_previous_version(cloud_server) -> None:
+    live, store, container = cloud_server
+    alice = live.session(*ALICE)
+    assert alice.put(live.url + "/cloud/f.bin", data=b"previous").status_code == 201
+    # Azurite writes its blob index to disk every 5 s: let it save the previous
+    # version, or the SIGKILL below would lose it with the emulator's memory
+    time.sleep(azurite.AUTOSAVE_S + 1)
+    killed = threading.Event()
+
+    def body():
+        yield os.urandom(20 * MIB)  # more than two blocks: several are staged
+        store.stop(kill=True)  # SIGKILL: no goodbye to the open connections
+        killed.set()
+        yield os.urandom(10 * MIB)
+
+    try:
+        status = alice.put(live.url + "/cloud/f.bin", data=body()).status_code
+    finally:
+        store.start()
+    assert killed.is_set()
+    assert status == 503  # the store went away: that mount is unavailable
+    assert alice.get(live.url + "/cloud/f.bin").content == b"previous"
+    blobs = list(_container(container, store).list_blobs())
+    assert [(blob.name, blob.size) for blob in blobs] == [("f.bin", len(b"previous"))]
+    assert alice.put(live.url + "/cloud/f.bin", data=b"next").status_code == 204
+
+
+def test_outage_between_listing_pages_then_recovery(stoppable_azurite: Azurite,  # noqa: F811
+                                                    tmp_path: Path) -> None:
+    spec = {**azurite.provider(stoppable_azurite.fresh_container(), server=stoppable_azurite),
+            "listing_cache_seconds": 0}
+    fs = _build(spec, tmp_path)
+    for name in "abcdef":
+        fs.touch(name)
+    fs._store.page_size = 2  # three pages
+    seen = _count_requests(fs)
+    transport = fs._store.client._pipeline._transport
+    send = transport.send
+
+    def stop_after_first_page(request: Any, **kwargs: Any) -> Any:
+        if len(seen) == 2:
+            stoppable_azurite.stop()
+        return send(request, **kwargs)
+
+    transport.send = stop_after_first_page
+    try:
+        with pytest.raises(MountUnavailableError, match="unreachable"):
+            fs.ls("")
+    finally:
+        stoppable_azurite.start()
+    assert sorted(fs.ls("", detail=False)) == list("abcdef")
+
+
+# -- through WebDAV -----------------------------------------------------------------------
+
+def test_moves_between_an_azure_mount_and_an_s3_mount(tmp_path: Path) -> None:
+    data = tenants.two_tenants(tmp_path)
+    mounts = data["tenants"]["acme"]["mounts"]
+    mounts["/azure"] = {"provider": azurite.provider(azurite.fresh_container())}
+    mounts["/s3"] = {"provider": moto.provider(moto.fresh_bucket())}
+    payload = os.urandom(9 * MIB + 7)  # several parts on both sides
+    with live_server(tenants.build(data)) as live:
+        alice = live.session(*ALICE)
+        url = live.url
+        assert alice.request("MKCOL", url + "/azure/dir").status_code == 201
+        assert alice.put(url + "/azure/dir/big.bin", data=payload).status_code == 201
+        assert alice.put(url + "/azure/dir/small.txt", data=b"small").status_code == 201
+        assert alice.request("MKCOL", url + "/azure/dir/empty").status_code == 201
+        moved = alice.request("MOVE", url + "/azure/dir",
+                              headers={"Destination": url + "/s3/dir"})
+        assert moved.status_code == 201
+        assert _propfind(alice, url + "/azure/dir") == 404
+        assert alice.get(url + "/s3/dir/big.bin").content == payload
+        assert _propfind(alice, url + "/s3/dir/empty") == 207
+        back = alice.request("MOVE", url + "/s3/dir/small.txt",
+                             headers={"Destination": url + "/azure/small.txt"})
+        assert back.status_code == 201
+        assert alice.get(url + "/azure/small.txt").content == b"small"
+        assert alice.get(url + "/s3/dir/small.txt").status_code == 404
+
+
+@pytest.fixture(scope="module")
+def azure_server(tmp_path_factory):
+    """globex's root on Azure, and acme's /cloud mount on Azure."""
+    data = tenants.two_tenants(tmp_path_factory.mktemp("azure-litmus"))
+    data["tenants"]["acme"]["mounts"]["/cloud"] = {
+        "provider": azurite.provider(azurite.fresh_container())}
+    data["tenants"]["globex"]["root"] = azurite.provider(azurite.fresh_container(),
+                                                         prefix="globex/root")
+    with live_server(tenants.build(data)) as live:
+        yield live
+
+
+@pytest.mark.litmus
+@pytest.mark.parametrize("where", ["tenant root", "mount"])
+def test_litmus_passes_every_suite_on_azure(azure_server, where: str, tmp_path: Path) -> None:
+    url, login = {"tenant root": (azure_server.url + "/", "alice@globex.example"),
+                  "mount": (azure_server.url + "/cloud/", "alice@acme.example")}[where]
+    output = run_litmus(url, login, "alice-secret", str(tmp_path))
+    summaries = {m.group(1): m.groups()[1:] for m in SUMMARY.finditer(output)}
+    assert set(summaries) == set(SUITES), output
+    for suite, (run, passed, failed) in summaries.items():
+        assert failed == "0" and run == passed, f"{suite}: {output}"
+    assert "WARNING" not in output, output
