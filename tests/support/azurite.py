@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -111,7 +112,8 @@ def shared() -> Azurite:
         if _shared is None:
             server = Azurite()
             server.start()
-            atexit.register(server.stop)
+            atexit.register(shutil.rmtree, server.location, ignore_errors=True)
+            atexit.register(server.stop)  # runs first: atexit is last-in, first-out
             _shared = server
         return _shared
 
