@@ -202,6 +202,19 @@ def test_discarded_upload_commits_nothing_and_keeps_the_previous_blob(tmp_path: 
     assert len(blob.get_block_list("uncommitted")[1]) == 2
 
 
+def test_a_blob_replaced_while_read_fails_the_read_instead_of_mixing(tmp_path: Path) -> None:
+    fs = _build({**azurite.provider(azurite.fresh_container()), "read_block_mib": 1},
+                tmp_path)
+    old = os.urandom(3 * MIB)
+    fs.pipe_file("f", old)
+    with fs.open("f", "rb") as handle:
+        assert handle.read(MIB) == old[:MIB]
+        fs.pipe_file("f", os.urandom(3 * MIB))
+        handle.seek(0)  # before the blocks fetched: a new ranged read
+        with pytest.raises(OSError, match="ConditionNotMet"):
+            handle.read(MIB)
+
+
 def test_etags_are_the_stores_strong_and_unquoted(tmp_path: Path) -> None:
     container = azurite.fresh_container()
     fs = _build(azurite.provider(container), tmp_path)

@@ -20,9 +20,11 @@ endpoint (Azurite, a sovereign cloud); secrets may be inline, ``${ENV}`` or
 Uploads are block blobs: each part is a staged block (several in flight) and
 the blob is published by one ``Put Block List``. An aborted upload commits
 nothing, so the previous blob stays intact; Azure has no call that drops
-uncommitted blocks, it garbage-collects them after 7 days. Two uploads of the
-same blob at once cannot both be large: committing one drops the other's
-staged blocks, whose commit then fails. Small files are one ``Put Blob``.
+uncommitted blocks, it garbage-collects them after 7 days. Two large uploads of
+one blob at once may not both succeed: Azure keeps one set of staged blocks
+per blob and a commit drops the rest, so blocks the other upload staged before
+that commit are gone and its own commit fails (InvalidBlockList, EIO); the
+committed file is whole either way. Small files are one ``Put Blob``.
 Reads are ranged GETs, conditional on the ETag the read started with.
 
 Azure metadata names must be C# identifiers, so ``mosaic-mtime`` is stored as
@@ -32,7 +34,6 @@ modification time a client set.
 
 from __future__ import annotations
 
-import base64
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -327,7 +328,7 @@ class BlockUpload(PartedUpload):
         self._blob.upload_blob(data, overwrite=True)
 
     def send_part(self, number: int, data: bytes) -> Any:
-        block_id = base64.b64encode(f"{self._tag}-{number:06d}".encode()).decode()
+        block_id = f"{self._tag}-{number:06d}"  # the SDK base64-encodes it
         self._blob.stage_block(block_id, data, length=len(data))
         return block_id
 
