@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 from pydantic import ValidationError
 
@@ -438,3 +441,64 @@ def test_litmus_passes_every_suite_on_azure(azure_server, where: str, tmp_path: 
     for suite, (run, passed, failed) in summaries.items():
         assert failed == "0" and run == passed, f"{suite}: {output}"
     assert "WARNING" not in output, output
+
+
+def test_windows_set_modification_time_is_kept_and_listed(cloud_server) -> None:
+    live, store, container = cloud_server
+    alice = live.session(*ALICE)
+    assert alice.put(live.url + "/cloud/dated.txt", data=b"d").status_code == 201
+    body = ('<?xml version="1.0" encoding="utf-8"?><D:propertyupdate xmlns:D="DAV:" '
+            'xmlns:Z="urn:schemas-microsoft-com:"><D:set><D:prop><Z:Win32LastModifiedTime>'
+            'Wed, 01 Jan 2020 10:00:00 GMT</Z:Win32LastModifiedTime></D:prop></D:set>'
+            '</D:propertyupdate>')
+    answer = alice.request("PROPPATCH", live.url + "/cloud/dated.txt", data=body,
+                           headers={"Content-Type": "text/xml",
+                                    "User-Agent": "Microsoft-WebDAV-MiniRedir/10.0.19045"})
+    assert answer.status_code == 207 and "200 OK" in answer.text
+    blob = _container(container, store).get_blob_client("dated.txt").get_blob_properties()
+    assert float(blob.metadata["mosaic_mtime"]) == 1577872800.0
+    assert alice.get(live.url + "/cloud/dated.txt").content == b"d"  # content untouched
+    listing = alice.request("PROPFIND", live.url + "/cloud/", headers={"Depth": "1"},
+                            data='<D:propfind xmlns:D="DAV:"><D:prop><D:getlastmodified/>'
+                                 '</D:prop></D:propfind>')
+    assert "Wed, 01 Jan 2020 10:00:00 GMT" in listing.text  # Azure listings carry it
+
+
+COUNT = 10_000
+
+
+@pytest.fixture(scope="module")
+def big_folder(tmp_path_factory):
+    """acme's /cloud on a container whose "big/" holds 10,000 blobs another tool wrote."""
+    container = azurite.fresh_container()
+    client = _container(container)
+    names = [f"big/Quarterly report {index:05}.xlsx" for index in range(COUNT)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda name: client.upload_blob(name, b"x"), names))
+    data = tenants.two_tenants(tmp_path_factory.mktemp("azure-listing"))
+    data["tenants"]["acme"]["mounts"]["/cloud"] = {"provider": {
+        **azurite.provider(container), "listing_cache_seconds": 0}}
+    with live_server(tenants.build(data)) as live:
+        yield live
+
+
+def test_ten_thousand_blobs_are_listed_once_each_from_paged_listings(big_folder,
+                                                                     monkeypatch) -> None:
+    requests_seen: list[tuple[str, str]] = []
+    send = RequestsTransport.send
+
+    def counting(self: Any, request: Any, **kwargs: Any) -> Any:
+        requests_seen.append((request.method, "list" if "comp=list" in request.url else ""))
+        return send(self, request, **kwargs)
+
+    monkeypatch.setattr(RequestsTransport, "send", counting)
+    alice = big_folder.session(*ALICE)
+    reply = alice.request("PROPFIND", big_folder.url + "/cloud/big/", headers={"Depth": "1"},
+                          timeout=300)
+    assert reply.status_code == 207
+    hrefs = re.findall(r"<D:href>([^<]*)</D:href>", reply.text)
+    assert len(hrefs) == COUNT + 1 == len(set(hrefs))
+    # pages of 5,000 names, one probe finding the folder (it has no marker), and
+    # a few HEADs for the folder itself: never a request per entry
+    assert requests_seen.count(("GET", "list")) == COUNT // 5000 + 1
+    assert len(requests_seen) <= COUNT // 5000 + 1 + 3

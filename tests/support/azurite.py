@@ -1,22 +1,22 @@
 """Azurite's Blob service on 127.0.0.1 for the tests.
 
 :func:`endpoint` is one ``azurite-blob`` process per test process, started on
-first use; every caller makes a fresh container on it. :class:`Azurite` is a
-server a fault test may stop (SIGTERM), kill (SIGKILL) and start again on the
-same port and data folder (``--location``): containers and committed blobs
-survive a restart. Azurite comes from npm (``npm ci`` at the repo root, run
-by scripts/test.sh); a missing one is a failure, never a skip.
+first use and keeping everything in memory; every caller makes a fresh
+container on it. A fault test gets an :class:`Azurite` of its own with a data
+folder (``--location``), which it may stop (SIGTERM), kill (SIGKILL) and start
+again on the same port: containers and committed blobs survive a restart
+(after a SIGKILL, only what Azurite had saved: it writes its blob index every
+:data:`AUTOSAVE_S`). Azurite comes from npm (``npm ci`` at the repository
+root, run by scripts/test.sh); a missing one is a failure, never a skip.
 """
 
 from __future__ import annotations
 
 import atexit
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -49,19 +49,23 @@ class Azurite:
     """One azurite-blob process on a fixed port and data folder, restartable."""
 
     def __init__(self, location: Path | None = None) -> None:
+        """``location``: the data folder; None keeps everything in memory (30%
+        faster, lost when the process ends)."""
         if not BINARY.exists():
             raise RuntimeError(f"Azurite is not installed ({BINARY} is missing): run "
                                "scripts/test.sh, or `npm ci` at the repository root")
-        self.location = location or Path(tempfile.mkdtemp(prefix="mosaic-azurite-"))
+        self.location = location
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}/{ACCOUNT}"
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        storage = ["--location", str(self.location)] if self.location \
+            else ["--inMemoryPersistence"]
         self._process = subprocess.Popen(
-            [str(BINARY), "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
-             "--location", str(self.location), "--skipApiVersionCheck", "--loose",
-             "--silent", "--disableTelemetry"],  # telemetry: a 100 s wait at exit offline
+            [str(BINARY), "--blobHost", "127.0.0.1", "--blobPort", str(self.port), *storage,
+             "--skipApiVersionCheck", "--loose", "--silent",
+             "--disableTelemetry"],  # with telemetry, an offline exit waits 100 s
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._wait_ready()
 
@@ -112,8 +116,7 @@ def shared() -> Azurite:
         if _shared is None:
             server = Azurite()
             server.start()
-            atexit.register(shutil.rmtree, server.location, ignore_errors=True)
-            atexit.register(server.stop)  # runs first: atexit is last-in, first-out
+            atexit.register(server.stop)
             _shared = server
         return _shared
 
