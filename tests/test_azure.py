@@ -105,6 +105,9 @@ def test_exactly_one_auth_method_is_required() -> None:
         _options({"container": "files", "sas_token": "sv=x"})
     with pytest.raises(ValidationError, match="container"):
         _options({**base, "container": "Not_Valid", "account_key": "k"})
+    with pytest.raises(ValidationError, match="https"):
+        _options({**base, "account_url": "http://127.0.0.1:10000/acct", "tenant_id": "t",
+                  "client_id": "c", "client_secret": "s"})
 
 
 def test_service_principal_is_validated_and_its_credential_is_per_mount(tmp_path: Path) -> None:

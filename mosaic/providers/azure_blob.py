@@ -113,6 +113,9 @@ class Options(ObjectStoreOptions):
                                  "drop account and account_url")
         elif not self.account:
             raise ValueError("account is required (unless a connection_string is given)")
+        if self.client_secret is not None and not self.endpoint().startswith("https://"):
+            raise ValueError("a service principal needs an https account_url "
+                             "(Azure sends no token over plain http)")
         return self
 
     def endpoint(self) -> str:
@@ -146,7 +149,7 @@ def _client(options: Options) -> ContainerClient:
     transport = RequestsTransport(session=session, session_owner=True, connection_timeout=5,
                                   read_timeout=60)
     # Two quick retries (the SDK's default waits 15 s, then 18 s): a store that is
-    # down must answer 503 within seconds; the client retries the request itself.
+    # down must answer 503 within seconds; a WebDAV client then retries on its own.
     retry = LinearRetry(backoff=0.5, random_jitter_range=0.25, retry_total=2)  # type: ignore[arg-type]
     settings: dict[str, Any] = {"transport": transport, "retry_policy": retry}
     if options.connection_string is not None:
