@@ -505,3 +505,29 @@ def test_ten_thousand_blobs_are_listed_once_each_from_paged_listings(big_folder,
     # a few HEADs for the folder itself: never a request per entry
     assert requests_seen.count(("GET", "list")) == COUNT // 5000 + 1
     assert len(requests_seen) <= COUNT // 5000 + 1 + 3
+
+
+def test_folder_move_copies_everything_or_rolls_back(tmp_path: Path) -> None:
+    fs = _build(azurite.provider(azurite.fresh_container()), tmp_path)
+    fs.makedirs("src/empty")
+    for i in range(30):
+        fs.touch(f"src/f{i}")
+    before = sorted(fs.ls("src", detail=False))
+    copy, count = fs._store.copy, []
+
+    def failing(src: str, dst: str, metadata: Any = None) -> None:
+        count.append(src)
+        if len(count) == 12:
+            raise ConnectionRefusedError("store went away")
+        copy(src, dst, metadata)
+
+    fs._store.copy = failing
+    with pytest.raises(MountUnavailableError):
+        fs.mv("src", "dst")
+    assert not fs.exists("dst")  # what was copied is gone again
+    assert sorted(fs.ls("src", detail=False)) == before  # the source is whole
+    fs._store.copy = copy
+    fs.mv("src", "dst")
+    assert not fs.exists("src")
+    assert sorted(fs.ls("dst", detail=False)) == [n.replace("src", "dst", 1) for n in before]
+    assert fs.isdir("dst/empty")

@@ -69,7 +69,7 @@ __all__ = ["CAPABILITIES", "Options", "build"]
 
 PAGE_SIZE = 5000  # List Blobs' maximum
 _DELETE_BATCH = 256  # Blob Batch's limit
-_COPY_POLL_S = 0.05
+COPY_DEADLINE_S = 3600  # a pending server-side copy is aborted after this
 #: metadata names Azure refuses (not C# identifiers) -> the names stored
 _STORED_NAMES = {MTIME_KEY: MTIME_KEY.replace("-", "_")}
 _OUR_NAMES = {stored: ours for ours, stored in _STORED_NAMES.items()}
@@ -282,12 +282,18 @@ class BlobStore(ObjectStore):
             target.set_blob_metadata({})
 
     def _wait_for_copy(self, target: Any) -> None:
-        """Within an account a copy is usually done at once; a big one may not be."""
+        """Within an account a copy is usually done at once; a big one may take a
+        while (polled, slower and slower). One stuck past the deadline is aborted."""
+        deadline, pause = time.monotonic() + COPY_DEADLINE_S, 0.05
         while True:
             copy = target.get_blob_properties().copy
             if copy.status != "pending":
                 break
-            time.sleep(_COPY_POLL_S)
+            if time.monotonic() > deadline:
+                target.abort_copy(copy.id)
+                raise OSError(f"server-side copy unfinished after {COPY_DEADLINE_S} s")
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
         if copy.status != "success":
             raise OSError(f"server-side copy {copy.status}: {copy.status_description}")
 
