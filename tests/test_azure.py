@@ -35,6 +35,8 @@ from mosaic.vfs.errors import MountUnavailableError
 from tests.support import azurite, moto, tenants
 from tests.support.azurite import Azurite, stoppable_azurite  # noqa: F401 (fixture)
 from tests.support.live import live_server
+from tests.test_isolation import DAVE, raw_request
+from tests.test_isolation_objectstores import TRAVERSALS
 from tests.test_litmus import SUITES, SUMMARY, run_litmus
 
 ALICE = ("alice@acme.example", "alice-secret")
@@ -531,3 +533,28 @@ def test_folder_move_copies_everything_or_rolls_back(tmp_path: Path) -> None:
     assert not fs.exists("src")
     assert sorted(fs.ls("dst", detail=False)) == [n.replace("src", "dst", 1) for n in before]
     assert fs.isdir("dst/empty")
+
+
+def test_two_tenants_on_one_container_under_adjacent_prefixes(tmp_path: Path) -> None:
+    """acme below "acme", globex below "acme-evil": no path, listing or warm
+    cache of globex shows anything of acme (the shared layer's rules, on Azure)."""
+    sentinel = b"ACME-BLOB-SECRET-5e1f"
+    container = azurite.fresh_container()
+    _container(container).upload_blob("acme/secret.txt", sentinel)
+    data = tenants.two_tenants(tmp_path)
+    data["tenants"]["acme"]["root"] = azurite.provider(container, prefix="acme")
+    data["tenants"]["globex"]["root"] = azurite.provider(container, prefix="acme-evil")
+    with live_server(tenants.build(data)) as live:
+        acme, dave = live.session(*ALICE), live.session("dave@globex.example", "dave-secret")
+        for target in TRAVERSALS:
+            for method in ("GET", "PROPFIND", "DELETE"):
+                reply = raw_request(live.port, method, target, DAVE, {"Depth": "1"})
+                assert sentinel not in reply and container.encode() not in reply, target
+        assert dave.put(live.url + "/same-name.txt", data=b"globex's").status_code == 201
+        assert acme.put(live.url + "/same-name.txt", data=b"acme's").status_code == 201
+        for _ in range(2):  # cold, then warm from each mount's listing cache
+            globex_list = dave.request("PROPFIND", live.url + "/", headers={"Depth": "1"}).text
+            assert "secret.txt" not in globex_list
+            assert dave.get(live.url + "/same-name.txt").content == b"globex's"
+        assert dave.get(live.url + "/secret.txt").status_code == 404
+    assert _container(container).download_blob("acme/secret.txt").readall() == sentinel
