@@ -342,28 +342,46 @@ def test_store_down_is_503_for_that_mount_only_and_recovers(cloud_server) -> Non
     assert alice.get(live.url + "/cloud/kept.txt").content == b"kept"
 
 
-def test_put_cut_off_by_a_crash_of_the_store_leaves_the_previous_version(cloud_server) -> None:
+def test_puts_cut_off_by_a_crash_of_the_store_leave_no_partial_blob(cloud_server) -> None:
+    """Two PUTs in flight when Azurite is killed: one replacing a file (its
+    previous version stays), one of a new file (nothing appears)."""
     live, store, container = cloud_server
-    alice = live.session(*ALICE)
+    alice, bob = live.session(*ALICE), live.session("bob@acme.example", "bob-secret")
     assert alice.put(live.url + "/cloud/f.bin", data=b"previous").status_code == 201
     # Azurite writes its blob index to disk every 5 s: let it save the previous
     # version, or the SIGKILL below would lose it with the emulator's memory
     time.sleep(azurite.AUTOSAVE_S + 1)
-    killed = threading.Event()
+    staged, killed = threading.Event(), threading.Event()
+    statuses: dict[str, int] = {}
 
-    def body():
+    def new_file_body():
         yield os.urandom(20 * MIB)  # more than two blocks: several are staged
+        staged.set()
+        killed.wait(60)
+        yield os.urandom(10 * MIB)
+
+    def replacing_body():
+        yield os.urandom(20 * MIB)
+        staged.wait(60)
         store.stop(kill=True)  # SIGKILL: no goodbye to the open connections
         killed.set()
         yield os.urandom(10 * MIB)
 
+    def put_new() -> None:
+        statuses["new"] = bob.put(live.url + "/cloud/new.bin", data=new_file_body()).status_code
+
+    other = threading.Thread(target=put_new)
+    other.start()
     try:
-        status = alice.put(live.url + "/cloud/f.bin", data=body()).status_code
+        statuses["replace"] = alice.put(live.url + "/cloud/f.bin",
+                                        data=replacing_body()).status_code
+        other.join(120)
     finally:
         store.start()
     assert killed.is_set()
-    assert status == 503  # the store went away: that mount is unavailable
+    assert statuses == {"replace": 503, "new": 503}  # the store went away: mount unavailable
     assert alice.get(live.url + "/cloud/f.bin").content == b"previous"
+    assert alice.get(live.url + "/cloud/new.bin").status_code == 404
     blobs = list(_container(container, store).list_blobs())
     assert [(blob.name, blob.size) for blob in blobs] == [("f.bin", len(b"previous"))]
     assert alice.put(live.url + "/cloud/f.bin", data=b"next").status_code == 204
