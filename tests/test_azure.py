@@ -387,13 +387,14 @@ def test_puts_cut_off_by_a_crash_of_the_store_leave_no_partial_blob(cloud_server
     assert alice.put(live.url + "/cloud/f.bin", data=b"next").status_code == 204
 
 
-def test_outage_between_listing_pages_then_recovery(stoppable_azurite: Azurite,  # noqa: F811
-                                                    tmp_path: Path) -> None:
+def test_store_killed_between_listing_pages_then_recovery(
+        stoppable_azurite: Azurite, tmp_path: Path) -> None:  # noqa: F811
     spec = {**azurite.provider(stoppable_azurite.fresh_container(), server=stoppable_azurite),
             "listing_cache_seconds": 0}
     fs = _build(spec, tmp_path)
     for name in "abcdef":
         fs.touch(name)
+    time.sleep(azurite.AUTOSAVE_S + 1)  # saved by Azurite: they survive the SIGKILL
     fs._store.page_size = 2  # three pages
     seen = _count_requests(fs)
     transport = fs._store.client._pipeline._transport
@@ -401,7 +402,7 @@ def test_outage_between_listing_pages_then_recovery(stoppable_azurite: Azurite, 
 
     def stop_after_first_page(request: Any, **kwargs: Any) -> Any:
         if len(seen) == 2:
-            stoppable_azurite.stop()
+            stoppable_azurite.stop(kill=True)
         return send(request, **kwargs)
 
     transport.send = stop_after_first_page
