@@ -1,0 +1,74 @@
+"""``mosaic serve`` that counts the HTTP requests its process sends to storage.
+
+Run as ``python -m bench.counted_mosaic COUNTER_FILE serve --config FILE``.
+The count lives in an 8-byte file mapped into memory, so the benchmark reads
+it (:func:`read_count`) from its own process without asking the server
+anything. Every object-store SDK Mosaic uses sends through aiohttp (s3fs,
+adlfs, gcsfs) or requests (python-swiftclient), so patching those two
+counts every backend call, paginated listings page by page, whatever the
+store. With ``workers: 1`` Mosaic serves in this very process.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+_FORMAT = "<q"
+
+
+class Counter:
+    """A request count shared through a mapped file."""
+
+    def __init__(self, path: Path) -> None:
+        path.write_bytes(bytes(struct.calcsize(_FORMAT)))
+        with path.open("r+b") as file:
+            self._map = mmap.mmap(file.fileno(), struct.calcsize(_FORMAT))
+        self._lock = threading.Lock()  # requests come from many threads
+        self._count = 0
+
+    def bump(self) -> None:
+        with self._lock:
+            self._count += 1
+            self._map[:] = struct.pack(_FORMAT, self._count)
+
+
+def read_count(path: Path) -> int:
+    """The count so far (writes to a shared mapping are visible to read())."""
+    return int(struct.unpack(_FORMAT, path.read_bytes())[0])
+
+
+def install(counter: Counter) -> None:
+    """Count every request sent by an aiohttp session or a requests session."""
+    import aiohttp
+    import requests
+
+    sent_async = aiohttp.ClientSession._request
+
+    async def counted_async(self: Any, *args: Any, **kwargs: Any) -> Any:
+        counter.bump()
+        return await sent_async(self, *args, **kwargs)
+
+    sent = requests.Session.send
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        counter.bump()
+        return sent(self, *args, **kwargs)
+
+    aiohttp.ClientSession._request = counted_async  # type: ignore[method-assign]
+    requests.Session.send = counted  # type: ignore[method-assign]
+
+
+def main(argv: list[str]) -> int:
+    install(Counter(Path(argv[0])))
+    from mosaic.cli import main as mosaic_main
+
+    return mosaic_main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
