@@ -23,8 +23,9 @@ from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import psutil
 import yaml
 
 from .counted_mosaic import read_count
@@ -105,11 +106,14 @@ def library_column(store: Store, settings: StoreSettings) -> Values:
         values[f"cold_{count}_ms"] = runs[0][0] * 1000
         values[f"warm_{count}_ms"] = median([seconds for seconds, _ in runs[1:]]) * 1000
         values[f"cold_{count}_calls"] = values[f"warm_{count}_calls"] = runs[0][1]
-    me = os.getpid()
-    _reset_hwm(me)
+    meter = OwnMemory()
+    values["rss_base_mib"] = mib(meter.rss())
     for size in settings.sizes:
-        values.update(_library_streams(store, size, settings.stream_runs))
-    values["rss_peak_mib"] = mib(_hwm_bytes(me) or 0)
+        key = put_key("library", size)
+        values.update(streams(meter, size, settings.stream_runs, Transfer(
+            get=lambda size=size: store.get(big_key(size)),
+            put=lambda key=key, size=size: store.put(key, Pattern(BLOCK, size)),
+            cleanup=lambda key=key: store.purge(key))))
     report(store, "library", values)
     return values
 
@@ -123,20 +127,58 @@ def _library_listing(store: Store, count: int) -> tuple[float, int]:
     return seconds, calls
 
 
-def _library_streams(store: Store, size: int, runs: int) -> Values:
-    def get() -> None:
-        if (received := store.get(big_key(size))) != size:
-            raise RuntimeError(f"{store.name}: GET gave {received} bytes, expected {size}")
+@dataclass(frozen=True)
+class Transfer:
+    """One column's whole-object GET (returns bytes received) and PUT."""
 
-    key = put_key("library", size)
-    gets = [timed(get) for _ in range(runs)]
-    puts = []
-    for _ in range(runs):
-        puts.append(timed(lambda: store.put(key, Pattern(BLOCK, size))))
-        store.purge(key)
+    get: Callable[[], int]
+    put: Callable[[], None]
+    cleanup: Callable[[], None]  # untimed, after each PUT
+
+
+class Meter(Protocol):
+    def rss(self) -> int: ...
+    def reset(self) -> None: ...
+    def peak(self) -> int: ...
+
+
+class OwnMemory:
+    """This process's RSS and high-water mark (the library column runs here)."""
+
+    def rss(self) -> int:
+        return int(psutil.Process().memory_info().rss)
+
+    def reset(self) -> None:
+        _reset_hwm(os.getpid())
+
+    def peak(self) -> int:
+        return max(_hwm_bytes(os.getpid()) or 0, self.rss())
+
+
+def streams(meter: Meter, size: int, runs: int, transfer: Transfer) -> Values:
+    """Median MB/s of ``runs`` GETs, then PUTs; the peak RSS during each kind."""
     label = human_size(size).replace(" ", "")
-    return {f"get_{label}_mbps": size / median(gets) / 1e6,
-            f"put_{label}_mbps": size / median(puts) / 1e6}
+    values: Values = {}
+    for kind in ("get", "put"):
+        meter.reset()
+        times = [_transfer_once(transfer, kind, size) for _ in range(runs)]
+        values[f"{kind}_{label}_mbps"] = size / median(times) / 1e6
+        values[f"{kind}_{label}_rss_mib"] = mib(meter.peak())
+    return values
+
+
+def _transfer_once(transfer: Transfer, kind: str, size: int) -> float:
+    """Seconds of one GET or PUT; a PUT's cleanup is not timed."""
+    start = time.perf_counter()
+    if kind == "get":
+        if (received := transfer.get()) != size:
+            raise RuntimeError(f"GET gave {received} bytes, expected {size}")
+        return time.perf_counter() - start
+    try:
+        transfer.put()
+        return time.perf_counter() - start
+    finally:
+        transfer.cleanup()
 
 
 # --- the WebDAV columns -------------------------------------------------------------
@@ -236,18 +278,28 @@ def dav_column(store: Store, launch: Launch, settings: StoreSettings, work: Path
     GET and PUT with the server's peak RSS over all of them."""
     values: Values = {}
     with serving(launch, work) as server, server.dav() as dav:
+        _connect_backend(server, dav)
         for count in settings.listing_sizes:
             values.update(_dav_listings(server, dav, count, settings.warm_runs))
         probe = RssProbe(server.process.pid)
         try:
-            probe.reset()
+            values["rss_base_mib"] = mib(probe.rss())
             for size in settings.sizes:
-                values.update(_dav_streams(store, server, dav, size, settings.stream_runs))
-            values["rss_peak_mib"] = mib(probe.peak())
+                values.update(streams(probe, size, settings.stream_runs,
+                                      _dav_transfer(store, server, dav, size)))
         finally:
             probe.close()
     report(store, launch.name, values)
     return values
+
+
+def _connect_backend(server: Served, dav: Dav) -> None:
+    """One request that reaches the store but lists no measured folder: the cold
+    listings then measure the listing, not the server's first connection to it."""
+    path = f"{server.prefix}/read/"
+    status, _ = dav.request("PROPFIND", path, WINDOWS_PROPS, {"Depth": "0", **XML})
+    if status != 207:
+        raise RuntimeError(f"{server.name}: PROPFIND {path}: HTTP {status}")
 
 
 def _propfind(server: Served, dav: Dav, count: int) -> tuple[float, int | None]:
@@ -274,29 +326,26 @@ def _dav_listings(server: Served, dav: Dav, count: int, runs: int) -> Values:
             f"warm_{count}_calls": sum(calls) / len(calls) if calls else None}
 
 
-def _dav_streams(store: Store, server: Served, dav: Dav, size: int, runs: int) -> Values:
+def _dav_transfer(store: Store, server: Served, dav: Dav, size: int) -> Transfer:
     source = f"{server.prefix}/{big_key(size)}"
     key = put_key(server.name, size)
 
-    def get() -> None:
+    def get() -> int:
         status, received = dav.get_stream(source)
-        if status != 200 or received != size:
-            raise RuntimeError(f"{server.name}: GET {source}: HTTP {status}, {received} bytes")
+        if status != 200:
+            raise RuntimeError(f"{server.name}: GET {source}: HTTP {status}")
+        return received
 
     def put() -> None:
         status = dav.put_stream(f"{server.prefix}/{key}", size, BLOCK)
         if status not in (200, 201, 204):
             raise RuntimeError(f"{server.name}: PUT {key}: HTTP {status}")
 
-    gets = [timed(get) for _ in range(runs)]
-    puts = []
-    for _ in range(runs):
-        puts.append(timed(put))
-        dav.request("DELETE", f"{server.prefix}/{key}")  # untimed; so the server knows
+    def cleanup() -> None:
+        dav.request("DELETE", f"{server.prefix}/{key}")  # so the server knows
         store.purge(key)  # and every version goes (moto keeps them in memory)
-    label = human_size(size).replace(" ", "")
-    return {f"get_{label}_mbps": size / median(gets) / 1e6,
-            f"put_{label}_mbps": size / median(puts) / 1e6}
+
+    return Transfer(get, put, cleanup)
 
 
 # --- one store, all columns ---------------------------------------------------------

@@ -25,10 +25,10 @@ class Row:
 
 def rows(settings: StoreSettings) -> list[Row]:
     found: list[Row] = []
-    for size in settings.sizes:
-        label = human_size(size).replace(" ", "")
-        found += [Row(f"get_{label}_mbps", f"GET {human_size(size)} (MB/s)", True),
-                  Row(f"put_{label}_mbps", f"PUT {human_size(size)} (MB/s)", True)]
+    labels = [(human_size(size), human_size(size).replace(" ", "")) for size in settings.sizes]
+    for shown, label in labels:
+        found += [Row(f"get_{label}_mbps", f"GET {shown} (MB/s)", True),
+                  Row(f"put_{label}_mbps", f"PUT {shown} (MB/s)", True)]
     for count in settings.listing_sizes:
         found += [
             Row(f"cold_{count}_ms", f"PROPFIND d1 {count:,} cold (ms)", False),
@@ -36,7 +36,10 @@ def rows(settings: StoreSettings) -> list[Row]:
             Row(f"cold_{count}_calls", f"backend calls, {count:,} cold", False),
             Row(f"warm_{count}_calls", f"backend calls, {count:,} warm", False, 1),
         ]
-    found.append(Row("rss_peak_mib", "RSS peak while streaming (MiB)", False))
+    found.append(Row("rss_base_mib", "RSS before streaming (MiB)", False))
+    for shown, label in labels:
+        found += [Row(f"get_{label}_rss_mib", f"RSS peak, GET {shown} (MiB)", False),
+                  Row(f"put_{label}_rss_mib", f"RSS peak, PUT {shown} (MiB)", False)]
     return found
 
 
