@@ -114,6 +114,8 @@ def library_column(store: Store, settings: StoreSettings) -> Values:
             get=lambda size=size: store.get(big_key(size)),
             put=lambda key=key, size=size: store.put(key, Pattern(BLOCK, size)),
             cleanup=lambda key=key: store.purge(key))))
+        label = human_size(size).replace(" ", "")
+        values[f"get_{label}_calls"] = values[f"put_{label}_calls"] = 1  # one whole object
     report(store, "library", values)
     return values
 
@@ -134,6 +136,7 @@ class Transfer:
     get: Callable[[], int]
     put: Callable[[], None]
     cleanup: Callable[[], None]  # untimed, after each PUT
+    calls: Callable[[], int | None] = lambda: None  # backend requests so far, if counted
 
 
 class Meter(Protocol):
@@ -156,29 +159,36 @@ class OwnMemory:
 
 
 def streams(meter: Meter, size: int, runs: int, transfer: Transfer) -> Values:
-    """Median MB/s of ``runs`` GETs, then PUTs; the peak RSS during each kind."""
+    """Median MB/s of ``runs`` GETs, then PUTs; the peak RSS during each kind and
+    the backend requests per transfer (where counted)."""
     label = human_size(size).replace(" ", "")
     values: Values = {}
     for kind in ("get", "put"):
         meter.reset()
-        times = [_transfer_once(transfer, kind, size) for _ in range(runs)]
-        values[f"{kind}_{label}_mbps"] = size / median(times) / 1e6
+        runs_done = [_transfer_once(transfer, kind, size) for _ in range(runs)]
+        values[f"{kind}_{label}_mbps"] = size / median([t for t, _ in runs_done]) / 1e6
         values[f"{kind}_{label}_rss_mib"] = mib(meter.peak())
+        calls = [c for _, c in runs_done if c is not None]
+        values[f"{kind}_{label}_calls"] = sum(calls) / len(calls) if calls else None
     return values
 
 
-def _transfer_once(transfer: Transfer, kind: str, size: int) -> float:
-    """Seconds of one GET or PUT; a PUT's cleanup is not timed."""
+def _transfer_once(transfer: Transfer, kind: str, size: int) -> tuple[float, int | None]:
+    """Seconds and backend requests of one GET or PUT; a PUT's cleanup is not counted."""
+    before = transfer.calls()
     start = time.perf_counter()
-    if kind == "get":
-        if (received := transfer.get()) != size:
-            raise RuntimeError(f"GET gave {received} bytes, expected {size}")
-        return time.perf_counter() - start
     try:
-        transfer.put()
-        return time.perf_counter() - start
+        if kind == "get":
+            if (received := transfer.get()) != size:
+                raise RuntimeError(f"GET gave {received} bytes, expected {size}")
+        else:
+            transfer.put()
+        seconds = time.perf_counter() - start
+        after = transfer.calls()
     finally:
-        transfer.cleanup()
+        if kind == "put":
+            transfer.cleanup()
+    return seconds, None if before is None or after is None else after - before
 
 
 # --- the WebDAV columns -------------------------------------------------------------
@@ -345,7 +355,7 @@ def _dav_transfer(store: Store, server: Served, dav: Dav, size: int) -> Transfer
         dav.request("DELETE", f"{server.prefix}/{key}")  # so the server knows
         store.purge(key)  # and every version goes (moto keeps them in memory)
 
-    return Transfer(get, put, cleanup)
+    return Transfer(get, put, cleanup, server.calls)
 
 
 # --- one store, all columns ---------------------------------------------------------

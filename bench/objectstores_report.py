@@ -21,6 +21,7 @@ class Row:
     label: str
     higher_is_better: bool
     digits: int = 0
+    compare: bool = True  # False: no ratio (more requests per transfer is no loss)
 
 
 def rows(settings: StoreSettings) -> list[Row]:
@@ -29,6 +30,9 @@ def rows(settings: StoreSettings) -> list[Row]:
     for shown, label in labels:
         found += [Row(f"get_{label}_mbps", f"GET {shown} (MB/s)", True),
                   Row(f"put_{label}_mbps", f"PUT {shown} (MB/s)", True)]
+    for shown, label in labels:
+        found += [Row(f"get_{label}_calls", f"backend calls, GET {shown}", False, 1, False),
+                  Row(f"put_{label}_calls", f"backend calls, PUT {shown}", False, 1, False)]
     for count in settings.listing_sizes:
         found += [
             Row(f"cold_{count}_ms", f"PROPFIND d1 {count:,} cold (ms)", False),
@@ -47,7 +51,7 @@ def ratio(row: Row, columns: dict[str, Values], other: str) -> float | None:
     """> 1 means Mosaic is better, whichever way the row points."""
     mine = columns.get("mosaic", {}).get(row.key)
     theirs = columns.get(other, {}).get(row.key)
-    if mine is None or theirs is None:
+    if not row.compare or mine is None or theirs is None:
         return None
     if mine == 0 or theirs == 0:  # call counts: 0 is best, a ratio of it is no number
         return None
