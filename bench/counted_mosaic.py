@@ -3,10 +3,12 @@
 Run as ``python -m bench.counted_mosaic COUNTER_FILE serve --config FILE``.
 The count lives in an 8-byte file mapped into memory, so the benchmark reads
 it (:func:`read_count`) from its own process without asking the server
-anything. Every object-store SDK Mosaic uses sends through aiohttp (s3fs,
-adlfs, gcsfs) or requests (python-swiftclient), so patching those two
-counts every backend call, paginated listings page by page, whatever the
-store. With ``workers: 1`` Mosaic serves in this very process.
+anything. Every object-store SDK sends through aiohttp (s3fs, adlfs, gcsfs)
+or urllib3 (boto3, and python-swiftclient and the sync Azure and Google SDKs
+through requests), so patching those two counts every backend call,
+paginated listings page by page, whatever the store. With ``workers: 1``
+Mosaic serves in this very process. The benchmark counts the libraries'
+own requests in its own process the same way.
 """
 
 from __future__ import annotations
@@ -30,11 +32,16 @@ class Counter:
             self._map = mmap.mmap(file.fileno(), struct.calcsize(_FORMAT))
         self._lock = threading.Lock()  # requests come from many threads
         self._count = 0
+        self.path = path
 
     def bump(self) -> None:
         with self._lock:
             self._count += 1
             self._map[:] = struct.pack(_FORMAT, self._count)
+
+
+    def value(self) -> int:
+        return self._count
 
 
 def read_count(path: Path) -> int:
@@ -43,9 +50,9 @@ def read_count(path: Path) -> int:
 
 
 def install(counter: Counter) -> None:
-    """Count every request sent by an aiohttp session or a requests session."""
+    """Count every request sent by an aiohttp session or a urllib3 pool."""
     import aiohttp
-    import requests
+    import urllib3.connectionpool
 
     sent_async = aiohttp.ClientSession._request
 
@@ -53,14 +60,15 @@ def install(counter: Counter) -> None:
         counter.bump()
         return await sent_async(self, *args, **kwargs)
 
-    sent = requests.Session.send
+    pool = urllib3.connectionpool.HTTPConnectionPool
+    sent = pool.urlopen
 
     def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
-        counter.bump()
+        counter.bump()  # a retry calls urlopen again: it is counted, as it is sent
         return sent(self, *args, **kwargs)
 
     aiohttp.ClientSession._request = counted_async  # type: ignore[method-assign]
-    requests.Session.send = counted  # type: ignore[method-assign]
+    pool.urlopen = counted  # type: ignore[method-assign]
 
 
 def main(argv: list[str]) -> int:

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import psutil
 import yaml
 
-from .counted_mosaic import read_count
+from .counted_mosaic import Counter, install, read_count
 from .davclient import Dav
 from .memory import RssProbe, _hwm_bytes, _reset_hwm, mib
 from .objectstores_report import LEGEND, table
@@ -99,10 +99,10 @@ def populate(store: Store, settings: StoreSettings) -> None:
 
 # --- the library column -----------------------------------------------------------
 
-def library_column(store: Store, settings: StoreSettings) -> Values:
+def library_column(store: Store, settings: StoreSettings, counter: Counter) -> Values:
     values: Values = {}
     for count in settings.listing_sizes:
-        runs = [_library_listing(store, count) for _ in range(settings.warm_runs + 1)]
+        runs = [_library_listing(store, count, counter) for _ in range(settings.warm_runs + 1)]
         values[f"cold_{count}_ms"] = runs[0][0] * 1000
         values[f"warm_{count}_ms"] = median([seconds for seconds, _ in runs[1:]]) * 1000
         values[f"cold_{count}_calls"] = values[f"warm_{count}_calls"] = runs[0][1]
@@ -113,17 +113,17 @@ def library_column(store: Store, settings: StoreSettings) -> Values:
         values.update(streams(meter, size, settings.stream_runs, Transfer(
             get=lambda size=size: store.get(big_key(size)),
             put=lambda key=key, size=size: store.put(key, Pattern(BLOCK, size)),
-            cleanup=lambda key=key: store.purge(key))))
-        label = human_size(size).replace(" ", "")
-        values[f"get_{label}_calls"] = values[f"put_{label}_calls"] = 1  # one whole object
+            cleanup=lambda key=key: store.purge(key), calls=counter.value)))
     report(store, "library", values)
     return values
 
 
-def _library_listing(store: Store, count: int) -> tuple[float, int]:
+def _library_listing(store: Store, count: int, counter: Counter) -> tuple[float, int]:
+    before = counter.value()
     start = time.perf_counter()
-    entries, calls = store.list(folder(count))
+    entries = store.list(folder(count))
     seconds = time.perf_counter() - start
+    calls = counter.value() - before
     if entries != count:
         raise RuntimeError(f"{store.name}: listed {entries} objects, expected {count}")
     return seconds, calls
@@ -363,7 +363,8 @@ def _dav_transfer(store: Store, server: Served, dav: Dav, size: int) -> Transfer
 COLUMNS = ("mosaic", "rclone", "library")
 
 
-def run_store(store: Store, settings: StoreSettings, scratch: Path) -> dict[str, Any]:
+def run_store(store: Store, settings: StoreSettings, scratch: Path,
+              library_calls: Counter) -> dict[str, Any]:
     """Every column on one emulator; a failed column is noted, the others still run."""
     columns: dict[str, Values] = {}
     failures: dict[str, str] = {}
@@ -378,7 +379,7 @@ def run_store(store: Store, settings: StoreSettings, scratch: Path) -> dict[str,
             return path
 
         steps: dict[str, Callable[[], Values]] = {
-            "library": lambda: library_column(store, settings),
+            "library": lambda: library_column(store, settings, library_calls),
             "mosaic": lambda: dav_column(store, mosaic_launch(store, work("mosaic")),
                                          settings, work("mosaic")),
             "rclone": lambda: dav_column(store, rclone_launch(store, work("rclone")),
@@ -425,9 +426,12 @@ def main(argv: list[str] | None = None) -> int:
     started, load = time.monotonic(), os.getloadavg()[0]
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="mosaic-objbench-", dir=args.tmp) as scratch:
+        library_calls = Counter(Path(scratch) / "library.count")
+        install(library_calls)  # the libraries run in this process
         for name in args.stores.split(","):
             bucket = f"bench-{secrets.token_hex(4)}"
-            results[name] = run_store(STORES[name](bucket), settings, Path(scratch))
+            results[name] = run_store(STORES[name](bucket), settings, Path(scratch),
+                                      library_calls)
     tables = [table(name, settings, result["columns"]) for name, result in results.items()]
     failures = [f"FAILED {name}/{column}: {why}" for name, result in results.items()
                 for column, why in result["failures"].items()]

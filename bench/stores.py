@@ -97,8 +97,8 @@ class Store(ABC):
         """The library's default download, read in 1 MiB pieces: bytes received."""
 
     @abstractmethod
-    def list(self, prefix: str) -> tuple[int, int]:
-        """The library's paged listing of one folder: (entries, requests)."""
+    def list(self, prefix: str) -> int:
+        """The library's paged listing of one folder: how many entries."""
 
     @abstractmethod
     def purge(self, key: str) -> None:
@@ -171,14 +171,11 @@ class S3(Store):
         body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
         return sum(len(chunk) for chunk in body.iter_chunks(MIB))
 
-    def list(self, prefix: str) -> tuple[int, int]:
+    def list(self, prefix: str) -> int:
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=prefix.rstrip("/") + "/", Delimiter="/")
-        entries = requests = 0
-        for page in pages:
-            requests += 1
-            entries += len(page.get("Contents", [])) + len(page.get("CommonPrefixes", []))
-        return entries, requests
+        return sum(len(page.get("Contents", [])) + len(page.get("CommonPrefixes", []))
+                   for page in pages)
 
     def purge(self, key: str) -> None:
         found = self.client.list_object_versions(Bucket=self.bucket, Prefix=key)
