@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import secrets
 import statistics
 import subprocess
 import sys
@@ -406,17 +405,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true",
                         help="one 32 MiB object, 1,000 listed objects, fewer runs")
-    parser.add_argument("--stores", default=",".join(STORES),
-                        help=f"comma-separated stores (default: {','.join(STORES)})")
+    parser.add_argument("--stores", default=None,
+                        help=f"comma-separated, of {','.join(STORES)} (default: every one "
+                             "this checkout can run)")
     parser.add_argument("--json", type=Path, default=HERE / "results" / "objectstores.json",
                         help="where to write the results")
     parser.add_argument("--tmp", type=Path, default=None,
                         help="parent folder of the scratch data (default: the system temp dir)")
     args = parser.parse_args(argv)
-    unknown = set(args.stores.split(",")) - set(STORES)
-    if unknown:
-        parser.error(f"unknown store(s) {', '.join(sorted(unknown))}; choose from "
-                     f"{', '.join(STORES)}")
+    if args.stores is None:
+        args.stores = ",".join(name for name, store in STORES.items() if not store.missing())
+    for name in args.stores.split(","):
+        if name not in STORES:
+            parser.error(f"unknown store {name}; choose from {', '.join(STORES)}")
+        if missing := STORES[name].missing():
+            parser.error(f"{name} cannot run here: {', '.join(missing)} not found")
     return args
 
 
@@ -429,9 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         library_calls = Counter(Path(scratch) / "library.count")
         install(library_calls)  # the libraries run in this process
         for name in args.stores.split(","):
-            bucket = f"bench-{secrets.token_hex(4)}"
-            results[name] = run_store(STORES[name](bucket), settings, Path(scratch),
-                                      library_calls)
+            results[name] = run_store(STORES[name](), settings, Path(scratch), library_calls)
     tables = [table(name, settings, result["columns"]) for name, result in results.items()]
     failures = [f"FAILED {name}/{column}: {why}" for name, result in results.items()
                 for column, why in result["failures"].items()]

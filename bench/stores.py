@@ -9,11 +9,14 @@ store is one subclass plus one line in :data:`STORES`.
 
 from __future__ import annotations
 
+import importlib.util
 import io
+import os
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .settings import MIB
@@ -65,13 +68,18 @@ class Store(ABC):
 
     name: str = ""
     mount = "/store"  # where Mosaic mounts the bucket in the tenant's tree
+    needs: tuple[str, ...] = ()  # modules without which this store cannot run here
+    bucket = ""
 
-    def __init__(self, bucket: str) -> None:
-        self.bucket = bucket
+    @classmethod
+    def missing(cls) -> list[str]:
+        """The modules of :attr:`needs` this checkout or environment lacks."""
+        return [name for name in cls.needs if importlib.util.find_spec(name) is None]
 
     @abstractmethod
     def start(self, stack: ExitStack) -> None:
-        """Start the emulator (stopped when ``stack`` closes), then make the bucket."""
+        """Start the emulator (or reuse this process's), make :attr:`bucket`, and
+        register on ``stack`` what frees the emulator's memory afterwards."""
 
     @abstractmethod
     def provider(self) -> dict[str, Any]:
@@ -79,7 +87,8 @@ class Store(ABC):
 
     @abstractmethod
     def rclone_remote(self) -> str:
-        """An on-the-fly remote naming the bucket, for ``rclone serve webdav``."""
+        """An on-the-fly remote naming the bucket, for ``rclone serve webdav``.
+        Values holding ":" or "," are quoted: they would end the parameter."""
 
     def rclone_env(self, env: dict[str, str]) -> dict[str, str]:
         """rclone's environment (some variables change how it reaches a store)."""
@@ -90,7 +99,7 @@ class Store(ABC):
 
     @abstractmethod
     def put(self, key: str, body: Pattern) -> None:
-        """The library's default upload of a whole object."""
+        """The library's default upload of a whole object, streamed from ``body``."""
 
     @abstractmethod
     def get(self, key: str) -> int:
@@ -107,11 +116,8 @@ class Store(ABC):
     def populate(self, prefix: str, count: int, data: bytes) -> None:
         """``count`` objects ``prefix/file-NNNNN.txt``, several PUTs in flight."""
         keys = [f"{prefix}/file-{index:05d}.txt" for index in range(count)]
-        self._parallel(lambda key: self.put_small(key, data), keys)
-
-    def _parallel(self, action: Callable[[str], None], keys: list[str]) -> None:
         with ThreadPoolExecutor(POPULATE_THREADS) as pool:
-            list(pool.map(action, keys))
+            list(pool.map(lambda key: self.put_small(key, data), keys))
 
 
 # --- S3 on moto --------------------------------------------------------------
@@ -121,6 +127,7 @@ class S3(Store):
 
     name = "s3"
     mount = "/s3"
+    needs = ("moto", "boto3", "mosaic.providers.s3")
 
     def start(self, stack: ExitStack) -> None:
         import boto3
@@ -134,7 +141,7 @@ class S3(Store):
             "s3", endpoint_url=self.url, region_name=moto.REGION,
             aws_access_key_id=moto.KEY, aws_secret_access_key=moto.SECRET,
             config=Config(max_pool_connections=POPULATE_THREADS * 2))
-        self.client.create_bucket(Bucket=self.bucket)
+        self.bucket = moto.fresh_bucket(self.url)
         # rclone's streamed PUT fails on an unversioned moto bucket (see the notes).
         self.client.put_bucket_versioning(Bucket=self.bucket,
                                           VersioningConfiguration={"Status": "Enabled"})
@@ -186,6 +193,185 @@ class S3(Store):
             self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": versions})
 
 
-#: name -> entry; ``--stores`` picks from these
-STORES: dict[str, type[Store]] = {"s3": S3}
+# --- Azure Blob on Azurite ---------------------------------------------------
 
+class AzureBlob(Store):
+    """Azurite (npm); azure-storage-blob is the library."""
+
+    name = "azure"
+    mount = "/azure"
+    needs = ("azure.storage.blob", "tests.support.azurite", "mosaic.providers.azure_blob")
+
+    def start(self, stack: ExitStack) -> None:
+        from tests.support import azurite
+
+        self.server = azurite.shared()  # stopped at exit
+        self.bucket = azurite.fresh_container(self.server)
+        self.container = self.server.service().get_container_client(self.bucket)
+        stack.callback(self.container.delete_container)  # Azurite keeps blobs in memory too
+
+    def provider(self) -> dict[str, Any]:
+        from tests.support import azurite
+
+        return azurite.provider(self.bucket, server=self.server)
+
+    def rclone_remote(self) -> str:
+        # rclone 1.60 reaches Azurite only through a SAS URL (endpoint= and
+        # use_emulator= fail): one for the container, made with Azurite's key.
+        from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+        from tests.support import azurite
+
+        sas = generate_container_sas(
+            azurite.ACCOUNT, self.bucket, account_key=azurite.KEY,
+            permission=ContainerSasPermissions(read=True, add=True, create=True, write=True,
+                                               delete=True, list=True),
+            expiry=datetime.now(UTC) + timedelta(days=1))
+        return f":azureblob,sas_url='{self.server.url}/{self.bucket}?{sas}':{self.bucket}"
+
+    def put_small(self, key: str, data: bytes) -> None:
+        self.container.upload_blob(key, data, overwrite=True)
+
+    def put(self, key: str, body: Pattern) -> None:
+        self.container.upload_blob(key, body, length=len(body), overwrite=True)
+
+    def get(self, key: str) -> int:
+        return sum(len(chunk) for chunk in self.container.download_blob(key).chunks())
+
+    def list(self, prefix: str) -> int:
+        return sum(1 for _ in self.container.walk_blobs(name_starts_with=prefix + "/",
+                                                         delimiter="/"))
+
+    def purge(self, key: str) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with suppress(ResourceNotFoundError):
+            self.container.delete_blob(key)
+
+
+# --- Google Cloud Storage on fake-gcs-server -------------------------------------
+
+class GCS(Store):
+    """fake-gcs-server (memory backend); gcsfs is the library (google-cloud-storage
+    is not a dependency of Mosaic)."""
+
+    name = "gcs"
+    mount = "/gcs"
+    needs = ("gcsfs", "tests.support.fakegcs", "mosaic.providers.gcs")
+
+    def start(self, stack: ExitStack) -> None:
+        # Before gcsfs is imported: else every call first tries a TLS gRPC endpoint.
+        os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+        import gcsfs
+
+        from tests.support import fakegcs
+
+        self.url = fakegcs.endpoint()  # stopped at exit
+        self.bucket = fakegcs.fresh_bucket(self.url)
+        self.fs = gcsfs.GCSFileSystem(endpoint_url=self.url, token="anon",
+                                      project=fakegcs.PROJECT, skip_instance_cache=True)
+        stack.callback(lambda: self.fs.rm(self.bucket, recursive=True))
+
+    def provider(self) -> dict[str, Any]:
+        from tests.support import fakegcs
+
+        return fakegcs.provider(self.bucket, url=self.url)
+
+    def rclone_remote(self) -> str:
+        return f":gcs,endpoint='{self.url}/storage/v1/',anonymous=true:{self.bucket}"
+
+    def _path(self, key: str) -> str:
+        return f"{self.bucket}/{key}"
+
+    def put_small(self, key: str, data: bytes) -> None:
+        self.fs.pipe_file(self._path(key), data)
+
+    def put(self, key: str, body: Pattern) -> None:
+        with self.fs.open(self._path(key), "wb") as out:
+            while chunk := body.read(MIB):
+                out.write(chunk)
+
+    def get(self, key: str) -> int:
+        received = 0
+        with self.fs.open(self._path(key), "rb") as source:
+            while chunk := source.read(MIB):
+                received += len(chunk)
+        return received
+
+    def list(self, prefix: str) -> int:
+        return len(self.fs.ls(self._path(prefix), refresh=True))  # gcsfs caches listings
+
+    def purge(self, key: str) -> None:
+        with suppress(FileNotFoundError):
+            self.fs.rm_file(self._path(key))
+
+
+# --- OpenStack Swift: a Debian single-node cluster --------------------------------
+
+class Swift(Store):
+    """Debian's Swift with tempauth; python-swiftclient is the library (one
+    connection per thread: a Connection is not thread-safe)."""
+
+    name = "swift"
+    mount = "/swift"
+    needs = ("swiftclient", "tests.support.swift", "mosaic.providers.swift")
+
+    def start(self, stack: ExitStack) -> None:
+        from tests.support import swift
+
+        # The tests cap objects at 16 MiB to exercise SLO; the benchmark wants
+        # Swift's own limit, so that the library can PUT 256 MiB in one request.
+        swift.MAX_FILE_SIZE = 5 * 1024 * MIB
+        self.cluster = swift.cluster()  # stopped at exit
+        self.bucket = self.cluster.fresh_container()
+        self._local = threading.local()
+
+    def _conn(self) -> Any:
+        from swiftclient.client import Connection
+
+        from tests.support import swift
+
+        if not hasattr(self._local, "conn"):
+            self._local.conn = Connection(authurl=self.cluster.auth_url, user=swift.USER,
+                                          key=swift.KEY, retries=0)
+        return self._local.conn
+
+    def provider(self) -> dict[str, Any]:
+        from tests.support import swift
+
+        return swift.provider(self.bucket)
+
+    def rclone_remote(self) -> str:
+        from tests.support import swift
+
+        return (f":swift,auth='{self.cluster.auth_url}',user='{swift.USER}',"
+                f"key={swift.KEY}:{self.bucket}")
+
+    def put_small(self, key: str, data: bytes) -> None:
+        self._conn().put_object(self.bucket, key, contents=data)
+
+    def put(self, key: str, body: Pattern) -> None:
+        self._conn().put_object(self.bucket, key, contents=body, content_length=len(body),
+                                chunk_size=MIB)
+
+    def get(self, key: str) -> int:
+        _, body = self._conn().get_object(self.bucket, key, resp_chunk_size=MIB)
+        return sum(len(chunk) for chunk in body)
+
+    def list(self, prefix: str) -> int:
+        _, entries = self._conn().get_container(self.bucket, prefix=prefix + "/",
+                                                delimiter="/", full_listing=True)
+        return len(entries)
+
+    def purge(self, key: str) -> None:
+        from swiftclient.exceptions import ClientException
+
+        try:
+            self._conn().delete_object(self.bucket, key)
+        except ClientException as exc:
+            if exc.http_status != 404:
+                raise
+
+
+#: name -> entry; ``--stores`` picks from these
+STORES: dict[str, type[Store]] = {"s3": S3, "azure": AzureBlob, "gcs": GCS, "swift": Swift}
