@@ -113,6 +113,7 @@ def library_column(store: Store, settings: StoreSettings, counter: Counter) -> V
             get=lambda size=size: store.get(big_key(size)),
             put=lambda key=key, size=size: store.put(key, Pattern(BLOCK, size)),
             cleanup=lambda key=key: store.purge(key), calls=counter.value)))
+    values["rss_after_mib"] = mib(meter.rss())
     report(store, "library", values)
     return values
 
@@ -296,6 +297,7 @@ def dav_column(store: Store, launch: Launch, settings: StoreSettings, work: Path
             for size in settings.sizes:
                 values.update(streams(probe, size, settings.stream_runs,
                                       _dav_transfer(store, server, dav, size)))
+            values["rss_after_mib"] = mib(probe.rss())  # what the process kept
         finally:
             probe.close()
     report(store, launch.name, values)

@@ -44,6 +44,7 @@ def rows(settings: StoreSettings) -> list[Row]:
     for shown, label in labels:
         found += [Row(f"get_{label}_rss_mib", f"RSS peak, GET {shown} (MiB)", False),
                   Row(f"put_{label}_rss_mib", f"RSS peak, PUT {shown} (MiB)", False)]
+    found.append(Row("rss_after_mib", "RSS after streaming (MiB)", False))
     return found
 
 
