@@ -50,6 +50,7 @@ class StoreSettings:
     listing_sizes: tuple[int, ...]  # objects per listed folder
     stream_runs: int  # GET/PUT: median of this many
     warm_runs: int  # warm listings: median of this many
+    mosaic_env: tuple[tuple[str, str], ...] = ()  # extra environment of Mosaic's process
 
 
 FULL = StoreSettings(sizes=(64 * MIB, 256 * MIB), listing_sizes=(1_000, 10_000),
@@ -251,7 +252,7 @@ def _wait_ready(server: Served, log: Path) -> None:
     raise RuntimeError(f"{server.name} not ready after {READY_TIMEOUT:.0f} s")
 
 
-def mosaic_launch(store: Store, work: Path) -> Launch:
+def mosaic_launch(store: Store, work: Path, extra_env: dict[str, str]) -> Launch:
     """``mosaic serve`` (counted), one worker, the bucket mounted at ``store.mount``."""
     port = free_port()
     config = {
@@ -270,7 +271,7 @@ def mosaic_launch(store: Store, work: Path) -> Launch:
     counter = work / "requests.count"
     argv = [sys.executable, "-m", "bench.counted_mosaic", str(counter), "serve",
             "--config", str(path)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, **extra_env, "PYTHONPATH": str(ROOT)}
     return Launch("mosaic", argv, env, port, store.mount, counter)
 
 
@@ -379,12 +380,14 @@ def run_store(store: Store, settings: StoreSettings, scratch: Path,
             path.mkdir(parents=True, exist_ok=True)
             return path
 
+        def served(name: str, launch: Callable[[Path], Launch]) -> Callable[[], Values]:
+            return lambda: dav_column(store, launch(work(name)), settings, work(name))
+
+        mosaic_env = dict(settings.mosaic_env)
         steps: dict[str, Callable[[], Values]] = {
             "library": lambda: library_column(store, settings, library_calls),
-            "mosaic": lambda: dav_column(store, mosaic_launch(store, work("mosaic")),
-                                         settings, work("mosaic")),
-            "rclone": lambda: dav_column(store, rclone_launch(store, work("rclone")),
-                                         settings, work("rclone")),
+            "mosaic": served("mosaic", lambda path: mosaic_launch(store, path, mosaic_env)),
+            "rclone": served("rclone", lambda path: rclone_launch(store, path)),
         }
         for name, step in steps.items():
             try:
@@ -412,9 +415,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "this checkout can run)")
     parser.add_argument("--json", type=Path, default=HERE / "results" / "objectstores.json",
                         help="where to write the results")
+    parser.add_argument("--mosaic-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="set this in Mosaic's environment only, e.g. "
+                             "MALLOC_MMAP_THRESHOLD_=1048576 (repeatable)")
     parser.add_argument("--tmp", type=Path, default=None,
                         help="parent folder of the scratch data (default: the system temp dir)")
     args = parser.parse_args(argv)
+    if any("=" not in item for item in args.mosaic_env):
+        parser.error("--mosaic-env takes NAME=VALUE")
     if args.stores is None:
         args.stores = ",".join(name for name, store in STORES.items() if not store.missing())
     for name in args.stores.split(","):
@@ -427,7 +435,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    settings = QUICK if args.quick else FULL
+    settings = dataclasses.replace(
+        QUICK if args.quick else FULL,
+        mosaic_env=tuple(tuple(item.split("=", 1)) for item in args.mosaic_env))  # type: ignore[misc]
     started, load = time.monotonic(), os.getloadavg()[0]
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="mosaic-objbench-", dir=args.tmp) as scratch:
