@@ -342,3 +342,19 @@ def test_a_prefix_leaving_the_bucket_is_a_config_error_naming_the_line(tmp_path)
     with pytest.raises(ConfigError) as caught:
         load_config(config_file)
     assert "prefix" in str(caught.value) and "mosaic.yaml:" in str(caught.value)
+
+
+def test_cold_folder_listing_is_one_head_and_the_listing_itself(tmp_path):
+    """PROPFIND Depth 1 asks info, then ls: with the listing cache the folder's
+    existence comes from the listing ls needs anyway (other tools' folders have
+    no marker to HEAD)."""
+    bucket = moto.fresh_bucket()
+    for index in range(50):
+        moto.client().put_object(Bucket=bucket, Key=f"made-elsewhere/f{index}", Body=b"1")
+    fs = _build(moto.provider(bucket), tmp_path)
+    methods = []
+    call = fs._store.call
+    fs._store.call = lambda method, **kw: methods.append(method) or call(method, **kw)
+    assert fs.info("made-elsewhere")["type"] == "directory"
+    assert len(fs.ls("made-elsewhere")) == 50
+    assert sorted(methods) == ["head_object", "list_objects_v2"]

@@ -247,3 +247,15 @@ def test_zero_lifetime_means_no_cache(tmp_path: Path):
     cache.get("k", fetch)
     assert cache.get("k", fetch) == 2
     assert not (tmp_path / "listing-stamps").exists()
+
+
+def test_a_listing_slower_than_the_lifetime_is_still_reused():
+    cache = ListingCache(ttl=0.2, stamp_file=None)
+    calls = Counter()
+
+    def slow_fetch() -> int:
+        time.sleep(0.3)
+        return calls()
+
+    assert cache.get("k", slow_fetch) == 1
+    assert cache.get("k", slow_fetch) == 1  # the lifetime counts from the answer

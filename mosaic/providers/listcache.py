@@ -46,6 +46,10 @@ class ListingCache:
         stamp.touch(exist_ok=True)
         return cls(ttl, stamp)
 
+    @property
+    def enabled(self) -> bool:
+        return self._ttl > 0
+
     def get(self, key: Hashable, fetch: Callable[[], T]) -> T:
         if self._ttl <= 0:
             return fetch()
@@ -60,7 +64,9 @@ class ListingCache:
         value = fetch()
         with self._lock:
             if generation == self._generation:
-                self._entries[key] = (now + self._ttl, value)
+                # the lifetime counts from the answer: a listing slower than the
+                # lifetime would otherwise be stored already expired
+                self._entries[key] = (time.monotonic() + self._ttl, value)
                 self._entries.move_to_end(key)
                 while len(self._entries) > MAX_ENTRIES:
                     self._entries.popitem(last=False)

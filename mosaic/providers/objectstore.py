@@ -127,8 +127,9 @@ class StoredObject:
     @property
     def effective_mtime(self) -> float:
         """The time a client set, if any, else the store's."""
-        with suppress(KeyError, TypeError, ValueError):
-            return float(self.metadata[MTIME_KEY])  # type: ignore[index]
+        if self.metadata and MTIME_KEY in self.metadata:  # checked, not caught: per entry
+            with suppress(ValueError):
+                return float(self.metadata[MTIME_KEY])
         return self.mtime
 
 
@@ -312,19 +313,34 @@ class ObjectStoreFileSystem(ProviderFileSystem):
         rel = "/".join(parts)
         if not parts:
             return "directory", None
-        marker = self._head(self._dir_prefix(parts), rel) if folder_first else None
+        prefix = self._dir_prefix(parts)
+        marker = self._head(prefix, rel) if folder_first else None
         if marker is not None:
             return "directory", marker
         obj = self._head(self._key(parts), rel)
         if obj is not None:
             return "file", obj
+        if not folder_first and self._cache.enabled:
+            return self._probe_by_listing(prefix, rel)
         if not folder_first:
-            marker = self._head(self._dir_prefix(parts), rel)
-        if marker is not None:
-            return "directory", marker
-        if self._list(self._dir_prefix(parts), rel, recursive=True, limit=1).objects:
+            marker = self._head(prefix, rel)
+            if marker is not None:
+                return "directory", marker
+        if self._list(prefix, rel, recursive=True, limit=1).objects:
             return "directory", None  # a folder other tools made without a marker
         return None
+
+    def _probe_by_listing(self, prefix: str, rel: str) -> tuple[str, StoredObject | None] | None:
+        """A folder is what its delimiter listing is not empty for: the very
+        listing ``ls`` needs next (PROPFIND: info, then ls), so with a listing
+        cache it is fetched once instead of a HEAD of the marker and a probe."""
+        listing = self._list(prefix, rel)
+        if not listing.objects and not listing.prefixes:
+            return None
+        marker = next((obj for obj in listing.objects if obj.key == prefix), None)
+        if marker is not None and marker.metadata is None:  # a listing without metadata
+            marker = self._head(prefix, rel) or marker  # the marker's set time is in it
+        return "directory", marker
 
     def _missing(self, parts: Parts) -> OSError:
         """FileNotFoundError, or NotADirectoryError if an ancestor is a file."""
