@@ -10,6 +10,8 @@ worker that dies.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing
 import os
@@ -141,7 +143,26 @@ def _send(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
+#: glibc's M_MMAP_THRESHOLD, and the size from which buffers get their own mapping
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 1024 * 1024
+
+
+def return_big_buffers_to_the_system() -> None:
+    """Make glibc give transfer buffers (object-store parts, read blocks: MiBs
+    each) their own mappings, returned to the system when freed. Left to
+    itself glibc raises that threshold after the first big free and then
+    serves parts from per-thread arenas it never shrinks: a worker's RSS
+    climbed by ~100 MiB per large transfer and stayed (measured, bench/)."""
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: its own policy
+        ctypes.CDLL(libc_name).mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
+
 def serve(config_path: Path | None, config: Config) -> None:
+    return_big_buffers_to_the_system()  # before forking: every worker inherits it
     if config.server.workers == 1:
         serve_in_process(ConfigHolder(config_path, config))
     else:

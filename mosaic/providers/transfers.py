@@ -159,7 +159,8 @@ class ParallelWriter:
         self._upload, self._part_size = upload, part_size
         self._transfers = max(1, transfers) if upload.concurrent else 1
         self._slots = threading.BoundedSemaphore(self._transfers)
-        self._buffer = bytearray()
+        self._chunks: list[bytes] = []  # the part being filled, as the client sent it
+        self._filled = 0
         self._position = 0
         self._parts: list[Future[Any]] = []
         self._pool: ThreadPoolExecutor | None = None
@@ -167,11 +168,16 @@ class ParallelWriter:
 
     def write(self, data: bytes) -> int:
         self._raise_failed_part()
-        self._buffer += data
+        data = bytes(data)
         self._position += len(data)
-        while len(self._buffer) >= self._part_size:
-            self._send(bytes(self._buffer[:self._part_size]))
-            del self._buffer[:self._part_size]
+        while self._filled + len(data) >= self._part_size:
+            cut = self._part_size - self._filled
+            self._chunks.append(data[:cut])
+            data = data[cut:]
+            self._send_filled()
+        if data:
+            self._chunks.append(data)
+            self._filled += len(data)
         return len(data)
 
     def tell(self) -> int:
@@ -183,17 +189,24 @@ class ParallelWriter:
     def close(self) -> None:  # the caller decides between commit() and discard()
         return None
 
-    def _send(self, chunk: bytes) -> None:
+    def _take_chunks(self) -> bytes:
+        """The part being filled as one buffer (its only copy; the pieces go)."""
+        chunks, self._chunks, self._filled = self._chunks, [], 0
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _send_filled(self) -> None:
         number = len(self._parts) + 1
         if self._transfers == 1:
             future: Future[Any] = Future()
             self._parts.append(future)
-            future.set_result(self._upload.send_part(number, chunk))
+            future.set_result(self._upload.send_part(number, self._take_chunks()))
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._transfers, thread_name_prefix="mosaic-part")
-        self._slots.acquire()  # blocks while `transfers` parts are in flight
-        self._parts.append(self._pool.submit(self._send_in_slot, number, chunk))
+        # Wait for a free slot before joining the part: memory holds at most
+        # `transfers` parts in flight plus the one being filled.
+        self._slots.acquire()
+        self._parts.append(self._pool.submit(self._send_in_slot, number, self._take_chunks()))
 
     def _send_in_slot(self, number: int, chunk: bytes) -> Any:
         try:
@@ -210,10 +223,10 @@ class ParallelWriter:
         if self._done:
             return
         if not self._parts:
-            self._upload.put_whole(bytes(self._buffer))
+            self._upload.put_whole(self._take_chunks())
         else:
-            if self._buffer:
-                self._send(bytes(self._buffer))
+            if self._filled:
+                self._send_filled()
             self._upload.finish([future.result() for future in self._parts])
         self._done = True
         self._release()
@@ -232,7 +245,7 @@ class ParallelWriter:
             self._upload.abort(tokens)
 
     def _release(self) -> None:
-        self._buffer = bytearray()
+        self._chunks, self._filled = [], 0
         if self._pool is not None:
             self._pool.shutdown(wait=False)
             self._pool = None
