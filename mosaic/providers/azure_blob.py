@@ -208,23 +208,14 @@ class BlobStore(ObjectStore):
         self.client = _client(options)
         self.page_size = PAGE_SIZE  # tests make it small
 
-    def error_code(self, exc: BaseException) -> str | None:
-        seen: BaseException | None = exc
-        while seen is not None:
-            code = getattr(seen, "error_code", None)
-            if code:
-                return str(getattr(code, "value", code))
-            status = getattr(seen, "status_code", None)
-            if isinstance(seen, HttpResponseError) and status and status >= 500:
-                return str(status)
-            for kind in type(seen).__mro__:  # subclasses: e.g. ServiceRequestTimeoutError
-                if kind.__name__ in ERRORS:
-                    return kind.__name__
-            seen = seen.__cause__ or seen.__context__
+    def native_code(self, exc: BaseException) -> str | None:
+        code = getattr(exc, "error_code", None)
+        if code:
+            return str(getattr(code, "value", code))
+        status = getattr(exc, "status_code", None)
+        if isinstance(exc, HttpResponseError) and status and status >= 500:
+            return str(status)
         return None
-
-    def _is_missing(self, exc: BaseException) -> bool:
-        return ERRORS.get(self.error_code(exc) or "") is Fault.MISSING
 
     # -- reading --------------------------------------------------------------------
 
@@ -248,7 +239,7 @@ class BlobStore(ObjectStore):
         try:
             found = self.client.get_blob_client(key).get_blob_properties()
         except Exception as exc:
-            if self._is_missing(exc):
+            if self.is_missing(exc):
                 return None
             raise
         return _stored(found)
@@ -315,7 +306,7 @@ class BlobStore(ObjectStore):
         try:
             self.client.delete_blob(key)
         except Exception as exc:
-            if not self._is_missing(exc):
+            if not self.is_missing(exc):
                 raise
 
     def start_upload(self, key: str) -> PartedUpload:

@@ -276,20 +276,12 @@ class GCSStore(ObjectStore):
             raise GCSError.from_answer(answer.status, body)
         return answer.status, answer.headers, body
 
-    def error_code(self, exc: BaseException) -> str | None:
-        seen: BaseException | None = exc
-        while seen is not None:
-            if isinstance(seen, GCSError):
-                return seen.code
-            if isinstance(seen, gcsfs.retry.HttpError) and seen.code:
-                return str(seen.code)
-            if type(seen).__name__ in ERRORS:
-                return type(seen).__name__
-            seen = seen.__cause__ or seen.__context__
+    def native_code(self, exc: BaseException) -> str | None:
+        if isinstance(exc, GCSError):
+            return exc.code
+        if isinstance(exc, gcsfs.retry.HttpError) and exc.code:
+            return str(exc.code)
         return None
-
-    def _is_missing(self, exc: BaseException) -> bool:
-        return ERRORS.get(self.error_code(exc) or "") is Fault.MISSING
 
     # -- the primitives -----------------------------------------------------------
 
@@ -321,7 +313,7 @@ class GCSStore(ObjectStore):
         try:
             item = self.call_json("GET", self.object_url(key), params={"fields": OBJECT_FIELDS})
         except Exception as exc:
-            if self._is_missing(exc):
+            if self.is_missing(exc):
                 return None
             raise
         return _stored(item)
@@ -371,7 +363,7 @@ class GCSStore(ObjectStore):
                 try:
                     await self._request("DELETE", self.object_url(key))
                 except Exception as exc:
-                    if not self._is_missing(exc):
+                    if not self.is_missing(exc):
                         raise
 
         await asyncio.gather(*(delete(key) for key in keys))
@@ -457,6 +449,6 @@ class ResumableUpload(PartedUpload):
         try:
             self._store.call("DELETE", session)  # answers 499 on success
         except Exception as exc:
-            if not self._store._is_missing(exc) and getattr(exc, "status", 0) != 410:
+            if not self._store.is_missing(exc) and getattr(exc, "status", 0) != 410:
                 raise
 

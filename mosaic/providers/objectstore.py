@@ -192,7 +192,25 @@ class ObjectStore(ABC):
         """A new upload of ``key``: nothing is visible before its ``finish``."""
 
     @abstractmethod
-    def error_code(self, exc: BaseException) -> str | None: ...
+    def native_code(self, exc: BaseException) -> str | None:
+        """The store's error code carried by this one exception, if any."""
+
+    def error_code(self, exc: BaseException) -> str | None:
+        """The code of ``exc`` or of what caused it: the store's own, else the
+        name of an exception class (or a base of it) listed in ``ERRORS``."""
+        seen: BaseException | None = exc
+        while seen is not None:
+            code = self.native_code(seen)
+            if code:
+                return code
+            for kind in type(seen).__mro__:  # subclasses: e.g. a timeout's own class
+                if kind.__name__ in self.ERRORS:
+                    return kind.__name__
+            seen = seen.__cause__ or seen.__context__
+        return None
+
+    def is_missing(self, exc: BaseException) -> bool:
+        return self.ERRORS.get(self.error_code(exc) or "") is Fault.MISSING
 
 
 def strong_etag(etag: str) -> str:

@@ -156,17 +156,11 @@ class S3Store(ObjectStore):
     def call(self, method: str, **kwargs: Any) -> Any:
         return self._s3.call_s3(method, Bucket=self._bucket, **kwargs)
 
-    def error_code(self, exc: BaseException) -> str | None:
-        seen: BaseException | None = exc
-        while seen is not None:
-            response = getattr(seen, "response", None)
-            if isinstance(response, dict):
-                code = response.get("Error", {}).get("Code")
-                if code:
-                    return str(code)
-            if type(seen).__name__ in ERRORS:
-                return type(seen).__name__
-            seen = seen.__cause__ or seen.__context__
+    def native_code(self, exc: BaseException) -> str | None:
+        response = getattr(exc, "response", None)
+        if isinstance(response, dict):
+            code = response.get("Error", {}).get("Code")
+            return str(code) if code else None
         return None
 
     def list(self, prefix: str, recursive: bool = False, limit: int | None = None) -> Listing:
@@ -188,7 +182,7 @@ class S3Store(ObjectStore):
         try:
             found = self.call("head_object", Key=key)
         except Exception as exc:
-            if ERRORS.get(self.error_code(exc) or "") is Fault.MISSING:
+            if self.is_missing(exc):
                 return None
             raise
         return StoredObject(key, found["ContentLength"], found["LastModified"].timestamp(),
@@ -327,5 +321,5 @@ class MultipartUpload(PartedUpload):
         try:
             self._store.call("abort_multipart_upload", Key=self._key, UploadId=self._upload_id)
         except Exception as exc:  # already aborted (by a sweep, or twice) is fine
-            if ERRORS.get(self._store.error_code(exc) or "") is not Fault.MISSING:
+            if not self._store.is_missing(exc):
                 raise

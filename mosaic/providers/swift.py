@@ -280,16 +280,11 @@ class SwiftStore(ObjectStore):
         with self.connection() as conn:
             return getattr(conn, method)(*args, **kwargs)
 
-    def error_code(self, exc: BaseException) -> str | None:
-        seen: BaseException | None = exc
-        while seen is not None:
-            if isinstance(seen, ClientException) and seen.http_status is not None:
-                if seen.http_status == 404 and self._is_container_path(seen.http_path):
-                    return "NoSuchContainer"
-                return str(seen.http_status)
-            if type(seen).__name__ in ERRORS:
-                return type(seen).__name__
-            seen = seen.__cause__ or seen.__context__
+    def native_code(self, exc: BaseException) -> str | None:
+        if isinstance(exc, ClientException) and exc.http_status is not None:
+            if exc.http_status == 404 and self._is_container_path(exc.http_path):
+                return "NoSuchContainer"
+            return str(exc.http_status)
         return None
 
     def _is_container_path(self, path: str) -> bool:
