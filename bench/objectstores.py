@@ -418,6 +418,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--mosaic-env", action="append", default=[], metavar="NAME=VALUE",
                         help="set this in Mosaic's environment only, e.g. "
                              "MALLOC_MMAP_THRESHOLD_=1048576 (repeatable)")
+    parser.add_argument("--sizes-mib", default=None, metavar="N,N",
+                        help="GET/PUT object sizes instead of the profile's, e.g. 256")
     parser.add_argument("--tmp", type=Path, default=None,
                         help="parent folder of the scratch data (default: the system temp dir)")
     args = parser.parse_args(argv)
@@ -438,6 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = dataclasses.replace(
         QUICK if args.quick else FULL,
         mosaic_env=tuple(tuple(item.split("=", 1)) for item in args.mosaic_env))  # type: ignore[misc]
+    if args.sizes_mib:
+        sizes = tuple(int(size) * MIB for size in args.sizes_mib.split(","))
+        settings = dataclasses.replace(settings, sizes=sizes)
     started, load = time.monotonic(), os.getloadavg()[0]
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="mosaic-objbench-", dir=args.tmp) as scratch:

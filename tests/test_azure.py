@@ -211,7 +211,7 @@ def test_discarded_upload_commits_nothing_and_keeps_the_previous_blob(tmp_path: 
 
 
 def test_a_blob_replaced_while_read_fails_the_read_instead_of_mixing(tmp_path: Path) -> None:
-    fs = _build({**azurite.provider(azurite.fresh_container()), "read_block_mib": 1},
+    fs = _build({**azurite.provider(azurite.fresh_container()), "read_ahead_mib": 1},
                 tmp_path)
     old = os.urandom(3 * MIB)
     fs.pipe_file("f", old)

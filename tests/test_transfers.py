@@ -1,4 +1,4 @@
-"""Parallel ranged reads, parallel parts and the per-mount listing cache, in isolation.
+"""Streamed reads, parallel parts and the per-mount listing cache, in isolation.
 
 The stores are in-process fakes here (these are unit tests of the streaming
 and caching logic); every real store runs them through the conformance suite.
@@ -11,41 +11,55 @@ import os
 import random
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mosaic.providers.listcache import ListingCache
-from mosaic.providers.transfers import ParallelReader, ParallelWriter, PartedUpload
+from mosaic.providers.transfers import ParallelWriter, PartedUpload, StreamedReader
 
 BLOCK = 1000
+CHUNK = 100  # what the fake stream hands over at a time
 
 
-class CountingSource:
-    """``read_range`` over bytes, recording calls and the most ever in flight."""
+class CountingStreams:
+    """``open_stream`` over bytes: records each stream's start, how many chunks
+    it handed over and whether it was closed."""
 
-    def __init__(self, data: bytes, delay: float = 0.0) -> None:
-        self.data, self.delay = data, delay
-        self.calls: list[tuple[int, int]] = []
-        self.in_flight = self.most_in_flight = 0
-        self._lock = threading.Lock()
+    def __init__(self, data: bytes, delay: float = 0.0, fail_at: int | None = None) -> None:
+        self.data, self.delay, self.fail_at = data, delay, fail_at
+        self.starts: list[int] = []
+        self.sent: list[int] = []  # chunks handed over, per stream
+        self.closed: list[bool] = []
 
-    def __call__(self, start: int, end: int) -> bytes:
-        with self._lock:
-            self.calls.append((start, end))
-            self.in_flight += 1
-            self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        time.sleep(self.delay)
-        with self._lock:
-            self.in_flight -= 1
-        return self.data[start:end]
+    def __call__(self, start: int) -> Iterator[bytes]:
+        index = len(self.starts)
+        self.starts.append(start)
+        self.sent.append(0)
+        self.closed.append(False)
+        try:
+            for offset in range(start, len(self.data), CHUNK):
+                if self.fail_at is not None and offset >= self.fail_at:
+                    raise OSError(5, "store gone")
+                time.sleep(self.delay)
+                self.sent[index] += 1
+                yield self.data[offset:offset + CHUNK]
+        finally:
+            self.closed[index] = True
+
+
+def _eventually(check: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not within 5 s"
+        time.sleep(0.01)
 
 
 def test_reader_returns_the_same_bytes_for_any_seek_and_read_pattern():
     data = os.urandom(10 * BLOCK + 123)
-    source = CountingSource(data)
-    reader = ParallelReader(source, len(data), BLOCK, ahead=3)
+    reader = StreamedReader(CountingStreams(data), len(data), ahead=3)
     expected = io.BytesIO(data)
     rng = random.Random(7)
     for _ in range(300):
@@ -60,30 +74,59 @@ def test_reader_returns_the_same_bytes_for_any_seek_and_read_pattern():
     reader.close()
 
 
-def test_sequential_read_keeps_blocks_in_flight_but_never_more_than_ahead():
+def test_a_sequential_read_is_one_stream_read_ahead_no_further_than_ahead():
     data = os.urandom(12 * BLOCK)
-    source = CountingSource(data, delay=0.02)
-    with ParallelReader(source, len(data), BLOCK, ahead=4) as reader:
-        assert b"".join(iter(lambda: reader.read(256), b"")) == data
-    assert 2 <= source.most_in_flight <= 4
-    assert sorted(source.calls) == [(i * BLOCK, (i + 1) * BLOCK) for i in range(12)]
+    streams = CountingStreams(data)
+    with StreamedReader(streams, len(data), ahead=4) as reader:
+        assert reader.read(CHUNK) == data[:CHUNK]
+        time.sleep(0.2)  # the pump fills its queue, then waits for the client
+        # 1 handed out + 4 queued + 1 in the pump's hand, blocked on the full queue
+        assert streams.sent[0] <= 1 + 4 + 1
+        assert reader.read(CHUNK // 2) + reader.read() == data[CHUNK:]
+    assert streams.starts == [0]
 
 
-def test_a_small_range_of_a_big_object_costs_one_request():
+def test_a_seek_elsewhere_closes_the_stream_and_opens_one_there():
     data = os.urandom(50 * BLOCK)
-    source = CountingSource(data)
-    reader = ParallelReader(source, len(data), BLOCK, ahead=8)
+    streams = CountingStreams(data)
+    reader = StreamedReader(streams, len(data), ahead=2)
+    assert reader.read(10) == data[:10]
+    reader.seek(10)  # where it is: the stream goes on
+    assert reader.read(10) == data[10:20]
     reader.seek(20 * BLOCK + 5)
     assert reader.read(100) == data[20 * BLOCK + 5:20 * BLOCK + 105]
-    assert source.calls == [(20 * BLOCK + 5, 21 * BLOCK + 5)]
+    assert streams.starts == [0, 20 * BLOCK + 5]
+    _eventually(lambda: streams.closed[0])
+    reader.close()
+    _eventually(lambda: streams.closed[1])
+    assert max(streams.sent) <= 1 + 2 + 1  # a small range never read the big object
 
 
-def test_a_failed_range_read_raises_to_the_reader():
-    def broken(start: int, end: int) -> bytes:
-        raise OSError(5, "store gone")
-    reader = ParallelReader(broken, 10 * BLOCK, BLOCK, ahead=3)
+def test_a_failed_stream_raises_to_the_reader_at_its_position():
+    data = os.urandom(10 * BLOCK)
+    reader = StreamedReader(CountingStreams(data, fail_at=5 * BLOCK), len(data), ahead=3)
+    assert reader.read(5 * BLOCK) == data[:5 * BLOCK]
     with pytest.raises(OSError, match="store gone"):
         reader.read(BLOCK)
+    with pytest.raises(OSError, match="store gone"):  # again, not a short read
+        reader.read(BLOCK)
+
+
+def test_a_stream_shorter_than_the_object_is_an_error_not_a_short_file():
+    data = os.urandom(3 * BLOCK)
+    reader = StreamedReader(CountingStreams(data[:BLOCK]), len(data), ahead=3)
+    with pytest.raises(OSError, match="ended at 1000 of 3000"):
+        reader.read()
+
+
+def test_closing_mid_stream_stops_the_pump_and_closes_the_stream():
+    data = os.urandom(100 * BLOCK)
+    streams = CountingStreams(data, delay=0.001)
+    reader = StreamedReader(streams, len(data), ahead=2)
+    reader.read(CHUNK)
+    reader.close()
+    _eventually(lambda: streams.closed[0])
+    assert streams.sent[0] < len(data) // CHUNK
 
 
 class FakeUpload(PartedUpload):

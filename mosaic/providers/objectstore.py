@@ -53,7 +53,7 @@ from mosaic.providers.base import BuildContext, Capabilities
 from mosaic.providers.common import Parts, ProviderFileSystem, Upload, oserror
 from mosaic.providers.journal import Move, MoveJournal
 from mosaic.providers.listcache import ListingCache
-from mosaic.providers.transfers import ParallelReader, ParallelWriter, PartedUpload
+from mosaic.providers.transfers import ParallelWriter, PartedUpload, StreamedReader
 from mosaic.vfs import paths
 from mosaic.vfs.errors import InvalidPathError, MountUnavailableError
 
@@ -72,6 +72,8 @@ MTIME_KEY = "mosaic-mtime"
 MARKER = "/"  # a folder's marker object is its key plus this
 COPY_CONCURRENCY = 8  # server-side copies in flight during a folder move
 MIB = 1024 * 1024
+#: what a stream hands over at a time: big enough that per-chunk costs vanish
+STREAM_CHUNK = MIB
 
 
 class ObjectStoreOptions(BaseModel):
@@ -81,10 +83,12 @@ class ObjectStoreOptions(BaseModel):
 
     prefix: str = Field("", description="Key prefix the mount is rooted at, e.g. teams/acme")
     part_size_mib: int = Field(8, ge=5, le=1024, description="Upload part size")
-    read_block_mib: int = Field(8, ge=1, le=1024, description="Ranged read size")
+    read_ahead_mib: int = Field(
+        8, ge=1, le=1024,
+        description="How far a download reads ahead of the client (memory per download)")
     transfers: int = Field(
         4, ge=1, le=32,
-        description="Parts or blocks in flight per upload or download (memory: this many parts)")
+        description="Parts in flight per upload, copies per folder move (memory: this many parts)")
     listing_cache_seconds: float = Field(
         5.0, ge=0, le=3600,
         description="How long a listing is reused; changes made through Mosaic show at once, "
@@ -153,7 +157,7 @@ class ObjectStore(ABC):
 
     def __init__(self, options: ObjectStoreOptions) -> None:
         self.part_size = options.part_size_mib * MIB
-        self.read_block = options.read_block_mib * MIB
+        self.read_ahead = options.read_ahead_mib * MIB
         self.transfers = options.transfers
 
     @abstractmethod
@@ -184,8 +188,9 @@ class ObjectStore(ABC):
         """Delete these objects (in bulk where the store can); absent ones are fine."""
 
     @abstractmethod
-    def read_range(self, obj: StoredObject, start: int, end: int) -> bytes:
-        """Bytes ``[start, end)`` of ``obj`` (one ranged GET)."""
+    def stream(self, obj: StoredObject, start: int) -> Iterator[bytes]:
+        """``obj`` from ``start`` (< its size) to its end, one GET streamed in
+        chunks of about ``STREAM_CHUNK``; closing the iterator ends the request."""
 
     @abstractmethod
     def start_upload(self, key: str) -> PartedUpload:
@@ -420,8 +425,9 @@ class ObjectStoreFileSystem(ProviderFileSystem):
         return list(by_name.values())
 
     def _open_read(self, parts: Parts) -> BinaryIO:
-        """Ranged reads, ``transfers`` in flight, of the object as it is now (a
-        fresh HEAD: a cached size could cut a file another tool replaced)."""
+        """A streamed read, ``read_ahead_mib`` ahead of the client, of the object
+        as it is now (a fresh HEAD: a cached size could cut a file another tool
+        replaced)."""
         rel = "/".join(parts)
         with self._errors(rel):
             obj = self._store.head(self._key(parts)) if parts else None
@@ -430,13 +436,12 @@ class ObjectStoreFileSystem(ProviderFileSystem):
             if kind != "file" or obj is None:
                 raise oserror(errno.EISDIR, rel)
 
-        def read_range(start: int, end: int) -> bytes:
+        def stream(start: int) -> Iterator[bytes]:
             with self._errors(rel):
-                return self._store.read_range(obj, start, end)
+                yield from self._store.stream(obj, start)
 
-        store = self._store
-        return ParallelReader(read_range, obj.size, store.read_block,  # type: ignore[return-value]
-                              store.transfers)
+        ahead = max(1, self._store.read_ahead // STREAM_CHUNK)
+        return StreamedReader(stream, obj.size, ahead)  # type: ignore[return-value]
 
     # -- writing --------------------------------------------------------------------
 

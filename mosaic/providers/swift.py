@@ -59,6 +59,7 @@ from swiftclient.client import get_auth as swift_get_auth
 from mosaic.providers.base import BuildContext
 from mosaic.providers.objectstore import (
     CAPABILITIES,
+    STREAM_CHUNK,
     Fault,
     Listing,
     ObjectStore,
@@ -324,12 +325,15 @@ class SwiftStore(ObjectStore):
             raise
         return _headed(key, headers)
 
-    def read_range(self, obj: StoredObject, start: int, end: int) -> bytes:
-        if end <= start:
-            return b""
-        _, body = self.call("get_object", self.container, obj.key,
-                            headers={"Range": f"bytes={start}-{end - 1}"})
-        return body
+    def stream(self, obj: StoredObject, start: int) -> Iterator[bytes]:
+        # The connection is the stream's until it ends: a stream closed early
+        # leaves a reply half read, and connection() closes the connection then.
+        # If-Match: a file replaced between a read's streams fails the second.
+        headers = {"If-Match": obj.etag, **({"Range": f"bytes={start}-"} if start else {})}
+        with self.connection() as conn:
+            _, body = conn.get_object(self.container, obj.key, resp_chunk_size=STREAM_CHUNK,
+                                      headers=headers)
+            yield from body
 
     # -- writing --------------------------------------------------------------------
 

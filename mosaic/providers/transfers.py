@@ -1,42 +1,44 @@
-"""Streaming transfers of one object: parallel ranged reads, parallel parts.
+"""Streaming transfers of one object: streamed reads, parallel parts.
 
-Object stores answer one request at a few hundred MB/s at best; several in
-flight multiply that. Both classes keep memory bounded whatever the object's
-size: a reader holds at most ``ahead`` blocks, a writer at most ``transfers``
-parts in flight plus the one being filled.
+Both classes keep memory bounded whatever the object's size: a reader holds
+at most ``ahead`` chunks, a writer at most ``transfers`` parts in flight plus
+the one being filled.
 """
 
 from __future__ import annotations
 
+import errno
 import io
+import queue
 import threading
 from abc import ABC, abstractmethod
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from typing import Any
 
-ReadRange = Callable[[int, int], bytes]  # (start, end) -> bytes [start, end)
+OpenStream = Callable[[int], Iterator[bytes]]  # start -> the object's bytes from there on
+
+_END = object()  # the pump's last item: the stream is exhausted
 
 
-class ParallelReader(io.RawIOBase):
-    """A seekable reader of one object of known ``size`` over ranged reads.
+class StreamedReader(io.RawIOBase):
+    """A seekable reader of one object of known ``size`` over streamed GETs.
 
-    A sequential run fetches ``block`` bytes at a time and, from its second
-    block on, keeps up to ``ahead`` blocks in flight. The first fetch of a run
-    is one block only, so a client reading a small range of a big file costs
-    one request. A seek outside the fetched window starts a new run.
+    One request streams the object from the read position to its end; a
+    thread pulls it ``ahead`` chunks in front of the client, so the store's
+    and the client's connections are busy at the same time. A seek elsewhere
+    (a ranged GET, a client resuming) closes that stream and opens another
+    at the new position. A store re-reads an object for each ranged request
+    (moto, Azurite): one stream is both its cheapest and fastest read.
     """
 
-    def __init__(self, read_range: ReadRange, size: int, block: int, ahead: int) -> None:
+    def __init__(self, open_stream: OpenStream, size: int, ahead: int) -> None:
         super().__init__()
-        self._read_range, self._size = read_range, size
-        self._block, self._ahead = block, max(1, ahead)
+        self._open_stream, self._size, self._ahead = open_stream, size, max(1, ahead)
         self._pos = 0
-        self._next = 0  # where the next fetch of this run starts
-        self._window: deque[tuple[int, int, Future[bytes]]] = deque()
-        self._pool: ThreadPoolExecutor | None = None
+        self._pump: _Pump | None = None
+        self._buffer, self._offset = b"", 0  # the chunk being handed out, and where
 
     def readable(self) -> bool:
         return True
@@ -49,16 +51,12 @@ class ParallelReader(io.RawIOBase):
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        position = base + offset
-        if position < 0:
+        if base + offset < 0:
             raise OSError(22, "negative seek position")
-        while self._window and self._window[0][1] <= position:
-            self._window.popleft()[2].cancel()
-        if not self._window or position < self._window[0][0]:
-            self._drop_window()
-            self._next = position
-        self._pos = position
-        return position
+        if base + offset != self._pos:
+            self._stop_pump()
+            self._pos = base + offset
+        return self._pos
 
     def readinto(self, buffer: Any) -> int:
         data = self.read(len(buffer))
@@ -68,58 +66,97 @@ class ParallelReader(io.RawIOBase):
     def read(self, size: int = -1) -> bytes:
         """``size`` bytes, fewer only at the end of the object."""
         if size is None or size < 0:
-            return self.readall()
+            size = max(0, self._size - self._pos)
         pieces = []
         while size > 0 and self._pos < self._size:
-            piece = self._read_in_block(size)
+            piece = self._next_piece(size)
+            if not piece:
+                raise OSError(errno.EIO, f"the object ended at {self._pos} of {self._size} bytes")
             pieces.append(piece)
             size -= len(piece)
+            self._pos += len(piece)
         return b"".join(pieces) if len(pieces) != 1 else pieces[0]
 
-    def _read_in_block(self, size: int) -> bytes:
-        if not self._window:
-            self._next = self._pos
-            self._fetch(1)  # a new run: one block until it proves sequential
-        start, end, future = self._window[0]
-        data = future.result()
-        chunk = data[self._pos - start:self._pos - start + size]
-        self._pos += len(chunk)
-        if self._pos >= end:
-            self._window.popleft()
-            self._fetch(self._ahead)
-        return chunk
-
     def readall(self) -> bytes:
-        return b"".join(iter(lambda: self.read(self._block), b""))
+        return self.read(-1)
 
-    def _fetch(self, depth: int) -> None:
-        while len(self._window) < depth and self._next < self._size:
-            start, end = self._next, min(self._next + self._block, self._size)
-            self._window.append((start, end, self._submit(start, end)))
-            self._next = end
+    def _next_piece(self, size: int) -> bytes:
+        if self._offset >= len(self._buffer):
+            if self._pump is None:
+                self._pump = _Pump(self._open_stream, self._pos, self._ahead)
+            self._buffer, self._offset = self._pump.next_chunk(), 0
+        piece = self._buffer[self._offset:self._offset + size]
+        self._offset += len(piece)
+        return piece
 
-    def _submit(self, start: int, end: int) -> Future[bytes]:
-        if self._ahead == 1 or end - start >= self._size:  # nothing to overlap with
-            future: Future[bytes] = Future()
-            try:
-                future.set_result(self._read_range(start, end))
-            except BaseException as exc:
-                future.set_exception(exc)
-            return future
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self._ahead, thread_name_prefix="mosaic-read")
-        return self._pool.submit(self._read_range, start, end)
-
-    def _drop_window(self) -> None:
-        while self._window:
-            self._window.popleft()[2].cancel()
+    def _stop_pump(self) -> None:
+        if self._pump is not None:
+            self._pump.stop()
+            self._pump = None
+        self._buffer, self._offset = b"", 0
 
     def close(self) -> None:
         if not self.closed:
-            self._drop_window()
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
+            self._stop_pump()
         super().close()
+
+
+class _Pump:
+    """A thread moving one stream's chunks into a queue ``ahead`` chunks deep.
+
+    The thread alone touches the stream (a generator must not be closed from
+    another thread while it runs) and closes it when done or stopped.
+    """
+
+    def __init__(self, open_stream: OpenStream, start: int, ahead: int) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(ahead)
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(open_stream, start),
+                                        name="mosaic-read", daemon=True)
+        self._thread.start()
+
+    def _run(self, open_stream: OpenStream, start: int) -> None:
+        try:
+            chunks = open_stream(start)
+            try:
+                for chunk in chunks:
+                    # stopped: the put may have gone through only because stop()
+                    # emptied the queue; the stream is not read any further
+                    if not self._put(chunk) or self._stopped.is_set():
+                        return
+            finally:
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()
+            self._put(_END)
+        except BaseException as exc:  # handed to the reader, raised there
+            self._put(exc)
+
+    def _put(self, item: Any) -> bool:
+        """Queue ``item`` unless the reader went away; False once stopped."""
+        while not self._stopped.is_set():
+            try:
+                self._queue.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def next_chunk(self) -> bytes:
+        item = self._queue.get()
+        if item is _END:
+            self._queue.put(_END)  # a read past the end sees the end again
+            return b""
+        if isinstance(item, BaseException):
+            self._queue.put(item)
+            raise item
+        return item
+
+    def stop(self) -> None:
+        self._stopped.set()
+        with suppress(queue.Empty):  # free a thread blocked on a full queue at once
+            while True:
+                self._queue.get_nowait()
 
 
 class PartedUpload(ABC):
