@@ -96,6 +96,12 @@ def fresh_bucket(url: str | None = None) -> str:
     return name
 
 
+def object_names(bucket: str, url: str | None = None) -> list[str]:
+    """Every key of the bucket (up to a page of 1,000), straight from the server."""
+    listed = client(url).list_objects_v2(Bucket=bucket)
+    return sorted(item["Key"] for item in listed.get("Contents", []))
+
+
 def provider(bucket: str, prefix: str = "", url: str | None = None) -> dict[str, Any]:
     """The provider spec of an ``s3`` mount on ``bucket`` of a moto server."""
     return {"type": "s3", "bucket": bucket, "prefix": prefix, "endpoint_url": url or endpoint(),
