@@ -118,6 +118,20 @@ def object_names(bucket: str, url: str | None = None) -> list[str]:
     return sorted(item["name"] for item in answer.json().get("items", []))
 
 
+def put_object(bucket: str, name: str, data: bytes, url: str | None = None) -> None:
+    """Write an object straight to the server, as another tool would."""
+    answer = requests.post(f"{url or endpoint()}/upload/storage/v1/b/{bucket}/o",
+                           params={"uploadType": "media", "name": name}, data=data, timeout=30)
+    answer.raise_for_status()
+
+
+def metadata(bucket: str, name: str, url: str | None = None) -> dict[str, str]:
+    """The custom metadata of an object, straight from the server."""
+    answer = requests.get(f"{url or endpoint()}/storage/v1/b/{bucket}/o/{name}", timeout=10)
+    answer.raise_for_status()
+    return answer.json().get("metadata", {})
+
+
 def provider(bucket: str, prefix: str = "", url: str | None = None) -> dict[str, Any]:
     """The provider spec of an anonymous ``gcs`` mount on ``bucket`` of the server."""
     return {"type": "gcs", "bucket": bucket, "prefix": prefix,
