@@ -279,6 +279,13 @@ def test_folders_other_tools_made_without_markers_are_listed_once(tmp_path: Path
         _build(azurite.provider(container), tmp_path), _container(container).upload_blob)
 
 
+def test_warm_listing_costs_no_request_and_own_writes_show_at_once(tmp_path: Path) -> None:
+    container = azurite.fresh_container()
+    fs = _build({**azurite.provider(container), "listing_cache_seconds": 1}, tmp_path)
+    scenarios.warm_listing_costs_no_request_and_own_writes_show_at_once(
+        fs, REQUESTS, _container(container).upload_blob)
+
+
 def test_listing_pages_and_a_listing_is_one_request_per_page(tmp_path: Path) -> None:
     container = azurite.fresh_container()
     fs = _build({**azurite.provider(container), "listing_cache_seconds": 0}, tmp_path)

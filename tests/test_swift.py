@@ -288,6 +288,34 @@ def _proxy_outage(cluster: SwiftCluster) -> Outage:
     return Outage(cluster.stop_proxy, cluster.start_proxy)
 
 
+def test_folders_other_tools_made_without_markers_are_listed_once(swift_cluster,  # noqa: F811
+                                                                  tmp_path):
+    container = swift_cluster.fresh_container()
+    scenarios.folders_other_tools_made_without_markers_are_listed_once(
+        _build(swift.provider(container), tmp_path), _put_elsewhere(swift_cluster, container))
+
+
+def _put_elsewhere(cluster: SwiftCluster, container: str) -> scenarios.PutElsewhere:
+    def put(name: str, data: bytes) -> None:
+        cluster.request("PUT", f"{container}/{name}", data=data).raise_for_status()
+    return put
+
+
+def test_warm_listing_costs_no_request_and_own_writes_show_at_once(swift_cluster,  # noqa: F811
+                                                                   tmp_path):
+    container = swift_cluster.fresh_container()
+    fs = _build(swift.provider(container, listing_cache_seconds=1), tmp_path)
+    scenarios.warm_listing_costs_no_request_and_own_writes_show_at_once(
+        fs, REQUESTS, _put_elsewhere(swift_cluster, container))
+
+
+def test_folder_move_copies_everything_or_rolls_back(swift_cluster, tmp_path):  # noqa: F811
+    container = swift_cluster.fresh_container()
+    scenarios.folder_move_copies_everything_or_rolls_back(
+        _build(swift.provider(container), tmp_path),
+        lambda: sorted(swift_cluster.names(container)))
+
+
 def test_secrets_come_from_files_and_the_environment(identity, tmp_path,  # noqa: F811
                                                      monkeypatch):
     from mosaic.config.loader import load_config
