@@ -34,7 +34,7 @@ from mosaic.vfs.errors import MountUnavailableError
 from tests.support import azurite, scenarios, tenants
 from tests.support.azurite import Azurite, stoppable_azurite  # noqa: F401 (fixture)
 from tests.support.live import live_server
-from tests.support.scenarios import ALICE, MIB, Outage, Requests
+from tests.support.scenarios import ALICE, MIB, Outage, Traffic
 from tests.test_isolation import DAVE, raw_request
 from tests.test_isolation_objectstores import TRAVERSALS
 
@@ -76,7 +76,7 @@ def _watch_transport(fs: Any, hook: scenarios.RequestHook) -> None:
 
 
 #: listings are "List Blobs": ?restype=container&comp=list
-REQUESTS = Requests(_watch_transport, lambda _method, url: "comp=list" in url)
+TRAFFIC = Traffic(_watch_transport, lambda _method, url: "comp=list" in url)
 
 
 def _settle() -> None:
@@ -283,7 +283,7 @@ def test_warm_listing_costs_no_request_and_own_writes_show_at_once(tmp_path: Pat
     container = azurite.fresh_container()
     fs = _build({**azurite.provider(container), "listing_cache_seconds": 1}, tmp_path)
     scenarios.warm_listing_costs_no_request_and_own_writes_show_at_once(
-        fs, REQUESTS, _container(container).upload_blob)
+        fs, TRAFFIC, _container(container).upload_blob)
 
 
 def test_listing_pages_and_a_listing_is_one_request_per_page(tmp_path: Path) -> None:
@@ -294,7 +294,7 @@ def test_listing_pages_and_a_listing_is_one_request_per_page(tmp_path: Path) -> 
         fs.touch(f"d/f{i}")
     fs.mkdir("d/sub")
     fs._store.page_size = 3
-    requests_seen = scenarios.record_requests(fs, REQUESTS)
+    requests_seen = scenarios.record_requests(fs, TRAFFIC)
     assert len(fs.ls("d")) == 8
     assert requests_seen == ["GET"] * 3  # 9 names (7 files, sub/ and the marker): 3 pages
 
@@ -352,7 +352,7 @@ def test_store_killed_between_listing_pages_then_recovery(
     spec = {**azurite.provider(stoppable_azurite.fresh_container(), server=stoppable_azurite),
             "listing_cache_seconds": 0}
     scenarios.outage_between_listing_pages_then_recovery(
-        _build(spec, tmp_path), _killing(stoppable_azurite), REQUESTS, settle=_settle)
+        _build(spec, tmp_path), _killing(stoppable_azurite), TRAFFIC, settle=_settle)
 
 
 # -- through WebDAV -----------------------------------------------------------------------

@@ -34,11 +34,11 @@ from mosaic.vfs.errors import MountUnavailableError
 from tests.support import fakegcs, scenarios, tenants
 from tests.support.fakegcs import StoppableGCS, stoppable_gcs  # noqa: F401 (fixture)
 from tests.support.live import live_server
-from tests.support.scenarios import ALICE, MIB, Outage, Requests
+from tests.support.scenarios import ALICE, MIB, Outage, Traffic
 
 #: every request goes through the store's call(method, url, ...): listings GET .../o
-REQUESTS = Requests(scenarios.watch_store_calls,
-                    lambda method, url: method == "GET" and url.endswith("/o"))
+TRAFFIC = Traffic(scenarios.watch_store_calls,
+                  lambda method, url: method == "GET" and url.endswith("/o"))
 
 
 def _options(spec: dict):
@@ -265,7 +265,7 @@ def test_warm_listing_costs_no_request_and_own_writes_show_at_once(tmp_path):
     bucket = fakegcs.fresh_bucket()
     fs = _build({**fakegcs.provider(bucket), "listing_cache_seconds": 1}, tmp_path)
     scenarios.warm_listing_costs_no_request_and_own_writes_show_at_once(
-        fs, REQUESTS, _put_elsewhere(bucket))
+        fs, TRAFFIC, _put_elsewhere(bucket))
 
 
 def test_copy_repeats_rewrite_until_done(tmp_path):
@@ -330,7 +330,7 @@ def test_kill_between_listing_pages_then_recovery(stoppable_gcs, tmp_path):  # n
     spec = {**fakegcs.provider(bucket, url=stoppable_gcs.url), "listing_cache_seconds": 0}
     outage = Outage(stoppable_gcs.kill, stoppable_gcs.start)
     scenarios.outage_between_listing_pages_then_recovery(_build(spec, tmp_path), outage,
-                                                         REQUESTS)
+                                                         TRAFFIC)
 
 
 # -- through WebDAV ----------------------------------------------------------------------

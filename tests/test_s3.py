@@ -21,11 +21,11 @@ from mosaic.providers.base import BuildContext
 from mosaic.vfs.errors import MountUnavailableError
 from tests.support import moto, scenarios
 from tests.support.moto import StoppableS3, stoppable_s3  # noqa: F401 (fixture)
-from tests.support.scenarios import MIB, Outage, Requests
+from tests.support.scenarios import MIB, Outage, Traffic
 
 #: every request goes through the store's call(method, ...): listings are ListObjectsV2
-REQUESTS = Requests(scenarios.watch_store_calls,
-                    lambda method, _target: method == "list_objects_v2")
+TRAFFIC = Traffic(scenarios.watch_store_calls,
+                  lambda method, _target: method == "list_objects_v2")
 
 
 def _build(spec: dict, tmp_path: Path):
@@ -147,7 +147,7 @@ def test_outage_between_listing_pages_then_recovery(stoppable_s3, tmp_path):  # 
     fs = _build(moto.provider(moto.fresh_bucket(stoppable_s3.url), url=stoppable_s3.url),
                 tmp_path)
     outage = Outage(stoppable_s3.stop, stoppable_s3.start)
-    scenarios.outage_between_listing_pages_then_recovery(fs, outage, REQUESTS)
+    scenarios.outage_between_listing_pages_then_recovery(fs, outage, TRAFFIC)
 
 
 def test_folder_move_copies_everything_or_rolls_back(tmp_path):
@@ -214,7 +214,7 @@ def test_warm_listing_costs_no_request_and_own_writes_show_at_once(tmp_path):
     bucket = moto.fresh_bucket()
     fs = _build({**moto.provider(bucket), "listing_cache_seconds": 1}, tmp_path)
     scenarios.warm_listing_costs_no_request_and_own_writes_show_at_once(
-        fs, REQUESTS, _put_elsewhere(bucket))
+        fs, TRAFFIC, _put_elsewhere(bucket))
 
 
 def test_a_write_through_another_worker_is_seen_at_once(tmp_path):

@@ -31,7 +31,7 @@ from mosaic.providers.swift import POOL_IDLE, SwiftStore
 from mosaic.vfs.errors import MountUnavailableError
 from tests.support import scenarios, swift, tenants
 from tests.support.live import live_server
-from tests.support.scenarios import ALICE, MIB, Outage, Requests, eventually
+from tests.support.scenarios import ALICE, MIB, Outage, Traffic, eventually
 from tests.support.swift import (  # noqa: F401 (identity, swift_cluster: fixtures)
     MAX_FILE_SIZE,
     Identity,
@@ -41,8 +41,8 @@ from tests.support.swift import (  # noqa: F401 (identity, swift_cluster: fixtur
 )
 
 #: every request goes through the store's call(method, ...): listings are GET container
-REQUESTS = Requests(scenarios.watch_store_calls,
-                    lambda method, _target: method == "get_container")
+TRAFFIC = Traffic(scenarios.watch_store_calls,
+                  lambda method, _target: method == "get_container")
 
 
 def _build(spec: dict[str, Any], tmp_path: Path, name: str = "swift") -> Any:
@@ -280,7 +280,7 @@ def test_outage_between_listing_pages_then_recovery(swift_cluster, tmp_path):  #
     fs = _build(swift.provider(swift_cluster.fresh_container(), listing_cache_seconds=0),
                 tmp_path)
     scenarios.outage_between_listing_pages_then_recovery(fs, _proxy_outage(swift_cluster),
-                                                         REQUESTS)
+                                                         TRAFFIC)
 
 
 def _proxy_outage(cluster: SwiftCluster) -> Outage:
@@ -306,7 +306,7 @@ def test_warm_listing_costs_no_request_and_own_writes_show_at_once(swift_cluster
     container = swift_cluster.fresh_container()
     fs = _build(swift.provider(container, listing_cache_seconds=1), tmp_path)
     scenarios.warm_listing_costs_no_request_and_own_writes_show_at_once(
-        fs, REQUESTS, _put_elsewhere(swift_cluster, container))
+        fs, TRAFFIC, _put_elsewhere(swift_cluster, container))
 
 
 def test_folder_move_copies_everything_or_rolls_back(swift_cluster, tmp_path):  # noqa: F811

@@ -67,7 +67,7 @@ class Outage:
 
 
 @dataclass(frozen=True)
-class Requests:
+class Traffic:
     """How to see the requests a mount (``fs``) sends to its store."""
 
     watch: Callable[[Any, RequestHook], None]
@@ -86,10 +86,10 @@ def watch_store_calls(fs: Any, hook: RequestHook) -> None:
     fs._store.call = watched
 
 
-def record_requests(fs: Any, seen: Requests) -> list[str]:
+def record_requests(fs: Any, traffic: Traffic) -> list[str]:
     """The methods of the requests ``fs`` sends from now on, in order."""
     methods: list[str] = []
-    seen.watch(fs, lambda method, _target: methods.append(method))
+    traffic.watch(fs, lambda method, _target: methods.append(method))
     return methods
 
 
@@ -204,7 +204,7 @@ def puts_cut_off_by_the_outage_leave_the_previous_version_and_no_new_file(
     cut.after_next_write()
 
 
-def outage_between_listing_pages_then_recovery(fs: Any, outage: Outage, seen: Requests,
+def outage_between_listing_pages_then_recovery(fs: Any, outage: Outage, traffic: Traffic,
                                                settle: Callable[[], None] = nothing) -> None:
     """``fs``: a mount without listing cache on the store ``outage`` controls."""
     for name in "abcdef":
@@ -214,12 +214,12 @@ def outage_between_listing_pages_then_recovery(fs: Any, outage: Outage, seen: Re
     pages: list[str] = []
 
     def down_before_the_second_page(method: str, target: str) -> None:
-        if seen.is_listing(method, target):
+        if traffic.is_listing(method, target):
             pages.append(method)
             if len(pages) == 2:
                 outage.down()
 
-    seen.watch(fs, down_before_the_second_page)
+    traffic.watch(fs, down_before_the_second_page)
     try:
         with pytest.raises(MountUnavailableError, match="unreachable"):
             fs.ls("")
@@ -270,11 +270,11 @@ def folders_other_tools_made_without_markers_are_listed_once(
 
 
 def warm_listing_costs_no_request_and_own_writes_show_at_once(
-        fs: Any, seen: Requests, put_elsewhere: PutElsewhere) -> None:
+        fs: Any, traffic: Traffic, put_elsewhere: PutElsewhere) -> None:
     """``fs``: a mount whose listing cache lives one second."""
     fs.mkdir("docs")
     fs.touch("docs/a")
-    methods = record_requests(fs, seen)
+    methods = record_requests(fs, traffic)
     fs.info("docs")
     assert [e["name"] for e in fs.ls("docs")] == ["docs/a"]
     cold = len(methods)
