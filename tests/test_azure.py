@@ -13,15 +13,14 @@ from __future__ import annotations
 import base64
 import os
 import re
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 import yaml
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
@@ -32,15 +31,13 @@ from mosaic.config.loader import load_config
 from mosaic.providers.base import BuildContext
 from mosaic.providers.objectstore import MTIME_KEY
 from mosaic.vfs.errors import MountUnavailableError
-from tests.support import azurite, moto, tenants
+from tests.support import azurite, scenarios, tenants
 from tests.support.azurite import Azurite, stoppable_azurite  # noqa: F401 (fixture)
 from tests.support.live import live_server
+from tests.support.scenarios import ALICE, MIB, Outage, Traffic
 from tests.test_isolation import DAVE, raw_request
 from tests.test_isolation_objectstores import TRAVERSALS
-from tests.test_litmus import SUITES, SUMMARY, run_litmus
 
-ALICE = ("alice@acme.example", "alice-secret")
-MIB = 1024 * 1024
 WRONG_KEY = base64.b64encode(b"not the account key, 64 bytes long....." * 2)[:88].decode()
 
 
@@ -66,8 +63,30 @@ def _container(container: str, server: Azurite | None = None) -> Any:
     return (server or azurite.shared()).service().get_container_client(container)
 
 
-def _propfind(session: requests.Session, url: str) -> int:
-    return session.request("PROPFIND", url, headers={"Depth": "1"}, timeout=60).status_code
+def _watch_transport(fs: Any, hook: scenarios.RequestHook) -> None:
+    """Every request of the mount's client, retries included, passes its transport."""
+    transport = fs._store.client._pipeline._transport
+    send = transport.send
+
+    def watched(request: Any, **kwargs: Any) -> Any:
+        hook(request.method, request.url)
+        return send(request, **kwargs)
+
+    transport.send = watched
+
+
+#: listings are "List Blobs": ?restype=container&comp=list
+TRAFFIC = Traffic(_watch_transport, lambda _method, url: "comp=list" in url)
+
+
+def _settle() -> None:
+    """Azurite writes its blob index to disk every few seconds: wait for it to save
+    what was written, or a SIGKILL loses it with the emulator's memory."""
+    time.sleep(azurite.AUTOSAVE_S + 1)
+
+
+def _killing(server: Azurite) -> Outage:
+    return Outage(lambda: server.stop(kill=True), server.start)
 
 
 # -- auth ---------------------------------------------------------------------------------
@@ -256,13 +275,15 @@ def test_set_mtime_is_stored_as_an_identifier_and_listed(tmp_path: Path) -> None
 
 def test_folders_other_tools_made_without_markers_are_listed_once(tmp_path: Path) -> None:
     container = azurite.fresh_container()
-    for key in ("a/x", "a/y/z", "a/y", "b"):
-        _container(container).upload_blob(key, b"1")
-    fs = _build(azurite.provider(container), tmp_path)
-    assert sorted((e["name"], e["type"]) for e in fs.ls("")) == [
-        ("a", "directory"), ("b", "file")]
-    assert sorted((e["name"], e["type"]) for e in fs.ls("a")) == [
-        ("a/x", "file"), ("a/y", "file")]
+    scenarios.folders_other_tools_made_without_markers_are_listed_once(
+        _build(azurite.provider(container), tmp_path), _container(container).upload_blob)
+
+
+def test_warm_listing_costs_no_request_and_own_writes_show_at_once(tmp_path: Path) -> None:
+    container = azurite.fresh_container()
+    fs = _build({**azurite.provider(container), "listing_cache_seconds": 1}, tmp_path)
+    scenarios.warm_listing_costs_no_request_and_own_writes_show_at_once(
+        fs, TRAFFIC, _container(container).upload_blob)
 
 
 def test_listing_pages_and_a_listing_is_one_request_per_page(tmp_path: Path) -> None:
@@ -273,22 +294,9 @@ def test_listing_pages_and_a_listing_is_one_request_per_page(tmp_path: Path) -> 
         fs.touch(f"d/f{i}")
     fs.mkdir("d/sub")
     fs._store.page_size = 3
-    requests_seen = _count_requests(fs)
+    requests_seen = scenarios.record_requests(fs, TRAFFIC)
     assert len(fs.ls("d")) == 8
     assert requests_seen == ["GET"] * 3  # 9 names (7 files, sub/ and the marker): 3 pages
-
-
-def _count_requests(fs: Any) -> list[str]:
-    seen: list[str] = []
-    transport = fs._store.client._pipeline._transport
-    send = transport.send
-
-    def counting(request: Any, **kwargs: Any) -> Any:
-        seen.append(request.method)
-        return send(request, **kwargs)
-
-    transport.send = counting
-    return seen
 
 
 def test_every_mount_has_its_own_client_session_and_pool(tmp_path: Path) -> None:
@@ -313,179 +321,71 @@ def test_a_missing_azurite_is_a_clear_failure(monkeypatch) -> None:
 
 @pytest.fixture
 def cloud_server(stoppable_azurite: Azurite, tmp_path: Path):  # noqa: F811
-    """acme with /cloud on an Azurite the test may stop or kill."""
+    """acme with /cloud on an Azurite the test may stop (SIGTERM) or kill."""
     container = stoppable_azurite.fresh_container()
-    data = tenants.two_tenants(tmp_path)
-    # No listing cache: every request must reach the store to see it go down.
-    data["tenants"]["acme"]["mounts"]["/cloud"] = {"provider": {
-        **azurite.provider(container, server=stoppable_azurite), "listing_cache_seconds": 0}}
-    with live_server(tenants.build(data)) as live:
-        yield live, stoppable_azurite, container
+    outage = Outage(stoppable_azurite.stop, stoppable_azurite.start)
+    with scenarios.cloud_server(tmp_path, azurite.provider(container, server=stoppable_azurite),
+                                outage, container) as cloud:
+        yield cloud
 
 
 def test_store_down_is_503_for_that_mount_only_and_recovers(cloud_server) -> None:
-    live, store, _container_name = cloud_server
-    alice = live.session(*ALICE)
-    assert alice.put(live.url + "/cloud/kept.txt", data=b"kept").status_code == 201
-    assert _propfind(alice, live.url + "/cloud/") == 207
-    store.stop()
-    try:
-        started = time.monotonic()
-        assert _propfind(alice, live.url + "/cloud/") == 503
-        assert time.monotonic() - started < 10  # a few quick retries, then 503
-        assert alice.get(live.url + "/cloud/kept.txt").status_code == 503
-        assert _propfind(alice, live.url + "/") == 207  # the rest of the tenant is served
-        assert alice.put(live.url + "/local.txt", data=b"x").status_code == 201
-    finally:
-        store.start()
-    assert _propfind(alice, live.url + "/cloud/") == 207  # no restart, no reload
-    assert alice.get(live.url + "/cloud/kept.txt").content == b"kept"
+    scenarios.store_down_is_503_for_that_mount_only_and_recovers(cloud_server)
 
 
-def test_puts_cut_off_by_a_crash_of_the_store_leave_no_partial_blob(cloud_server) -> None:
-    """Two PUTs in flight when Azurite is killed: one replacing a file (its
-    previous version stays), one of a new file (nothing appears)."""
-    live, store, container = cloud_server
-    alice, bob = live.session(*ALICE), live.session("bob@acme.example", "bob-secret")
-    assert alice.put(live.url + "/cloud/f.bin", data=b"previous").status_code == 201
-    # Azurite writes its blob index to disk every 5 s: let it save the previous
-    # version, or the SIGKILL below would lose it with the emulator's memory
-    time.sleep(azurite.AUTOSAVE_S + 1)
-    staged, killed = threading.Event(), threading.Event()
-    statuses: dict[str, int] = {}
+def test_puts_cut_off_by_a_crash_of_the_store_leave_no_partial_blob(
+        cloud_server, stoppable_azurite: Azurite) -> None:  # noqa: F811
+    def only_the_previous_blob() -> None:
+        blobs = _container(cloud_server.container, stoppable_azurite).list_blobs()
+        assert [(blob.name, blob.size) for blob in blobs] == [("f.bin", len(b"previous"))]
 
-    def new_file_body():
-        yield os.urandom(20 * MIB)  # more than two blocks: several are staged
-        staged.set()
-        killed.wait(60)
-        yield os.urandom(10 * MIB)
-
-    def replacing_body():
-        yield os.urandom(20 * MIB)
-        staged.wait(60)
-        store.stop(kill=True)  # SIGKILL: no goodbye to the open connections
-        killed.set()
-        yield os.urandom(10 * MIB)
-
-    def put_new() -> None:
-        statuses["new"] = bob.put(live.url + "/cloud/new.bin", data=new_file_body()).status_code
-
-    other = threading.Thread(target=put_new)
-    other.start()
-    try:
-        statuses["replace"] = alice.put(live.url + "/cloud/f.bin",
-                                        data=replacing_body()).status_code
-        other.join(120)
-    finally:
-        store.start()
-    assert killed.is_set()
-    assert statuses == {"replace": 503, "new": 503}  # the store went away: mount unavailable
-    assert alice.get(live.url + "/cloud/f.bin").content == b"previous"
-    assert alice.get(live.url + "/cloud/new.bin").status_code == 404
-    blobs = list(_container(container, store).list_blobs())
-    assert [(blob.name, blob.size) for blob in blobs] == [("f.bin", len(b"previous"))]
-    assert alice.put(live.url + "/cloud/f.bin", data=b"next").status_code == 204
+    # more than two blocks before the crash: several are staged
+    cut = scenarios.CutUpload(before_mib=20, after_mib=10, settle=_settle,
+                              leftovers=only_the_previous_blob)
+    crashing = replace(cloud_server, outage=_killing(stoppable_azurite))
+    scenarios.puts_cut_off_by_the_outage_leave_the_previous_version_and_no_new_file(
+        crashing, cut)
 
 
 def test_store_killed_between_listing_pages_then_recovery(
         stoppable_azurite: Azurite, tmp_path: Path) -> None:  # noqa: F811
     spec = {**azurite.provider(stoppable_azurite.fresh_container(), server=stoppable_azurite),
             "listing_cache_seconds": 0}
-    fs = _build(spec, tmp_path)
-    for name in "abcdef":
-        fs.touch(name)
-    time.sleep(azurite.AUTOSAVE_S + 1)  # saved by Azurite: they survive the SIGKILL
-    fs._store.page_size = 2  # three pages
-    seen = _count_requests(fs)
-    transport = fs._store.client._pipeline._transport
-    send = transport.send
-
-    def stop_after_first_page(request: Any, **kwargs: Any) -> Any:
-        if len(seen) == 2:
-            stoppable_azurite.stop(kill=True)
-        return send(request, **kwargs)
-
-    transport.send = stop_after_first_page
-    try:
-        with pytest.raises(MountUnavailableError, match="unreachable"):
-            fs.ls("")
-    finally:
-        stoppable_azurite.start()
-    assert sorted(fs.ls("", detail=False)) == list("abcdef")
+    scenarios.outage_between_listing_pages_then_recovery(
+        _build(spec, tmp_path), _killing(stoppable_azurite), TRAFFIC, settle=_settle)
 
 
 # -- through WebDAV -----------------------------------------------------------------------
 
 def test_moves_between_an_azure_mount_and_an_s3_mount(tmp_path: Path) -> None:
-    data = tenants.two_tenants(tmp_path)
-    mounts = data["tenants"]["acme"]["mounts"]
-    mounts["/azure"] = {"provider": azurite.provider(azurite.fresh_container())}
-    mounts["/s3"] = {"provider": moto.provider(moto.fresh_bucket())}
-    payload = os.urandom(9 * MIB + 7)  # several parts on both sides
-    with live_server(tenants.build(data)) as live:
-        alice = live.session(*ALICE)
-        url = live.url
-        assert alice.request("MKCOL", url + "/azure/dir").status_code == 201
-        assert alice.put(url + "/azure/dir/big.bin", data=payload).status_code == 201
-        assert alice.put(url + "/azure/dir/small.txt", data=b"small").status_code == 201
-        assert alice.request("MKCOL", url + "/azure/dir/empty").status_code == 201
-        moved = alice.request("MOVE", url + "/azure/dir",
-                              headers={"Destination": url + "/s3/dir"})
-        assert moved.status_code == 201
-        assert _propfind(alice, url + "/azure/dir") == 404
-        assert alice.get(url + "/s3/dir/big.bin").content == payload
-        assert _propfind(alice, url + "/s3/dir/empty") == 207
-        back = alice.request("MOVE", url + "/s3/dir/small.txt",
-                             headers={"Destination": url + "/azure/small.txt"})
-        assert back.status_code == 201
-        assert alice.get(url + "/azure/small.txt").content == b"small"
-        assert alice.get(url + "/s3/dir/small.txt").status_code == 404
+    scenarios.moves_between_a_mount_and_an_s3_mount(
+        tmp_path, azurite.provider(azurite.fresh_container()))
 
 
 @pytest.fixture(scope="module")
 def azure_server(tmp_path_factory):
     """globex's root on Azure, and acme's /cloud mount on Azure."""
-    data = tenants.two_tenants(tmp_path_factory.mktemp("azure-litmus"))
-    data["tenants"]["acme"]["mounts"]["/cloud"] = {
-        "provider": azurite.provider(azurite.fresh_container())}
-    data["tenants"]["globex"]["root"] = azurite.provider(azurite.fresh_container(),
-                                                         prefix="globex/root")
-    with live_server(tenants.build(data)) as live:
+    with scenarios.litmus_server(
+            tmp_path_factory.mktemp("azure-litmus"),
+            lambda prefix: azurite.provider(azurite.fresh_container(), prefix=prefix)) as live:
         yield live
 
 
 @pytest.mark.litmus
-@pytest.mark.parametrize("where", ["tenant root", "mount"])
+@pytest.mark.parametrize("where", scenarios.LITMUS_PLACES)
 def test_litmus_passes_every_suite_on_azure(azure_server, where: str, tmp_path: Path) -> None:
-    url, login = {"tenant root": (azure_server.url + "/", "alice@globex.example"),
-                  "mount": (azure_server.url + "/cloud/", "alice@acme.example")}[where]
-    output = run_litmus(url, login, "alice-secret", str(tmp_path))
-    summaries = {m.group(1): m.groups()[1:] for m in SUMMARY.finditer(output)}
-    assert set(summaries) == set(SUITES), output
-    for suite, (run, passed, failed) in summaries.items():
-        assert failed == "0" and run == passed, f"{suite}: {output}"
-    assert "WARNING" not in output, output
+    scenarios.litmus_passes(azure_server, where, tmp_path)
 
 
-def test_windows_set_modification_time_is_kept_and_listed(cloud_server) -> None:
-    live, store, container = cloud_server
-    alice = live.session(*ALICE)
-    assert alice.put(live.url + "/cloud/dated.txt", data=b"d").status_code == 201
-    body = ('<?xml version="1.0" encoding="utf-8"?><D:propertyupdate xmlns:D="DAV:" '
-            'xmlns:Z="urn:schemas-microsoft-com:"><D:set><D:prop><Z:Win32LastModifiedTime>'
-            'Wed, 01 Jan 2020 10:00:00 GMT</Z:Win32LastModifiedTime></D:prop></D:set>'
-            '</D:propertyupdate>')
-    answer = alice.request("PROPPATCH", live.url + "/cloud/dated.txt", data=body,
-                           headers={"Content-Type": "text/xml",
-                                    "User-Agent": "Microsoft-WebDAV-MiniRedir/10.0.19045"})
-    assert answer.status_code == 207 and "200 OK" in answer.text
-    blob = _container(container, store).get_blob_client("dated.txt").get_blob_properties()
-    assert float(blob.metadata["mosaic_mtime"]) == 1577872800.0
-    assert alice.get(live.url + "/cloud/dated.txt").content == b"d"  # content untouched
-    listing = alice.request("PROPFIND", live.url + "/cloud/", headers={"Depth": "1"},
-                            data='<D:propfind xmlns:D="DAV:"><D:prop><D:getlastmodified/>'
-                                 '</D:prop></D:propfind>')
-    assert "Wed, 01 Jan 2020 10:00:00 GMT" in listing.text  # Azure listings carry it
+def test_windows_set_modification_time_is_kept_and_listed(
+        cloud_server, stoppable_azurite: Azurite) -> None:  # noqa: F811
+    def stored_time(name: str) -> float:
+        blob = _container(cloud_server.container, stoppable_azurite).get_blob_client(name)
+        return float(blob.get_blob_properties().metadata["mosaic_mtime"])
+
+    # Azure listings carry metadata
+    scenarios.windows_set_modification_time_survives_in_metadata(
+        cloud_server, stored_time, listings_carry_it=True)
 
 
 COUNT = 10_000
@@ -529,29 +429,10 @@ def test_ten_thousand_blobs_are_listed_once_each_from_paged_listings(big_folder,
 
 
 def test_folder_move_copies_everything_or_rolls_back(tmp_path: Path) -> None:
-    fs = _build(azurite.provider(azurite.fresh_container()), tmp_path)
-    fs.makedirs("src/empty")
-    for i in range(30):
-        fs.touch(f"src/f{i}")
-    before = sorted(fs.ls("src", detail=False))
-    copy, count = fs._store.copy, []
-
-    def failing(src: str, dst: str, metadata: Any = None) -> None:
-        count.append(src)
-        if len(count) == 12:
-            raise ConnectionRefusedError("store went away")
-        copy(src, dst, metadata)
-
-    fs._store.copy = failing
-    with pytest.raises(MountUnavailableError):
-        fs.mv("src", "dst")
-    assert not fs.exists("dst")  # what was copied is gone again
-    assert sorted(fs.ls("src", detail=False)) == before  # the source is whole
-    fs._store.copy = copy
-    fs.mv("src", "dst")
-    assert not fs.exists("src")
-    assert sorted(fs.ls("dst", detail=False)) == [n.replace("src", "dst", 1) for n in before]
-    assert fs.isdir("dst/empty")
+    container = azurite.fresh_container()
+    scenarios.folder_move_copies_everything_or_rolls_back(
+        _build(azurite.provider(container), tmp_path),
+        lambda: sorted(blob.name for blob in _container(container).list_blobs()))
 
 
 def test_two_tenants_on_one_container_under_adjacent_prefixes(tmp_path: Path) -> None:

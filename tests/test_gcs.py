@@ -31,13 +31,14 @@ from mosaic import providers
 from mosaic.providers import gcs
 from mosaic.providers.base import BuildContext
 from mosaic.vfs.errors import MountUnavailableError
-from tests.support import fakegcs, moto, tenants
+from tests.support import fakegcs, scenarios, tenants
 from tests.support.fakegcs import StoppableGCS, stoppable_gcs  # noqa: F401 (fixture)
 from tests.support.live import live_server
-from tests.test_litmus import SUITES, SUMMARY, run_litmus
+from tests.support.scenarios import ALICE, MIB, Outage, Traffic
 
-ALICE = ("alice@acme.example", "alice-secret")
-MIB = 1024 * 1024
+#: every request goes through the store's call(method, url, ...): listings GET .../o
+TRAFFIC = Traffic(scenarios.watch_store_calls,
+                  lambda method, url: method == "GET" and url.endswith("/o"))
 
 
 def _options(spec: dict):
@@ -47,10 +48,6 @@ def _options(spec: dict):
 
 def _build(spec: dict, tmp_path: Path):
     return providers.load("gcs").build(_options(spec), BuildContext("acme", "/cloud", tmp_path))
-
-
-def _propfind(session: requests.Session, url: str) -> int:
-    return session.request("PROPFIND", url, headers={"Depth": "1"}, timeout=60).status_code
 
 
 def _service_account(path: Path, token_uri: str) -> str:
@@ -256,34 +253,19 @@ def test_a_listing_is_one_request_and_shows_folder_times(tmp_path):
 
 def test_folders_other_tools_made_without_markers_are_listed_once(tmp_path):
     bucket = fakegcs.fresh_bucket()
-    fs = _build(fakegcs.provider(bucket), tmp_path)
-    for key in ("a/x", "a/y/z", "a/y", "b"):
-        fs._store.put(key, b"1")
-    assert sorted((e["name"], e["type"]) for e in fs.ls("")) == [
-        ("a", "directory"), ("b", "file")]
-    assert sorted((e["name"], e["type"]) for e in fs.ls("a")) == [
-        ("a/x", "file"), ("a/y", "file")]
+    scenarios.folders_other_tools_made_without_markers_are_listed_once(
+        _build(fakegcs.provider(bucket), tmp_path), _put_elsewhere(bucket))
+
+
+def _put_elsewhere(bucket: str) -> scenarios.PutElsewhere:
+    return lambda name, data: fakegcs.put_object(bucket, name, data)
 
 
 def test_warm_listing_costs_no_request_and_own_writes_show_at_once(tmp_path):
     bucket = fakegcs.fresh_bucket()
     fs = _build({**fakegcs.provider(bucket), "listing_cache_seconds": 1}, tmp_path)
-    other_tool = _build({**fakegcs.provider(bucket), "listing_cache_seconds": 0}, tmp_path)
-    fs.mkdir("docs")
-    fs.touch("docs/a")
-    calls = []
-    call = fs._store.call
-    fs._store.call = lambda method, url, **kw: calls.append(method) or call(method, url, **kw)
-    assert [e["name"] for e in fs.ls("docs")] == ["docs/a"]
-    cold = len(calls)
-    fs.ls("docs")
-    assert len(calls) == cold  # warm: answered from the mount's cache
-    fs.touch("docs/b")  # our own write: visible at once
-    assert sorted(fs.ls("docs", detail=False)) == ["docs/a", "docs/b"]
-    other_tool.touch("docs/c")
-    assert "docs/c" not in fs.ls("docs", detail=False)  # another's, within the lifetime
-    time.sleep(1.1)
-    assert "docs/c" in fs.ls("docs", detail=False)  # ... and after it
+    scenarios.warm_listing_costs_no_request_and_own_writes_show_at_once(
+        fs, TRAFFIC, _put_elsewhere(bucket))
 
 
 def test_copy_repeats_rewrite_until_done(tmp_path):
@@ -311,26 +293,8 @@ def test_copy_repeats_rewrite_until_done(tmp_path):
 
 def test_folder_move_copies_everything_or_rolls_back(tmp_path):
     bucket = fakegcs.fresh_bucket()
-    fs = _build(fakegcs.provider(bucket), tmp_path)
-    fs.makedirs("src/empty")
-    for i in range(20):
-        fs.touch(f"src/f{i}")
-    before = fakegcs.object_names(bucket)
-    copy, count = fs._store.copy, []
-
-    def failing(src, dst, metadata=None):
-        count.append(src)
-        if len(count) == 8:
-            raise ConnectionRefusedError("store went away")
-        copy(src, dst, metadata)
-
-    fs._store.copy = failing
-    with pytest.raises(MountUnavailableError):
-        fs.mv("src", "dst")
-    assert fakegcs.object_names(bucket) == before  # copies deleted, the source whole
-    fs._store.copy = copy
-    fs.mv("src", "dst")
-    assert fakegcs.object_names(bucket) == [n.replace("src", "dst", 1) for n in before]
+    scenarios.folder_move_copies_everything_or_rolls_back(
+        _build(fakegcs.provider(bucket), tmp_path), lambda: fakegcs.object_names(bucket))
 
 
 # -- faults ----------------------------------------------------------------------------
@@ -340,145 +304,67 @@ def test_folder_move_copies_everything_or_rolls_back(tmp_path):
 def cloud_server(stoppable_gcs: StoppableGCS, tmp_path: Path):  # noqa: F811
     """acme with /cloud on a fake-gcs-server the test may kill and restart."""
     bucket = fakegcs.fresh_bucket(stoppable_gcs.url)
-    data = tenants.two_tenants(tmp_path)
-    # No listing cache: every request must reach the store to see it go down.
-    data["tenants"]["acme"]["mounts"]["/cloud"] = {"provider": {
-        **fakegcs.provider(bucket, url=stoppable_gcs.url), "part_size_mib": 1,
-        "listing_cache_seconds": 0}}
-    with live_server(tenants.build(data)) as live:
-        yield live, stoppable_gcs, bucket
+    spec = {**fakegcs.provider(bucket, url=stoppable_gcs.url), "part_size_mib": 1}
+    outage = Outage(stoppable_gcs.kill, stoppable_gcs.start)
+    with scenarios.cloud_server(tmp_path, spec, outage, bucket) as cloud:
+        yield cloud
 
 
 def test_store_down_is_503_for_that_mount_only_and_recovers(cloud_server):
-    live, store, _bucket = cloud_server
-    alice = live.session(*ALICE)
-    assert alice.put(live.url + "/cloud/kept.txt", data=b"kept").status_code == 201
-    assert _propfind(alice, live.url + "/cloud/") == 207
-    store.kill()
-    try:
-        assert _propfind(alice, live.url + "/cloud/") == 503
-        assert alice.get(live.url + "/cloud/kept.txt").status_code == 503
-        assert _propfind(alice, live.url + "/") == 207  # the rest of the tenant is served
-        assert alice.put(live.url + "/local.txt", data=b"x").status_code == 201
-    finally:
-        store.start()
-    assert _propfind(alice, live.url + "/cloud/") == 207  # no restart, no reload
-    assert alice.get(live.url + "/cloud/kept.txt").content == b"kept"
+    scenarios.store_down_is_503_for_that_mount_only_and_recovers(cloud_server)
 
 
-def test_put_cut_off_by_a_kill_leaves_the_previous_version_and_no_partial_object(
-        cloud_server):
-    live, store, bucket = cloud_server
-    alice = live.session(*ALICE)
-    assert alice.put(live.url + "/cloud/f.bin", data=b"previous").status_code == 201
+def test_puts_cut_off_by_a_kill_leave_the_previous_version_and_no_partial_object(
+        cloud_server, stoppable_gcs):  # noqa: F811
+    def no_partial_object() -> None:
+        assert fakegcs.object_names(cloud_server.container, stoppable_gcs.url) == ["f.bin"]
 
-    def body():
-        yield os.urandom(3 * MIB)  # more than one chunk: a resumable session is open
-        store.kill()
-        yield os.urandom(3 * MIB)
-
-    try:
-        status = alice.put(live.url + "/cloud/f.bin", data=body()).status_code
-    finally:
-        store.start()
-    assert status == 503  # the store is down: that mount is unavailable
-    assert alice.get(live.url + "/cloud/f.bin").content == b"previous"
-    assert fakegcs.object_names(bucket, store.url) == ["f.bin"]
+    # more than one chunk before the kill: a resumable session is open
+    cut = scenarios.CutUpload(before_mib=3, after_mib=3, leftovers=no_partial_object)
+    scenarios.puts_cut_off_by_the_outage_leave_the_previous_version_and_no_new_file(
+        cloud_server, cut)
 
 
 def test_kill_between_listing_pages_then_recovery(stoppable_gcs, tmp_path):  # noqa: F811
     bucket = fakegcs.fresh_bucket(stoppable_gcs.url)
     spec = {**fakegcs.provider(bucket, url=stoppable_gcs.url), "listing_cache_seconds": 0}
-    fs = _build(spec, tmp_path)
-    for name in "abcdef":
-        fs.touch(name)
-    fs._store.page_size = 2  # three pages
-    pages = []
-    call = fs._store.call
-
-    def kill_after_first_page(method, url, **kwargs):
-        if url.endswith("/o") and method == "GET":
-            pages.append(kwargs["params"].get("pageToken"))
-            if len(pages) == 2:
-                stoppable_gcs.kill()
-        return call(method, url, **kwargs)
-
-    fs._store.call = kill_after_first_page
-    try:
-        with pytest.raises(MountUnavailableError, match="unreachable"):
-            fs.ls("")
-    finally:
-        stoppable_gcs.start()
-    assert sorted(fs.ls("", detail=False)) == list("abcdef")
-    assert len(pages) >= 5  # three pages after the restart
+    outage = Outage(stoppable_gcs.kill, stoppable_gcs.start)
+    scenarios.outage_between_listing_pages_then_recovery(_build(spec, tmp_path), outage,
+                                                         TRAFFIC)
 
 
 # -- through WebDAV ----------------------------------------------------------------------
 
 
-def test_cross_mount_folder_move_between_gcs_and_s3(tmp_path):
-    data = tenants.two_tenants(tmp_path)
-    mounts = data["tenants"]["acme"]["mounts"]
-    mounts["/gcs"] = {"provider": fakegcs.provider(fakegcs.fresh_bucket())}
-    mounts["/s3"] = {"provider": moto.provider(moto.fresh_bucket())}
-    payload = os.urandom(2 * MIB + 3)
-    with live_server(tenants.build(data)) as live:
-        alice = live.session(*ALICE)
-        assert alice.request("MKCOL", live.url + "/gcs/tree/").status_code == 201
-        assert alice.request("MKCOL", live.url + "/gcs/tree/empty/").status_code == 201
-        assert alice.put(live.url + "/gcs/tree/big.bin", data=payload).status_code == 201
-        for there, back in (("/gcs/tree", "/s3/moved"), ("/s3/moved", "/gcs/back")):
-            moved = alice.request("MOVE", live.url + there,
-                                  headers={"Destination": live.url + back})
-            assert moved.status_code == 201, moved.text
-            assert alice.get(live.url + back + "/big.bin").content == payload
-            assert _propfind(alice, live.url + back + "/empty/") == 207
-            assert _propfind(alice, live.url + there + "/") == 404
+def test_cross_mount_moves_between_gcs_and_s3(tmp_path):
+    scenarios.moves_between_a_mount_and_an_s3_mount(
+        tmp_path, fakegcs.provider(fakegcs.fresh_bucket()))
 
 
 @pytest.fixture(scope="module")
 def litmus_server(tmp_path_factory):
     """globex's ROOT on a bucket, and acme's /cloud MOUNT on another."""
-    data = tenants.two_tenants(tmp_path_factory.mktemp("litmus-gcs"))
-    data["tenants"]["globex"]["root"] = fakegcs.provider(fakegcs.fresh_bucket(), prefix="root")
-    data["tenants"]["acme"]["mounts"]["/cloud"] = {
-        "provider": fakegcs.provider(fakegcs.fresh_bucket())}
-    with live_server(tenants.build(data)) as live:
+    with scenarios.litmus_server(
+            tmp_path_factory.mktemp("litmus-gcs"),
+            lambda prefix: fakegcs.provider(fakegcs.fresh_bucket(), prefix=prefix)) as live:
         yield live
 
 
 @pytest.mark.litmus
-@pytest.mark.parametrize("where", ["globex root", "acme mount"])
+@pytest.mark.parametrize("where", scenarios.LITMUS_PLACES)
 def test_litmus_passes_on_a_gcs_root_and_a_gcs_mount(litmus_server, where, tmp_path):
-    url, login = {"globex root": (litmus_server.url + "/", "alice@globex.example"),
-                  "acme mount": (litmus_server.url + "/cloud/", "alice@acme.example")}[where]
-    output = run_litmus(url, login, "alice-secret", str(tmp_path))
-    summaries = {m.group(1): m.groups()[1:] for m in SUMMARY.finditer(output)}
-    assert set(summaries) == set(SUITES), output
-    for suite, (run, passed, failed) in summaries.items():
-        assert failed == "0" and run == passed, f"{suite}: {output}"
-    assert "WARNING" not in output, output
+    scenarios.litmus_passes(litmus_server, where, tmp_path)
 
 
-def test_windows_set_modification_time_survives_in_metadata(cloud_server):
-    live, store, bucket = cloud_server
-    alice = live.session(*ALICE)
-    assert alice.put(live.url + "/cloud/dated.txt", data=b"d").status_code == 201
-    body = ('<?xml version="1.0" encoding="utf-8"?><D:propertyupdate xmlns:D="DAV:" '
-            'xmlns:Z="urn:schemas-microsoft-com:"><D:set><D:prop><Z:Win32LastModifiedTime>'
-            'Wed, 01 Jan 2020 10:00:00 GMT</Z:Win32LastModifiedTime></D:prop></D:set>'
-            '</D:propertyupdate>')
-    answer = alice.request("PROPPATCH", live.url + "/cloud/dated.txt", data=body,
-                           headers={"Content-Type": "text/xml",
-                                    "User-Agent": "Microsoft-WebDAV-MiniRedir/10.0.19045"})
-    assert answer.status_code == 207 and "200 OK" in answer.text
-    stored = requests.get(f"{store.url}/storage/v1/b/{bucket}/o/dated.txt", timeout=10).json()
-    assert float(stored["metadata"]["mosaic-mtime"]) == 1577872800.0
-    assert alice.get(live.url + "/cloud/dated.txt").content == b"d"  # content untouched
-    listed = alice.request("PROPFIND", live.url + "/cloud/", headers={"Depth": "1"},
-                           data='<D:propfind xmlns:D="DAV:"><D:prop><D:getlastmodified/>'
-                                '</D:prop></D:propfind>')
-    assert "Wed, 01 Jan 2020 10:00:00 GMT" in listed.text  # GCS listings carry metadata
+def test_windows_set_modification_time_survives_in_metadata_and_listings(
+        cloud_server, stoppable_gcs):  # noqa: F811
+    def stored_time(name: str) -> float:
+        return float(fakegcs.metadata(cloud_server.container, name, stoppable_gcs.url)[
+            "mosaic-mtime"])
+
+    # GCS listings carry metadata
+    scenarios.windows_set_modification_time_survives_in_metadata(
+        cloud_server, stored_time, listings_carry_it=True)
 
 
 #: fake-gcs-server's memory backend slows down with every object added (10,000

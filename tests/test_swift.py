@@ -23,15 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 import yaml
 
 from mosaic import providers
 from mosaic.providers.base import BuildContext
 from mosaic.providers.swift import POOL_IDLE, SwiftStore
 from mosaic.vfs.errors import MountUnavailableError
-from tests.support import moto, swift, tenants
+from tests.support import scenarios, swift, tenants
 from tests.support.live import live_server
+from tests.support.scenarios import ALICE, MIB, Outage, Traffic, eventually
 from tests.support.swift import (  # noqa: F401 (identity, swift_cluster: fixtures)
     MAX_FILE_SIZE,
     Identity,
@@ -39,10 +39,10 @@ from tests.support.swift import (  # noqa: F401 (identity, swift_cluster: fixtur
     identity,
     swift_cluster,
 )
-from tests.test_litmus import SUITES, SUMMARY, run_litmus
 
-ALICE = ("alice@acme.example", "alice-secret")
-MIB = 1024 * 1024
+#: every request goes through the store's call(method, ...): listings are GET container
+TRAFFIC = Traffic(scenarios.watch_store_calls,
+                  lambda method, _target: method == "get_container")
 
 
 def _build(spec: dict[str, Any], tmp_path: Path, name: str = "swift") -> Any:
@@ -279,27 +279,41 @@ def test_listings_page_by_marker(tmp_path):
 def test_outage_between_listing_pages_then_recovery(swift_cluster, tmp_path):  # noqa: F811
     fs = _build(swift.provider(swift_cluster.fresh_container(), listing_cache_seconds=0),
                 tmp_path)
-    for name in "abcdef":
-        fs.touch(name)
-    store = fs._store
-    store.page_size = 2  # three pages and a last empty one
-    calls: list[str] = []
-    call = store.call
+    scenarios.outage_between_listing_pages_then_recovery(fs, _proxy_outage(swift_cluster),
+                                                         TRAFFIC)
 
-    def stop_after_first_page(method: str, *args: Any, **kwargs: Any) -> Any:
-        calls.append(method)
-        if method == "get_container" and calls.count("get_container") == 2:
-            swift_cluster.stop_proxy()
-        return call(method, *args, **kwargs)
 
-    store.call = stop_after_first_page
-    try:
-        with pytest.raises(MountUnavailableError, match="unreachable"):
-            fs.ls("")
-    finally:
-        swift_cluster.start_proxy()
-    assert sorted(fs.ls("", detail=False)) == list("abcdef")
-    assert calls.count("get_container") >= 5  # the pages again after the restart
+def _proxy_outage(cluster: SwiftCluster) -> Outage:
+    """The proxy alone goes down: data and tokens (in memcached) survive."""
+    return Outage(cluster.stop_proxy, cluster.start_proxy)
+
+
+def test_folders_other_tools_made_without_markers_are_listed_once(swift_cluster,  # noqa: F811
+                                                                  tmp_path):
+    container = swift_cluster.fresh_container()
+    scenarios.folders_other_tools_made_without_markers_are_listed_once(
+        _build(swift.provider(container), tmp_path), _put_elsewhere(swift_cluster, container))
+
+
+def _put_elsewhere(cluster: SwiftCluster, container: str) -> scenarios.PutElsewhere:
+    def put(name: str, data: bytes) -> None:
+        cluster.request("PUT", f"{container}/{name}", data=data).raise_for_status()
+    return put
+
+
+def test_warm_listing_costs_no_request_and_own_writes_show_at_once(swift_cluster,  # noqa: F811
+                                                                   tmp_path):
+    container = swift_cluster.fresh_container()
+    fs = _build(swift.provider(container, listing_cache_seconds=1), tmp_path)
+    scenarios.warm_listing_costs_no_request_and_own_writes_show_at_once(
+        fs, TRAFFIC, _put_elsewhere(swift_cluster, container))
+
+
+def test_folder_move_copies_everything_or_rolls_back(swift_cluster, tmp_path):  # noqa: F811
+    container = swift_cluster.fresh_container()
+    scenarios.folder_move_copies_everything_or_rolls_back(
+        _build(swift.provider(container), tmp_path),
+        lambda: sorted(swift_cluster.names(container)))
 
 
 def test_secrets_come_from_files_and_the_environment(identity, tmp_path,  # noqa: F811
@@ -338,38 +352,20 @@ def test_rackspace_internal_interface_uses_the_servicenet_url(identity, tmp_path
 
 @pytest.fixture
 def cloud_server(swift_cluster: SwiftCluster, tmp_path: Path):  # noqa: F811
-    """acme with /cloud on a Swift container (the fixture may stop the proxy)."""
+    """acme with /cloud on a Swift container (the test may stop the proxy)."""
     container = swift_cluster.fresh_container()
-    data = tenants.two_tenants(tmp_path)
-    data["tenants"]["acme"]["mounts"]["/cloud"] = {
-        "provider": swift.provider(container, listing_cache_seconds=0)}
-    with live_server(tenants.build(data)) as live:
-        yield live, swift_cluster, container
-
-
-def _propfind(session: requests.Session, url: str) -> int:
-    return session.request("PROPFIND", url, headers={"Depth": "1"}, timeout=60).status_code
+    with scenarios.cloud_server(tmp_path, swift.provider(container),
+                                _proxy_outage(swift_cluster), container) as cloud:
+        yield cloud
 
 
 def test_store_down_is_503_for_that_mount_only_and_recovers(cloud_server):
-    live, cluster, _container = cloud_server
-    alice = live.session(*ALICE)
-    assert alice.put(live.url + "/cloud/kept.txt", data=b"kept").status_code == 201
-    cluster.stop_proxy()
-    try:
-        assert _propfind(alice, live.url + "/cloud/") == 503
-        assert alice.get(live.url + "/cloud/kept.txt").status_code == 503
-        assert _propfind(alice, live.url + "/") == 207  # the rest of the tenant is served
-        assert alice.put(live.url + "/local.txt", data=b"x").status_code == 201
-    finally:
-        cluster.start_proxy()
-    assert _propfind(alice, live.url + "/cloud/") == 207  # no restart, no reload
-    assert alice.get(live.url + "/cloud/kept.txt").content == b"kept"
+    scenarios.store_down_is_503_for_that_mount_only_and_recovers(cloud_server)
 
 
-def test_put_cut_off_by_the_client_leaves_the_previous_version_and_no_segments(cloud_server,
-                                                                               monkeypatch):
-    live, cluster, container = cloud_server
+def test_put_cut_off_by_the_client_leaves_the_previous_version_and_no_segments(
+        cloud_server, swift_cluster, monkeypatch):  # noqa: F811
+    live, cluster, container = cloud_server.live, swift_cluster, cloud_server.container
     alice = live.session(*ALICE)
     assert alice.put(live.url + "/cloud/f.bin", data=b"previous").status_code == 201
     dropped: list[int] = []
@@ -386,114 +382,71 @@ def test_put_cut_off_by_the_client_leaves_the_previous_version_and_no_segments(c
         raw.sendall(f"PUT /cloud/f.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                     f"Authorization: Basic {auth}\r\nContent-Length: {40 * MIB}\r\n\r\n".encode())
         raw.sendall(os.urandom(25 * MIB))  # three parts sent, then the client is gone
-    _eventually(lambda: dropped)  # the server saw the cut and aborted the upload
+    eventually(lambda: dropped)  # the server saw the cut and aborted the upload
     assert dropped == [3]
     assert cluster.names(container + "_segments") == []
     assert alice.get(live.url + "/cloud/f.bin").content == b"previous"
     assert cluster.names(container) == ["f.bin"]
 
 
-def test_put_cut_off_by_the_outage_leaves_nothing_once_the_store_is_back(cloud_server):
-    live, cluster, container = cloud_server
-    alice = live.session(*ALICE)
-    assert alice.put(live.url + "/cloud/f.bin", data=b"previous").status_code == 201
+def test_puts_cut_off_by_the_outage_leave_nothing_once_the_store_is_back(
+        cloud_server, swift_cluster):  # noqa: F811
+    segments = cloud_server.container + "_segments"
 
-    segments = container + "_segments"
+    def two_segments_each() -> bool:
+        return len(swift_cluster.names(segments)) == 4
 
-    def body():
-        yield os.urandom(18 * MIB)
-        _eventually(lambda: len(cluster.names(segments)) == 2)  # two segments stored
-        cluster.stop_proxy()
-        yield os.urandom(10 * MIB)
+    def segments_the_aborts_could_not_delete() -> None:
+        assert two_segments_each()
 
-    try:
-        status = alice.put(live.url + "/cloud/f.bin", data=body()).status_code
-    finally:
-        cluster.start_proxy()
-    assert status == 503
-    assert alice.get(live.url + "/cloud/f.bin").content == b"previous"
-    assert len(cluster.names(segments)) == 2  # the abort could not delete them
-    # the segments it left are deleted by the mount's next upload
-    assert alice.put(live.url + "/cloud/other.bin", data=b"x").status_code == 201
-    assert cluster.names(segments) == []
-    assert sorted(cluster.names(container)) == ["f.bin", "other.bin"]
+    def swept_by_the_next_upload() -> None:
+        assert swift_cluster.names(segments) == []
+        assert swift_cluster.names(cloud_server.container) == ["f.bin"]
 
-
-def _eventually(check: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "not within the time"
-        time.sleep(0.1)
+    # two 8 MiB segments of each upload stored before the proxy stops
+    cut = scenarios.CutUpload(before_mib=18, after_mib=10, parts_stored=two_segments_each,
+                              leftovers=segments_the_aborts_could_not_delete,
+                              after_next_write=swept_by_the_next_upload)
+    scenarios.puts_cut_off_by_the_outage_leave_the_previous_version_and_no_new_file(
+        cloud_server, cut)
 
 
 def test_move_between_a_swift_mount_and_an_s3_mount(swift_cluster, tmp_path):  # noqa: F811
-    data = tenants.two_tenants(tmp_path)
-    mounts = data["tenants"]["acme"]["mounts"]
-    mounts["/swift"] = {"provider": swift.provider(swift_cluster.fresh_container())}
-    mounts["/s3"] = {"provider": moto.provider(moto.fresh_bucket())}
-    payload = os.urandom(11 * MIB)
-    with live_server(tenants.build(data)) as live:
-        alice = live.session(*ALICE)
-        assert alice.put(live.url + "/swift/f.bin", data=payload).status_code == 201
-        assert alice.request("MKCOL", live.url + "/swift/dir").status_code == 201
-        assert alice.put(live.url + "/swift/dir/x", data=b"x").status_code == 201
-        for src, dst in (("/swift/f.bin", "/s3/f.bin"), ("/s3/f.bin", "/swift/back.bin"),
-                         ("/swift/dir", "/s3/dir")):
-            moved = alice.request("MOVE", live.url + src,
-                                  headers={"Destination": live.url + dst})
-            assert moved.status_code == 201, (src, moved.status_code)
-            assert alice.get(live.url + src).status_code == 404
-        assert alice.get(live.url + "/swift/back.bin").content == payload
-        assert alice.get(live.url + "/s3/dir/x").content == b"x"
+    scenarios.moves_between_a_mount_and_an_s3_mount(
+        tmp_path, swift.provider(swift_cluster.fresh_container()))
 
 
 # -- litmus -------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def litmus_server(tmp_path_factory):
+    """globex's root on a Swift container, and acme's /cloud mount on another."""
+    with scenarios.litmus_server(
+            tmp_path_factory.mktemp("litmus-swift"),
+            lambda prefix: swift.provider(swift.fresh_container(), prefix=prefix)) as live:
+        yield live
+
+
 @pytest.mark.litmus
-@pytest.mark.parametrize("where", ["root", "mount"])
-def test_litmus_on_a_swift_root_and_a_swift_mount(swift_cluster, tmp_path, where):  # noqa: F811
-    data = tenants.two_tenants(tmp_path)
-    acme = data["tenants"]["acme"]
-    spec = swift.provider(swift_cluster.fresh_container(), prefix="litmus")
-    if where == "root":
-        acme["root"], acme["mounts"] = spec, {}
-    else:
-        acme["mounts"]["/cloud"] = {"provider": spec}
-    folder = "/" if where == "root" else "/cloud/"
-    with live_server(tenants.build(data)) as live:
-        output = run_litmus(live.url + folder, *ALICE, str(tmp_path))
-    summaries = {m.group(1): m.groups()[1:] for m in SUMMARY.finditer(output)}
-    assert set(summaries) == set(SUITES), output
-    for suite, (run, passed, failed) in summaries.items():
-        assert failed == "0" and run == passed, f"{suite}: {output}"
-    assert "WARNING" not in output, output
+@pytest.mark.parametrize("where", scenarios.LITMUS_PLACES)
+def test_litmus_on_a_swift_root_and_a_swift_mount(litmus_server, where, tmp_path):
+    scenarios.litmus_passes(litmus_server, where, tmp_path)
 
 
 # -- what a file browser sees -------------------------------------------------------------
 
 
-def test_windows_set_modification_time_survives_in_metadata(cloud_server):
-    live, cluster, container = cloud_server
-    alice = live.session(*ALICE)
-    payload = os.urandom(MAX_FILE_SIZE + MIB)  # a large object: a POST keeps its segments
-    for name, data in (("dated.txt", b"d"), ("dated.bin", payload)):
-        assert alice.put(f"{live.url}/cloud/{name}", data=data).status_code == 201
-        body = ('<?xml version="1.0" encoding="utf-8"?><D:propertyupdate xmlns:D="DAV:" '
-                'xmlns:Z="urn:schemas-microsoft-com:"><D:set><D:prop><Z:Win32LastModifiedTime>'
-                'Wed, 01 Jan 2020 10:00:00 GMT</Z:Win32LastModifiedTime></D:prop></D:set>'
-                '</D:propertyupdate>')
-        answer = alice.request("PROPPATCH", f"{live.url}/cloud/{name}", data=body,
-                               headers={"Content-Type": "text/xml",
-                                        "User-Agent": "Microsoft-WebDAV-MiniRedir/10.0.19045"})
-        assert answer.status_code == 207 and "200 OK" in answer.text
-        head = cluster.request("HEAD", f"{container}/{name}")
-        assert float(head.headers["X-Object-Meta-Mosaic-Mtime"]) == 1577872800.0
-        assert alice.get(f"{live.url}/cloud/{name}").content == data  # content untouched
-        found = alice.request("PROPFIND", f"{live.url}/cloud/{name}", headers={"Depth": "0"},
-                              data='<D:propfind xmlns:D="DAV:"><D:prop><D:getlastmodified/>'
-                                   '</D:prop></D:propfind>')
-        assert "Wed, 01 Jan 2020 10:00:00 GMT" in found.text
+def test_windows_set_modification_time_survives_in_metadata(cloud_server,
+                                                           swift_cluster):  # noqa: F811
+    def stored_time(name: str) -> float:
+        head = swift_cluster.request("HEAD", f"{cloud_server.container}/{name}")
+        return float(head.headers["X-Object-Meta-Mosaic-Mtime"])
+
+    # a large object too: a POST of the metadata keeps its segments
+    files = {"dated.txt": b"d", "dated.bin": os.urandom(MAX_FILE_SIZE + MIB)}
+    scenarios.windows_set_modification_time_survives_in_metadata(
+        cloud_server, stored_time, listings_carry_it=False, files=files)
 
 
 def test_a_big_folder_is_listed_from_paged_listings_only(swift_cluster, tmp_path,  # noqa: F811

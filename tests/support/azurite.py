@@ -12,41 +12,29 @@ root, run by scripts/test.sh); a missing one is a failure, never a skip.
 
 from __future__ import annotations
 
-import atexit
 import secrets
-import signal
-import socket
-import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from azure.storage.blob import BlobServiceClient
+
+from tests.support import emulator
 
 ACCOUNT = "devstoreaccount1"
 #: Azurite's well-known development key (public, in Azure's documentation)
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 BINARY = Path(__file__).resolve().parents[2] / "node_modules" / ".bin" / "azurite-blob"
-READY_TIMEOUT_S = 30.0
 #: Azurite saves its blob index to disk this often: a SIGKILL loses younger changes
 AUTOSAVE_S = 5.0
 
-_lock = threading.Lock()
-_shared: Azurite | None = None
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Azurite:
+class Azurite(emulator.Emulator):
     """One azurite-blob process on a fixed port and data folder, restartable."""
+
+    name = "azurite-blob"
+    stop_timeout_s = 10.0  # SIGTERM: it saves its index first
 
     def __init__(self, location: Path | None = None) -> None:
         """``location``: the data folder; None keeps everything in memory (30%
@@ -54,46 +42,19 @@ class Azurite:
         if not BINARY.exists():
             raise RuntimeError(f"Azurite is not installed ({BINARY} is missing): run "
                                "scripts/test.sh, or `npm ci` at the repository root")
+        super().__init__()
         self.location = location
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}/{ACCOUNT}"
-        self._process: subprocess.Popen[bytes] | None = None
+        self.url = f"{self.url}/{ACCOUNT}"  # Azurite serves the account in the path
 
-    def start(self) -> None:
+    def command(self) -> list[str]:
         storage = ["--location", str(self.location)] if self.location \
             else ["--inMemoryPersistence"]
-        self._process = subprocess.Popen(
-            [str(BINARY), "--blobHost", "127.0.0.1", "--blobPort", str(self.port), *storage,
-             "--skipApiVersionCheck", "--loose", "--silent",
-             "--disableTelemetry"],  # with telemetry, an offline exit waits 100 s
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self._wait_ready()
+        return [str(BINARY), "--blobHost", "127.0.0.1", "--blobPort", str(self.port), *storage,
+                "--skipApiVersionCheck", "--loose", "--silent",
+                "--disableTelemetry"]  # with telemetry, an offline exit waits 100 s
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self._process is not None and self._process.poll() is not None:
-                error = self._process.stderr.read().decode(errors="replace")  # type: ignore[union-attr]
-                raise RuntimeError(f"azurite-blob exited with {self._process.returncode}: "
-                                   f"{error[-2000:]}")
-            try:
-                requests.get(self.url + "?comp=list", timeout=1)  # any answer: it is up
-                return
-            except requests.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError(f"azurite-blob not ready after {READY_TIMEOUT_S} s")
-
-    def stop(self, kill: bool = False) -> None:
-        """SIGTERM (Azurite saves its index and closes) or SIGKILL (a crash)."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    def ready(self) -> bool:
+        return emulator.answers(self.url + "?comp=list")
 
     def connection_string(self) -> str:
         return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
@@ -109,16 +70,8 @@ class Azurite:
         return name
 
 
-def shared() -> Azurite:
-    """This test process's Azurite, started on first use."""
-    global _shared
-    with _lock:
-        if _shared is None:
-            server = Azurite()
-            server.start()
-            atexit.register(server.stop)
-            _shared = server
-        return _shared
+#: this test process's Azurite, started on first use
+shared = emulator.OnePerProcess(lambda: Azurite().start(), Azurite.stop)
 
 
 def endpoint() -> str:

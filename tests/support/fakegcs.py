@@ -14,14 +14,8 @@ tests only use files at the bucket's top level, which that backend keeps.
 
 from __future__ import annotations
 
-import atexit
 import os
 import secrets
-import signal
-import socket
-import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,11 +23,9 @@ from typing import Any
 import pytest
 import requests
 
-PROJECT = "test"
-READY_TIMEOUT_S = 30.0
+from tests.support import emulator
 
-_lock = threading.Lock()
-_url: str | None = None
+PROJECT = "test"
 
 
 def binary() -> Path:
@@ -49,58 +41,32 @@ def binary() -> Path:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+class FakeGCS(emulator.Emulator):
+    """fake-gcs-server with the memory backend, or the filesystem one below ``storage``."""
+
+    name = "fake-gcs-server"
+
+    def __init__(self, storage: Path | None = None) -> None:
+        super().__init__()
+        self.storage = storage
+
+    def command(self) -> list[str]:
+        backend = ["-backend", "memory"] if self.storage is None else [
+            "-backend", "filesystem", "-filesystem-root", str(self.storage)]
+        # -external-url: the Location of a resumable upload session points here
+        return [str(binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.port),
+                *backend, "-external-url", self.url, "-log-level", "error"]
+
+    def ready(self) -> bool:
+        return emulator.answers(f"{self.url}/storage/v1/b?project={PROJECT}")
 
 
-def _command(port: int, storage: Path | None) -> list[str]:
-    url = f"http://127.0.0.1:{port}"
-    backend = ["-backend", "memory"] if storage is None else [
-        "-backend", "filesystem", "-filesystem-root", str(storage)]
-    # -external-url: the Location of a resumable upload session points here
-    return [str(binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
-            *backend, "-external-url", url, "-log-level", "error"]
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"fake-gcs-server exited with {process.returncode}")
-        try:
-            requests.get(f"{url}/storage/v1/b?project={PROJECT}", timeout=1)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.03)
-    raise RuntimeError(f"fake-gcs-server not ready after {READY_TIMEOUT_S} s")
-
-
-def _spawn(port: int, storage: Path | None = None) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(_command(port, storage), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    _wait_ready(f"http://127.0.0.1:{port}", process)
-    return process
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        process.kill()
+_shared = emulator.OnePerProcess(lambda: FakeGCS().start(), FakeGCS.stop)
 
 
 def endpoint() -> str:
     """The URL of this test process's server, started on first use."""
-    global _url
-    with _lock:
-        if _url is None:
-            port = _free_port()
-            atexit.register(_stop, _spawn(port))
-            _url = f"http://127.0.0.1:{port}"
-        return _url
+    return _shared().url
 
 
 def fresh_bucket(url: str | None = None) -> str:
@@ -118,31 +84,36 @@ def object_names(bucket: str, url: str | None = None) -> list[str]:
     return sorted(item["name"] for item in answer.json().get("items", []))
 
 
+def put_object(bucket: str, name: str, data: bytes, url: str | None = None) -> None:
+    """Write an object straight to the server, as another tool would."""
+    answer = requests.post(f"{url or endpoint()}/upload/storage/v1/b/{bucket}/o",
+                           params={"uploadType": "media", "name": name}, data=data, timeout=30)
+    answer.raise_for_status()
+
+
+def metadata(bucket: str, name: str, url: str | None = None) -> dict[str, str]:
+    """The custom metadata of an object, straight from the server."""
+    answer = requests.get(f"{url or endpoint()}/storage/v1/b/{bucket}/o/{name}", timeout=10)
+    answer.raise_for_status()
+    return answer.json().get("metadata", {})
+
+
 def provider(bucket: str, prefix: str = "", url: str | None = None) -> dict[str, Any]:
     """The provider spec of an anonymous ``gcs`` mount on ``bucket`` of the server."""
     return {"type": "gcs", "bucket": bucket, "prefix": prefix,
             "endpoint_url": url or endpoint(), "anonymous": True, "project": PROJECT}
 
 
-class StoppableGCS:
+class StoppableGCS(FakeGCS):
     """A server on a fixed port, killed and started again with its objects kept
     (filesystem backend below ``storage``)."""
 
     def __init__(self, storage: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._storage = storage
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self._process = _spawn(self.port, self._storage)
+        super().__init__(storage)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, in-flight requests are cut off."""
-        if self._process is not None:
-            self._process.send_signal(signal.SIGKILL)
-            self._process.wait(timeout=5)
-            self._process = None
+        self.stop(kill=True)
 
 
 @pytest.fixture(scope="session")

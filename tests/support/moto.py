@@ -10,77 +10,43 @@ failure, never a skip: it comes with the ``test`` extra.
 
 from __future__ import annotations
 
-import atexit
 import functools
 import logging
 import secrets
-import socket
-import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-import requests
 from moto.server import ThreadedMotoServer
+
+from tests.support import emulator
 
 KEY = SECRET = "testing"
 REGION = "us-east-1"
-READY_TIMEOUT_S = 30.0
-
-_lock = threading.Lock()
-_url: str | None = None
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+class MotoServer(emulator.Emulator):
+    """moto_server, the console script installed next to this Python."""
+
+    name = "moto_server"
+
+    def command(self) -> list[str]:
+        server = Path(sys.executable).with_name("moto_server")
+        return [str(server), "-H", "127.0.0.1", "-p", str(self.port)]
+
+    def ready(self) -> bool:
+        return emulator.answers(self.url + "/moto-api/")
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"moto_server exited with {process.returncode}")
-        try:
-            requests.get(url + "/moto-api/", timeout=1)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.05)
-    raise RuntimeError(f"moto_server not ready after {READY_TIMEOUT_S} s")
-
-
-def _start() -> str:
-    port = _free_port()
-    server = Path(sys.executable).with_name("moto_server")
-    process = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    atexit.register(_stop, process)
-    url = f"http://127.0.0.1:{port}"
-    _wait_ready(url, process)
-    return url
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        process.kill()
+_shared = emulator.OnePerProcess(lambda: MotoServer().start(), MotoServer.stop)
 
 
 def endpoint() -> str:
     """The URL of this test process's moto server, started on first use."""
-    global _url
-    with _lock:
-        if _url is None:
-            _url = _start()
-        return _url
+    return _shared().url
 
 
 @functools.cache
@@ -96,6 +62,12 @@ def fresh_bucket(url: str | None = None) -> str:
     return name
 
 
+def object_names(bucket: str, url: str | None = None) -> list[str]:
+    """Every key of the bucket (up to a page of 1,000), straight from the server."""
+    listed = client(url).list_objects_v2(Bucket=bucket)
+    return sorted(item["Key"] for item in listed.get("Contents", []))
+
+
 def provider(bucket: str, prefix: str = "", url: str | None = None) -> dict[str, Any]:
     """The provider spec of an ``s3`` mount on ``bucket`` of a moto server."""
     return {"type": "s3", "bucket": bucket, "prefix": prefix, "endpoint_url": url or endpoint(),
@@ -108,7 +80,7 @@ class StoppableS3:
 
     def __init__(self) -> None:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request
-        self.port = _free_port()
+        self.port = emulator.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._server: ThreadedMotoServer | None = None
 

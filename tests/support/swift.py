@@ -30,7 +30,6 @@ import socket
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,6 +39,8 @@ from typing import Any
 import pytest
 import requests
 
+from tests.support import emulator
+
 USER, KEY = "test:tester", "testing"
 MIB = 1024 * 1024
 MAX_FILE_SIZE = 16 * MIB  # the store's single-object limit (Swift's own default: 5 GiB)
@@ -48,13 +49,6 @@ SERVERS = ("account", "container", "object")
 DEBIAN_PACKAGES = "swift swift-proxy swift-object swift-container swift-account memcached"
 
 _lock = threading.Lock()
-_cluster: SwiftCluster | None = None
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _binary(name: str) -> str:
@@ -70,7 +64,7 @@ def _common(base: Path, port: int) -> str:
     return (f"[DEFAULT]\nswift_dir = {base}\ndevices = {base}/node\nmount_check = false\n"
             f"workers = 0\nbind_ip = 127.0.0.1\nbind_port = {port}\nuser = root\n"
             "log_level = WARNING\nlog_udp_host = 127.0.0.1\n"
-            f"log_udp_port = {_free_port()}\n")  # nobody listens: logs are dropped
+            f"log_udp_port = {emulator.free_port()}\n")  # nobody listens: logs are dropped
 
 
 def _server_conf(base: Path, kind: str, port: int) -> str:
@@ -154,7 +148,7 @@ class SwiftCluster:
 
     def setup(self) -> None:
         for name in ("proxy", "memcached", *SERVERS):
-            self.ports[name] = _free_port()
+            self.ports[name] = emulator.free_port()
         (self.base / "node" / "sdb1").mkdir(parents=True)
         (self.base / "swift.conf").write_text(_swift_conf())
         for kind in SERVERS:
@@ -187,19 +181,15 @@ class SwiftCluster:
 
     def stop_proxy(self) -> None:
         """The store goes down: connections to the proxy are refused."""
-        _stop(self.processes.pop("proxy"))
+        emulator.stop(self.processes.pop("proxy"))
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    log = (self.base / f"{name}.log").read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"swift {name} exited with {process.returncode}: {log}")
-            if self._listening() and self._authenticates():
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"swift not ready after {READY_TIMEOUT_S} s")
+        emulator.wait_until_ready("swift", self.processes,
+                                  lambda: self._listening() and self._authenticates(),
+                                  READY_TIMEOUT_S, self._log_tail)
+
+    def _log_tail(self, name: str) -> str:
+        return (self.base / f"{name}.log").read_text(errors="replace")[-2000:]
 
     def _listening(self) -> bool:
         """Every server accepts connections (the proxy answers 503 until they do)."""
@@ -218,7 +208,7 @@ class SwiftCluster:
 
     def stop(self) -> None:
         for process in self.processes.values():
-            _stop(process)
+            emulator.stop(process)
         self.processes.clear()
         shutil.rmtree(self.base, ignore_errors=True)
 
@@ -253,30 +243,19 @@ class SwiftCluster:
         return name
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
+def _started_cluster() -> SwiftCluster:
+    made = SwiftCluster(Path(tempfile.mkdtemp(prefix="mosaic-swift-")))
     try:
-        process.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+        made.setup()
+        made.start()
+    except BaseException:
+        made.stop()
+        raise
+    return made
 
 
-def cluster() -> SwiftCluster:
-    """This test process's Swift, started on first use (about 3 s, plus the rings)."""
-    global _cluster
-    with _lock:
-        if _cluster is None:
-            made = SwiftCluster(Path(tempfile.mkdtemp(prefix="mosaic-swift-")))
-            try:
-                made.setup()
-                made.start()
-            except BaseException:
-                made.stop()
-                raise
-            atexit.register(made.stop)
-            _cluster = made
-        return _cluster
+#: this test process's Swift, started on first use (about 3 s, plus the rings)
+cluster = emulator.OnePerProcess(_started_cluster, SwiftCluster.stop)
 
 
 def fresh_container() -> str:
