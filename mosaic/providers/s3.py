@@ -19,6 +19,7 @@ copy is one CopyObject up to 5 GiB (S3's limit for it) and a multipart copy
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import threading
 import time
@@ -27,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import aiobotocore.session
+import botocore.handlers
 import botocore.loaders
 import fsspec.asyn
 import s3fs
@@ -107,6 +109,12 @@ def _client(options: Options) -> s3fs.S3FileSystem:
     # Only the parsed API descriptions are shared (0.1 s per session saved); the
     # session, client, connections and credentials stay this mount's own.
     session.register_component("data_loader", _api_loader())
+    # botocore wraps a bytes body in a BytesIO, which aiohttp copies whole before
+    # sending (getbuffer): every part in flight was held twice. Sent as bytes,
+    # it is sent as it is.
+    for operation in ("PutObject", "UploadPart"):
+        session.unregister(f"before-parameter-build.s3.{operation}",
+                           botocore.handlers.convert_body_to_file_like_object)
     client = s3fs.S3FileSystem(
         **credentials,
         session=session,
@@ -297,6 +305,13 @@ def _stored(item: dict[str, Any]) -> StoredObject:
                         item.get("ETag", ""))
 
 
+def _streamed(data: bytes) -> io.BufferedReader:
+    """``data`` as a reader aiohttp sends 64 KiB at a time: given bytes, it joins
+    the whole part to the request's headers and buffers what the socket did not
+    take, two more copies of every part in flight."""
+    return io.BufferedReader(io.BytesIO(data))  # BytesIO shares data until written to
+
+
 class MultipartUpload(PartedUpload):
     """A multipart upload, started with the first part; a small file is one PUT.
     Nothing is visible before completion; abort drops the parts sent."""
@@ -321,7 +336,7 @@ class MultipartUpload(PartedUpload):
 
     def send_part(self, number: int, data: bytes) -> Any:
         sent = self._store.call("upload_part", Key=self._key, UploadId=self._id(),
-                                PartNumber=number, Body=data)
+                                PartNumber=number, Body=_streamed(data))
         return {"PartNumber": number, "ETag": sent["ETag"]}
 
     def copy_part(self, number: int, source: str, start: int, end: int) -> Any:
