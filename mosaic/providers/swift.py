@@ -205,6 +205,12 @@ class _Connection(Connection):
         url, self._used = self._store.authenticate(stale=self._used)
         return url, self._used
 
+    def forget_last_reply(self) -> None:
+        """Drop swiftclient's reference to the last reply: through its request
+        it holds the body sent, a whole part for each idle connection."""
+        if self.http_conn is not None:
+            self.http_conn[1].resp = None
+
 
 #: HTTP statuses (and client-side failures by class name) -> what they mean
 ERRORS: dict[str, Fault] = {
@@ -272,6 +278,7 @@ class SwiftStore(ObjectStore):
         self._release(conn)
 
     def _release(self, conn: _Connection) -> None:
+        conn.forget_last_reply()
         if self._idle.qsize() < POOL_IDLE:
             self._idle.put(conn)
         else:
