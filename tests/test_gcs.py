@@ -36,9 +36,22 @@ from tests.support.fakegcs import StoppableGCS, stoppable_gcs  # noqa: F401 (fix
 from tests.support.live import live_server
 from tests.support.scenarios import ALICE, MIB, Outage, Traffic
 
-#: every request goes through the store's call(method, url, ...): listings GET .../o
-TRAFFIC = Traffic(scenarios.watch_store_calls,
-                  lambda method, url: method == "GET" and url.endswith("/o"))
+
+def _watch_gcs(fs, hook) -> None:
+    """Requests go through the store's call(method, url, ...), those carrying an
+    object's content through its media_request(method, url, ...)."""
+    scenarios.watch_store_calls(fs, hook)
+    media_request = fs._store.media_request
+
+    def watched(method, url, *args, **kwargs):
+        hook(method, url)
+        return media_request(method, url, *args, **kwargs)
+
+    fs._store.media_request = watched
+
+
+#: listings are GET .../o
+TRAFFIC = Traffic(_watch_gcs, lambda method, url: method == "GET" and url.endswith("/o"))
 
 
 def _options(spec: dict):
@@ -193,13 +206,13 @@ def test_large_upload_is_resumable_and_reads_back_in_ranges(tmp_path):
     fs = _build({**fakegcs.provider(bucket), "part_size_mib": 1}, tmp_path)
     data = os.urandom(5 * MIB + 5)
     sent = []
-    call = fs._store.call
+    media_request = fs._store.media_request  # every request carrying content
 
     def recording(method, url, **kwargs):
-        sent.append((method, kwargs.get("headers", {}).get("Content-Range")))
-        return call(method, url, **kwargs)
+        sent.append((method, (kwargs.get("headers") or {}).get("Content-Range")))
+        return media_request(method, url, **kwargs)
 
-    fs._store.call = recording
+    fs._store.media_request = recording
     with fs.open("big", "wb") as handle:
         for start in range(0, len(data), 300_000):
             handle.write(data[start:start + 300_000])
