@@ -51,6 +51,7 @@ class StoreSettings:
     stream_runs: int  # GET/PUT: median of this many
     warm_runs: int  # warm listings: median of this many
     mosaic_env: tuple[tuple[str, str], ...] = ()  # extra environment of Mosaic's process
+    mount_options: tuple[tuple[str, Any], ...] = ()  # extra provider options of the mount
 
 
 FULL = StoreSettings(sizes=(64 * MIB, 256 * MIB), listing_sizes=(1_000, 10_000),
@@ -252,7 +253,8 @@ def _wait_ready(server: Served, log: Path) -> None:
     raise RuntimeError(f"{server.name} not ready after {READY_TIMEOUT:.0f} s")
 
 
-def mosaic_launch(store: Store, work: Path, extra_env: dict[str, str]) -> Launch:
+def mosaic_launch(store: Store, work: Path, extra_env: dict[str, str],
+                  mount_options: dict[str, Any] | None = None) -> Launch:
     """``mosaic serve`` (counted), one worker, the bucket mounted at ``store.mount``."""
     port = free_port()
     config = {
@@ -260,7 +262,7 @@ def mosaic_launch(store: Store, work: Path, extra_env: dict[str, str]) -> Launch
                    "workers": 1, "log_level": "warning"},
         "tenants": {"bench": {
             "root": {"type": "local", "root": str(work / "root")},
-            "mounts": {store.mount: {"provider": store.provider()}},
+            "mounts": {store.mount: {"provider": {**store.provider(), **(mount_options or {})}}},
             "users": {USER: {"password_hash": password_hash()}},
         }},
     }
@@ -386,7 +388,8 @@ def run_store(store: Store, settings: StoreSettings, scratch: Path,
         mosaic_env = dict(settings.mosaic_env)
         steps: dict[str, Callable[[], Values]] = {
             "library": lambda: library_column(store, settings, library_calls),
-            "mosaic": served("mosaic", lambda path: mosaic_launch(store, path, mosaic_env)),
+            "mosaic": served("mosaic", lambda path: mosaic_launch(store, path, mosaic_env,
+                                                                dict(settings.mount_options))),
             "rclone": served("rclone", lambda path: rclone_launch(store, path)),
         }
         for name, step in steps.items():
@@ -418,13 +421,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--mosaic-env", action="append", default=[], metavar="NAME=VALUE",
                         help="set this in Mosaic's environment only, e.g. "
                              "MALLOC_MMAP_THRESHOLD_=1048576 (repeatable)")
+    parser.add_argument("--mount-option", action="append", default=[], metavar="NAME=VALUE",
+                        help="a provider option of Mosaic's mount, e.g. transfers=2 "
+                             "(the value is read as YAML; repeatable)")
     parser.add_argument("--sizes-mib", default=None, metavar="N,N",
                         help="GET/PUT object sizes instead of the profile's, e.g. 256")
     parser.add_argument("--tmp", type=Path, default=None,
                         help="parent folder of the scratch data (default: the system temp dir)")
     args = parser.parse_args(argv)
-    if any("=" not in item for item in args.mosaic_env):
-        parser.error("--mosaic-env takes NAME=VALUE")
+    if any("=" not in item for item in args.mosaic_env + args.mount_option):
+        parser.error("--mosaic-env and --mount-option take NAME=VALUE")
     if args.stores is None:
         args.stores = ",".join(name for name, store in STORES.items() if not store.missing())
     for name in args.stores.split(","):
@@ -440,6 +446,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = dataclasses.replace(
         QUICK if args.quick else FULL,
         mosaic_env=tuple(tuple(item.split("=", 1)) for item in args.mosaic_env))  # type: ignore[misc]
+    options = [item.split("=", 1) for item in args.mount_option]
+    settings = dataclasses.replace(settings, mount_options=tuple(
+        (name, yaml.safe_load(value)) for name, value in options))
     if args.sizes_mib:
         sizes = tuple(int(size) * MIB for size in args.sizes_mib.split(","))
         settings = dataclasses.replace(settings, sizes=sizes)
