@@ -10,8 +10,9 @@ instance role).
 
 Uploads are multipart in parts of ``part_size_mib``, ``transfers`` of them in
 flight; reads are ranged GETs, as many in flight. A discarded upload is
-aborted, and those a killed process left (S3 keeps them, invisible but billed)
-are aborted after a day by a sweep that runs at most hourly, on a write. A
+aborted (if the store is down, the mount's next upload aborts it), and those
+a killed process left (S3 keeps them, invisible but billed) are aborted after
+a day by a sweep that runs at most hourly, on a write. A
 copy is one CopyObject up to 5 GiB (S3's limit for it) and a multipart copy
 (UploadPartCopy, ``transfers`` parts in flight) above.
 """
@@ -166,6 +167,8 @@ class S3Store(ObjectStore):
         self._prefix = f"{options.prefix}/" if options.prefix else ""
         self._next_sweep = 0.0
         self._sweep_lock = threading.Lock()
+        self._leftovers: set[tuple[str, str]] = set()  # (key, upload id) of failed aborts
+        self._leftovers_lock = threading.Lock()
 
     def call(self, method: str, **kwargs: Any) -> Any:
         return self._s3.call_s3(method, Bucket=self._bucket, **kwargs)
@@ -268,8 +271,34 @@ class S3Store(ObjectStore):
             fsspec.asyn.sync(loop, close, body)
 
     def start_upload(self, key: str) -> PartedUpload:
+        self._abort_leftovers()
         self._sweep_now_and_then()
         return MultipartUpload(self, key)
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        """Abort a multipart upload; one already gone (a sweep, a retry) is fine."""
+        try:
+            self.call("abort_multipart_upload", Key=key, UploadId=upload_id)
+        except Exception as exc:
+            if not self.is_missing(exc):
+                raise
+
+    def leftover(self, key: str, upload_id: str) -> None:
+        """An upload whose abort failed (the store was down): billed until aborted."""
+        with self._leftovers_lock:
+            self._leftovers.add((key, upload_id))
+
+    def _abort_leftovers(self) -> None:
+        """Retry the aborts that failed; housekeeping: never fails the upload itself."""
+        with self._leftovers_lock:
+            pending, self._leftovers = self._leftovers, set()
+        for key, upload_id in pending:
+            try:
+                self.abort_upload(key, upload_id)
+            except Exception as exc:
+                log.warning("aborting a discarded multipart upload failed again: %s",
+                            type(exc).__name__)
+                self.leftover(key, upload_id)
 
     def _sweep_now_and_then(self) -> None:
         """At most once per ``SWEEP_EVERY_S``: abort the multipart uploads a killed
@@ -351,10 +380,11 @@ class MultipartUpload(PartedUpload):
                          MultipartUpload={"Parts": tokens})
 
     def abort(self, tokens: list[Any]) -> None:
+        """If the store is down, the mount's next upload aborts it."""
         if self._upload_id is None:
             return
         try:
-            self._store.call("abort_multipart_upload", Key=self._key, UploadId=self._upload_id)
-        except Exception as exc:  # already aborted (by a sweep, or twice) is fine
-            if not self._store.is_missing(exc):
-                raise
+            self._store.abort_upload(self._key, self._upload_id)
+        except Exception:
+            self._store.leftover(self._key, self._upload_id)
+            raise
