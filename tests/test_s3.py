@@ -1,8 +1,9 @@
 """The s3 provider beyond the conformance suite: faults, errors, secrets, uploads.
 
 The store going down answers 503 for that mount's subtree only, and the mount
-recovers by itself once the store is back; a PUT cut off by the outage leaves
-no partial object.
+recovers by itself once the store is back; PUTs cut off by the outage leave
+no partial object, and the multipart uploads whose aborts failed are aborted
+by the mount's next upload.
 """
 
 from __future__ import annotations
@@ -48,19 +49,26 @@ def test_store_down_is_503_for_that_mount_only_and_recovers(cloud_server):
     scenarios.store_down_is_503_for_that_mount_only_and_recovers(cloud_server)
 
 
-def test_put_cut_off_by_the_outage_leaves_the_previous_version_and_no_upload(
+def test_puts_cut_off_by_the_outage_leave_nothing_once_the_store_is_back(
         cloud_server, stoppable_s3):  # noqa: F811
-    def no_multipart_upload_left() -> None:
-        s3 = moto.client(stoppable_s3.url)
-        uploads = s3.list_multipart_uploads(Bucket=cloud_server.container)
-        assert uploads.get("Uploads", []) == []
+    def uploads() -> list[str]:
+        listed = moto.client(stoppable_s3.url).list_multipart_uploads(
+            Bucket=cloud_server.container)
+        return sorted(upload["Key"] for upload in listed.get("Uploads", []))
 
-    # One PUT only, the outage as its first 10 MiB arrive: the multipart upload is
-    # not created yet. One created before the outage stays in the bucket until the
-    # daily sweep (its abort fails; Swift retries such aborts on the next write, S3
-    # does not), and a second PUT is open long enough for that to happen.
-    cut = scenarios.CutUpload(before_mib=10, after_mib=10, leftovers=no_multipart_upload_left,
-                              new_file_too=False)
+    def both_uploads_started() -> bool:
+        return uploads() == ["f.bin", "new.bin"]
+
+    def uploads_the_aborts_could_not_abort() -> None:
+        assert both_uploads_started()
+
+    def aborted_by_the_next_upload() -> None:
+        assert uploads() == []
+
+    # a multipart upload of each PUT is open (its first 8 MiB part) before the store stops
+    cut = scenarios.CutUpload(before_mib=10, after_mib=10, parts_stored=both_uploads_started,
+                              leftovers=uploads_the_aborts_could_not_abort,
+                              after_next_write=aborted_by_the_next_upload)
     scenarios.puts_cut_off_by_the_outage_leave_the_previous_version_and_no_new_file(
         cloud_server, cut)
 
