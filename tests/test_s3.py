@@ -200,6 +200,37 @@ def test_discard_after_the_upload_was_swept_is_fine(tmp_path):
     assert not fs.exists("g")
 
 
+def test_aborts_that_failed_are_retried_by_each_next_upload_until_done(
+        stoppable_s3, tmp_path):  # noqa: F811
+    bucket = moto.fresh_bucket(stoppable_s3.url)
+    # one part at a time: the part is sent before write() returns
+    fs = _build({**moto.provider(bucket, url=stoppable_s3.url), "transfers": 1}, tmp_path)
+    s3 = moto.client(stoppable_s3.url)
+    writers = [fs.open(name, "wb", autocommit=False) for name in ("g", "h")]
+    for writer in writers:
+        writer.write(os.urandom(9 * MIB))  # one part sent: a multipart upload is open
+    stoppable_s3.stop()
+    try:
+        for writer in writers:
+            with pytest.raises(MountUnavailableError):
+                writer.discard()
+        fs._store.start_upload("next")  # still down: retried, failed, kept for later
+    finally:
+        stoppable_s3.start()
+    listed = s3.list_multipart_uploads(Bucket=bucket)["Uploads"]
+    assert sorted(upload["Key"] for upload in listed) == ["g", "h"]
+    h = next(upload for upload in listed if upload["Key"] == "h")
+    s3.abort_multipart_upload(Bucket=bucket, Key="h", UploadId=h["UploadId"])  # a sweep's
+    methods = []
+    call = fs._store.call
+    fs._store.call = lambda method, **kw: methods.append(method) or call(method, **kw)
+    fs.pipe_file("next", b"x")
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert methods.count("abort_multipart_upload") == 2  # g's, and h's already gone: done
+    fs.pipe_file("next", b"y")
+    assert methods.count("abort_multipart_upload") == 2  # nothing left to retry
+
+
 def test_objects_above_the_single_copy_limit_are_copied_in_parts(tmp_path):
     """S3 refuses CopyObject above 5 GiB: bigger objects go by UploadPartCopy.
     The limit is lowered here so a 12 MiB object takes that path on moto."""
