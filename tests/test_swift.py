@@ -259,7 +259,7 @@ def test_large_files_with_unusual_names_keep_and_lose_their_segments(swift_clust
 
 def test_without_bulk_delete_objects_are_deleted_one_by_one(tmp_path):
     fs = _build(swift.provider(swift.fresh_container()), tmp_path)
-    fs._store._bulk_limit = 0  # as on a cluster whose /info offers no bulk delete
+    fs._store._info = {}  # as on a cluster whose /info offers no bulk delete
     fs.mkdir("d")
     for i in range(12):
         fs.touch(f"d/f{i}")
@@ -363,8 +363,18 @@ def test_store_down_is_503_for_that_mount_only_and_recovers(cloud_server):
     scenarios.store_down_is_503_for_that_mount_only_and_recovers(cloud_server)
 
 
-def test_put_cut_off_by_the_client_leaves_the_previous_version_and_no_segments(
+def _cut_off_put(live, headers: str, body: bytes) -> None:
+    """A PUT of /cloud/f.bin whose client sends ``body`` and is gone."""
+    auth = base64.b64encode(":".join(ALICE).encode()).decode()
+    with socket.create_connection(("127.0.0.1", live.port)) as raw:
+        raw.sendall(f"PUT /cloud/f.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    f"Authorization: Basic {auth}\r\n{headers}\r\n".encode())
+        raw.sendall(body)
+
+
+def test_chunked_put_cut_off_by_the_client_leaves_the_previous_version_and_no_segments(
         cloud_server, swift_cluster, monkeypatch):  # noqa: F811
+    """No size announced: the body goes in segments, dropped when it is cut off."""
     live, cluster, container = cloud_server.live, swift_cluster, cloud_server.container
     alice = live.session(*ALICE)
     assert alice.put(live.url + "/cloud/f.bin", data=b"previous").status_code == 201
@@ -377,16 +387,46 @@ def test_put_cut_off_by_the_client_leaves_the_previous_version_and_no_segments(
         dropped.append(len(tokens))
 
     monkeypatch.setattr(SwiftStore, "drop_upload", counting)
-    auth = base64.b64encode(":".join(ALICE).encode()).decode()
-    with socket.create_connection(("127.0.0.1", live.port)) as raw:
-        raw.sendall(f"PUT /cloud/f.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                    f"Authorization: Basic {auth}\r\nContent-Length: {40 * MIB}\r\n\r\n".encode())
-        raw.sendall(os.urandom(25 * MIB))  # three parts sent, then the client is gone
+    chunk = os.urandom(25 * MIB)  # three parts sent, then the client is gone
+    _cut_off_put(live, "Transfer-Encoding: chunked\r\n",
+                 f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
     eventually(lambda: dropped)  # the server saw the cut and aborted the upload
     assert dropped == [3]
     assert cluster.names(container + "_segments") == []
     assert alice.get(live.url + "/cloud/f.bin").content == b"previous"
     assert cluster.names(container) == ["f.bin"]
+
+
+def test_sized_put_is_one_request_and_cut_off_leaves_the_previous_version(
+        cloud_server, swift_cluster, monkeypatch):  # noqa: F811
+    """A size announced, more than a part and within the cluster's max_file_size
+    (16 MiB here): one streamed PUT, no segments; cut off, the store takes
+    nothing and the previous version stays."""
+    live, cluster, container = cloud_server.live, swift_cluster, cloud_server.container
+    alice = live.session(*ALICE)
+    data = os.urandom(12 * MIB)
+    outcomes: list[str] = []
+    put_stream = SwiftStore.put_stream
+
+    def recording(self, key, body, length):
+        try:
+            put_stream(self, key, body, length)
+        except BaseException as exc:
+            outcomes.append(type(exc).__name__)
+            raise
+        outcomes.append("stored")
+
+    monkeypatch.setattr(SwiftStore, "put_stream", recording)
+    assert alice.put(live.url + "/cloud/f.bin", data=data).status_code == 201
+    assert outcomes == ["stored"]
+    assert cluster.names(container + "_segments") == []  # no parts: one plain object
+    assert alice.get(live.url + "/cloud/f.bin").content == data
+    _cut_off_put(live, f"Content-Length: {15 * MIB}\r\n", os.urandom(10 * MIB))
+    eventually(lambda: len(outcomes) == 2)  # the request to the store was cut off
+    assert outcomes[1] != "stored"
+    assert alice.get(live.url + "/cloud/f.bin").content == data
+    assert cluster.names(container) == ["f.bin"]
+    assert cluster.names(container + "_segments") == []
 
 
 def test_puts_cut_off_by_the_outage_leave_nothing_once_the_store_is_back(

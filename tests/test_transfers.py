@@ -1,4 +1,4 @@
-"""Streamed reads, parallel parts and the per-mount listing cache, in isolation.
+"""Streamed reads, streamed and parted writes, the per-mount listing cache, in isolation.
 
 The stores are in-process fakes here (these are unit tests of the streaming
 and caching logic); every real store runs them through the conformance suite.
@@ -18,7 +18,13 @@ from typing import Any
 import pytest
 
 from mosaic.providers.listcache import ListingCache
-from mosaic.providers.transfers import ParallelWriter, PartedUpload, StreamedReader
+from mosaic.providers.transfers import (
+    BodyPipe,
+    ParallelWriter,
+    PartedUpload,
+    StreamedReader,
+    StreamedWriter,
+)
 
 BLOCK = 1000
 CHUNK = 100  # what the fake stream hands over at a time
@@ -230,6 +236,115 @@ def test_a_sequential_upload_sends_one_part_at_a_time_in_order():
 
 
 # -- the listing cache ---------------------------------------------------------------
+
+
+class StreamingUpload(PartedUpload):
+    """``put_stream`` reads the body as an HTTP library would: ``read_size`` at a
+    time until ``length`` bytes, optionally failing after ``fail_after`` bytes
+    (the store went away) or pausing on ``gate`` before reading (a slow store)."""
+
+    def __init__(self, read_size: int = 64, fail_after: int | None = None,
+                 gate: threading.Event | None = None) -> None:
+        self.read_size, self.fail_after, self.gate = read_size, fail_after, gate
+        self.received = bytearray()
+        self.outcome: str | None = None
+
+    def put_whole(self, data: bytes) -> None:
+        raise AssertionError("a streamed upload sends no whole object")
+
+    def send_part(self, number: int, data: bytes) -> Any:
+        raise AssertionError("a streamed upload sends no parts")
+
+    def finish(self, tokens: list[Any]) -> None:
+        raise AssertionError("a streamed upload finishes with its last byte")
+
+    def abort(self, tokens: list[Any]) -> None:
+        raise AssertionError("a streamed upload is cut off, not aborted")
+
+    def put_stream(self, body: BodyPipe, length: int) -> None:
+        assert len(body) == length  # what an HTTP library sends as Content-Length
+        if self.gate is not None:
+            self.gate.wait(10)
+        try:
+            while len(self.received) < length:
+                if self.fail_after is not None and len(self.received) >= self.fail_after:
+                    raise ConnectionResetError("store gone")
+                piece = body.read(self.read_size)
+                assert piece, "the body ended before its length"
+                self.received += piece
+        except BaseException as exc:
+            self.outcome = type(exc).__name__
+            raise
+        self.outcome = "stored"
+
+
+def _writes(writer: StreamedWriter, data: bytes, size: int) -> None:
+    for start in range(0, len(data), size):
+        writer.write(data[start:start + size])
+
+
+def test_streamed_writer_sends_the_body_as_one_request_read_in_any_sizes():
+    data = os.urandom(10_000)
+    for read_size in (1, 7, 64, 100_000):
+        upload = StreamingUpload(read_size=read_size)
+        writer = StreamedWriter(upload, len(data), capacity=500)
+        _writes(writer, data, 333)
+        writer.commit()
+        assert (bytes(upload.received), upload.outcome) == (data, "stored")
+
+
+def test_streamed_writer_holds_no_more_than_its_capacity_for_a_slow_store():
+    gate = threading.Event()
+    upload = StreamingUpload(gate=gate)
+    writer = StreamedWriter(upload, 5_000, capacity=1_000)
+    done = threading.Event()
+
+    def write_all() -> None:
+        _writes(writer, bytes(5_000), 250)
+        done.set()
+
+    thread = threading.Thread(target=write_all)
+    thread.start()
+    time.sleep(0.3)
+    assert not done.is_set() and writer.tell() == 1_000  # blocked on a full pipe
+    gate.set()
+    thread.join(10)
+    writer.commit()
+    assert len(upload.received) == 5_000
+
+
+def test_a_short_body_is_never_completed_and_commit_fails():
+    upload = StreamingUpload()
+    writer = StreamedWriter(upload, 1_000, capacity=100)
+    writer.write(bytes(600))
+    with pytest.raises(OSError, match="600 of the 1000 bytes"):
+        writer.commit()
+    assert upload.outcome == "OSError" and len(upload.received) <= 600  # cut off
+
+
+def test_discard_cuts_the_request_off_before_its_last_byte():
+    upload = StreamingUpload()
+    writer = StreamedWriter(upload, 1_000, capacity=100)
+    writer.write(bytes(999))
+    writer.discard()
+    assert upload.outcome == "OSError" and len(upload.received) <= 999
+
+
+def test_more_than_announced_is_refused():
+    writer = StreamedWriter(StreamingUpload(), 100, capacity=1_000)
+    writer.write(bytes(60))
+    with pytest.raises(OSError, match="more than the 100 bytes"):
+        writer.write(bytes(41))
+    writer.discard()
+
+
+def test_a_store_failing_mid_body_fails_the_next_write_not_a_hang():
+    upload = StreamingUpload(fail_after=300)
+    writer = StreamedWriter(upload, 10_000, capacity=100)
+    with pytest.raises(ConnectionResetError, match="store gone"):
+        _writes(writer, bytes(10_000), 100)
+    assert upload.outcome == "ConnectionResetError"
+    writer.discard()  # what the caller does next: nothing left to cut off
 
 
 class Counter:

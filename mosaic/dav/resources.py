@@ -144,10 +144,11 @@ class FileResource(_Common, DAVNonCollection):
         # macOS Finder sends chunked bodies and announces the size separately.
         expected = (self.environ.get("CONTENT_LENGTH")
                     or self.environ.get("HTTP_X_EXPECTED_ENTITY_LENGTH"))
+        size = int(expected) if expected and expected.isdigit() else None
+        # size: a store may stream the body as one request (AtomicUpload still
+        # refuses a body shorter than announced, and the store never takes one)
         self._upload = AtomicUpload(
-            self.fs.open(_vpath(self.path), "wb", autocommit=False),
-            int(expected) if expected and expected.isdigit() else None,
-        )
+            self.fs.open(_vpath(self.path), "wb", autocommit=False, size=size), size)
         return self._upload
 
     @translated

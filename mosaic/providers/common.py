@@ -150,7 +150,9 @@ class ProviderFileSystem(AbstractFileSystem):
         if mode == "rb":
             return self._open_read(parts)
         autocommit = kwargs.pop("autocommit", not self._intrans)
-        upload = self._open_write(parts, autocommit)
+        # size: the whole body's length, announced by the caller (a PUT's
+        # Content-Length); a provider may stream it to its store as one request
+        upload = self._open_write(parts, autocommit, kwargs.pop("size", None))
         # fsspec's own open() queues every autocommit=False file on the transaction,
         # in or out of one: outside a transaction that list only grows.
         if not autocommit and self._intrans:

@@ -286,7 +286,7 @@ class LocalFileSystem(ProviderFileSystem):
 
     # -- writing ------------------------------------------------------------------
 
-    def _open_write(self, parts: Parts, autocommit: bool) -> Upload:
+    def _open_write(self, parts: Parts, autocommit: bool, size: int | None = None) -> Upload:
         rel = join(parts)
         if not parts:
             raise oserror(errno.EISDIR, rel)

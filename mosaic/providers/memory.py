@@ -137,7 +137,7 @@ class MemoryFileSystem(ProviderFileSystem):
 
     # -- writing ------------------------------------------------------------------------
 
-    def _open_write(self, parts: Parts, autocommit: bool) -> Upload:
+    def _open_write(self, parts: Parts, autocommit: bool, size: int | None = None) -> Upload:
         self._check_writable(parts)
         buffer = io.BytesIO()
         return Upload(buffer, "/".join(parts), lambda: self._put(parts, buffer.getvalue()),

@@ -9,12 +9,14 @@ supplies as an :class:`ObjectStore`:
 * a listing is one paged prefix/delimiter call per folder, never a request
   per entry; a file and a folder sharing a name are listed once, as the file
   (the same rule :meth:`info` follows);
-* an upload streams in parts (:class:`~mosaic.providers.transfers.ParallelWriter`,
-  several in flight) and is published only by
-  ``commit()``; ``discard()`` aborts it, so a failed PUT leaves nothing and the
-  previous version intact (plain fsspec commits a partial object when a
-  ``with fs.open(p, "wb")`` block raises: :class:`~mosaic.providers.common.Upload`
-  never does);
+* an upload whose size the client announced, up to ``single_put_max_mib``, is
+  one request streamed to the store (:class:`~mosaic.providers.transfers.StreamedWriter`:
+  flat memory, published on its last byte); others stream in parts
+  (:class:`~mosaic.providers.transfers.ParallelWriter`, several in flight),
+  published only by ``commit()``. ``discard()`` cuts the request off or aborts
+  the parts, so a failed PUT leaves nothing and the previous version intact
+  (plain fsspec commits a partial object when a ``with fs.open(p, "wb")``
+  block raises: :class:`~mosaic.providers.common.Upload` never does);
 * a move is a server-side copy of every object, then one bulk delete. A
   failed copy removes what it copied (the source was not touched yet), so
   the client sees the move fail whole. A process killed during a move leaves
@@ -53,11 +55,18 @@ from mosaic.providers.base import BuildContext, Capabilities
 from mosaic.providers.common import Parts, ProviderFileSystem, Upload, oserror
 from mosaic.providers.journal import Move, MoveJournal
 from mosaic.providers.listcache import ListingCache
-from mosaic.providers.transfers import ParallelWriter, PartedUpload, StreamedReader
+from mosaic.providers.transfers import (
+    ParallelWriter,
+    PartedUpload,
+    StreamedReader,
+    StreamedWriter,
+)
 from mosaic.vfs import paths
 from mosaic.vfs.errors import InvalidPathError, MountUnavailableError
 
 log = logging.getLogger(__name__)
+
+Writer = ParallelWriter | StreamedWriter
 
 CAPABILITIES = Capabilities(
     empty_directories=True,  # marker objects
@@ -89,6 +98,12 @@ class ObjectStoreOptions(BaseModel):
     transfers: int = Field(
         4, ge=1, le=32,
         description="Parts in flight per upload, copies per folder move (memory: this many parts)")
+    single_put_max_mib: int = Field(
+        5120, ge=0, le=5 * 1024 * 1024,
+        description="An upload whose size the client announces (Content-Length), up to "
+                    "this and the store's limit for one request, goes as one streamed "
+                    "request: flat memory, no parts; larger ones and bodies of unknown "
+                    "size go in parts (0: always in parts)")
     listing_cache_seconds: float = Field(
         5.0, ge=0, le=3600,
         description="How long a listing is reused; changes made through Mosaic show at once, "
@@ -159,6 +174,7 @@ class ObjectStore(ABC):
         self.part_size = options.part_size_mib * MIB
         self.read_ahead = options.read_ahead_mib * MIB
         self.transfers = options.transfers
+        self.single_put_max = options.single_put_max_mib * MIB
 
     @abstractmethod
     def list(self, prefix: str, recursive: bool = False,
@@ -459,21 +475,30 @@ class ObjectStoreFileSystem(ProviderFileSystem):
         rel = "/".join(parts)
         return bool(self._list(self._dir_prefix(parts), rel, recursive=True, limit=1).objects)
 
-    def _open_write(self, parts: Parts, autocommit: bool) -> Upload:
+    def _open_write(self, parts: Parts, autocommit: bool, size: int | None = None) -> Upload:
         rel = self._check_write_target(parts)
         with self._errors(rel):
             upload = self._store.start_upload(self._key(parts))
-        writer = ParallelWriter(upload, self._store.part_size, self._store.transfers)
+            writer = self._writer(upload, size)
         return Upload(_Guarded(writer, self, rel), rel, self._publisher(writer, rel),
                       self._discarder(writer, rel), autocommit)
 
-    def _publisher(self, writer: ParallelWriter, rel: str) -> Any:
+    def _writer(self, upload: PartedUpload, size: int | None) -> Writer:
+        """One streamed request for an announced size that is more than a part
+        (a part is one request anyway) and within the limits; else parts."""
+        store = self._store
+        if size is not None and store.part_size < size <= min(store.single_put_max,
+                                                               upload.stream_limit):
+            return StreamedWriter(upload, size, capacity=store.read_ahead)
+        return ParallelWriter(upload, store.part_size, store.transfers)
+
+    def _publisher(self, writer: Writer, rel: str) -> Any:
         def publish() -> None:
             with self._changing(rel):
                 writer.commit()
         return publish
 
-    def _discarder(self, writer: ParallelWriter, rel: str) -> Any:
+    def _discarder(self, writer: Writer, rel: str) -> Any:
         def discard() -> None:
             with self._errors(rel):
                 writer.discard()
@@ -661,9 +686,9 @@ class ObjectStoreFileSystem(ProviderFileSystem):
 
 
 class _Guarded:
-    """A :class:`ParallelWriter` whose write errors are translated like the rest."""
+    """A writer whose write errors are translated like the rest."""
 
-    def __init__(self, writer: ParallelWriter, fs: ObjectStoreFileSystem, rel: str) -> None:
+    def __init__(self, writer: Writer, fs: ObjectStoreFileSystem, rel: str) -> None:
         self._writer, self._fs, self._rel = writer, fs, rel
 
     def write(self, data: bytes) -> int:

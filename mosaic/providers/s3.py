@@ -320,8 +320,8 @@ class S3Store(ObjectStore):
             page = self.call("list_multipart_uploads", **args)
             for upload in page.get("Uploads", []):
                 if upload["Initiated"].timestamp() < started_before:
-                    self.call("abort_multipart_upload", Key=upload["Key"],
-                              UploadId=upload["UploadId"])
+                    # another worker's sweep may abort it first: that is fine
+                    self.abort_upload(upload["Key"], upload["UploadId"])
                     aborted += 1
             if not page.get("IsTruncated"):
                 return aborted

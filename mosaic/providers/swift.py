@@ -67,13 +67,15 @@ from mosaic.providers.objectstore import (
     ObjectStoreOptions,
     StoredObject,
 )
-from mosaic.providers.transfers import PartedUpload
+from mosaic.providers.transfers import BodyPipe, PartedUpload
 
 __all__ = ["CAPABILITIES", "Options", "build"]
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
 POOL_IDLE = 16  # idle connections a mount keeps (one per concurrent request in use)
+CONNECTION_RETRIES = 1  # swiftclient's retries of a failed request (not of a streamed PUT)
+MAX_OBJECT_SIZE = 5 * 1024 * MIB + 2  # Swift's default max_file_size, where /info is hidden
 DELETE_CONCURRENCY = 8  # DELETEs in flight where the cluster has no bulk delete
 #: segments no manifest uses, untouched this long, belong to a killed process
 STALE_UPLOAD_S = 24 * 3600
@@ -196,8 +198,8 @@ class _Connection(Connection):
     def __init__(self, store: SwiftStore, url: str | None, token: str | None) -> None:
         # authurl/user/key are placeholders: swiftclient retries a 401 only if set
         super().__init__(authurl="store", user="store", key="store", preauthurl=url,
-                         preauthtoken=token, retries=1, starting_backoff=0.2, max_backoff=1,
-                         timeout=store.timeout, retry_on_ratelimit=True)
+                         preauthtoken=token, retries=CONNECTION_RETRIES, starting_backoff=0.2,
+                         max_backoff=1, timeout=store.timeout, retry_on_ratelimit=True)
         self._store = store
         self._used = token  # swiftclient forgets the refused token before asking again
 
@@ -242,7 +244,7 @@ class SwiftStore(ObjectStore):
         self._auth: tuple[str | None, str | None] = (None, None)
         self._auth_lock = threading.Lock()
         self._idle: queue.LifoQueue[_Connection] = queue.LifoQueue()
-        self._bulk_limit: int | None = None  # bulk deletes per request; 0: no bulk delete
+        self._info: dict[str, Any] | None = None  # the cluster's /info, once asked
         self._segments_absent_until = 0.0
         self._uploading: set[str] = set()  # upload ids in flight: their segments are kept
         self._uploading_lock = threading.Lock()
@@ -349,6 +351,18 @@ class SwiftStore(ObjectStore):
                   headers=_meta_headers(metadata))
         if not key.endswith("/"):  # a folder marker never was a large file
             self.drop_old_segments(key)
+
+    def put_stream(self, key: str, body: BodyPipe, length: int) -> None:
+        """One PUT whose body is sent as it is read. Not retried: the body cannot
+        be read again (swiftclient would fail to rewind it anyway)."""
+        with self.connection() as conn:
+            conn.retries = 0
+            try:
+                conn.put_object(self.container, key, body, content_length=length,
+                                chunk_size=STREAM_CHUNK)
+            finally:
+                conn.retries = CONNECTION_RETRIES
+        self.drop_old_segments(key)
 
     def start_upload(self, key: str) -> PartedUpload:
         self._drop_leftovers()
@@ -527,15 +541,24 @@ class SwiftStore(ObjectStore):
                 done.result()
 
     def _bulk_delete_limit(self) -> int:
-        if self._bulk_limit is None:
+        bulk = self._capabilities().get("bulk_delete", {})
+        return int(bulk.get("max_deletes_per_request", 0))
+
+    def max_object_size(self) -> int:
+        """The largest object one PUT may store (the cluster's ``max_file_size``)."""
+        swift = self._capabilities().get("swift", {})
+        return int(swift.get("max_file_size", MAX_OBJECT_SIZE))
+
+    def _capabilities(self) -> dict[str, Any]:
+        """The cluster's ``/info``, asked once per mount."""
+        if self._info is None:
             try:
-                info = self.call("get_capabilities")
-            except ClientException as exc:  # a cluster may hide /info: no bulk delete then
+                self._info = self.call("get_capabilities")
+            except ClientException as exc:  # a cluster may hide /info: defaults then
                 if exc.http_status is None or exc.http_status >= 500:
                     raise
-                info = {}
-            self._bulk_limit = int(info.get("bulk_delete", {}).get("max_deletes_per_request", 0))
-        return self._bulk_limit
+                self._info = {}
+        return self._info
 
     def _bulk_delete(self, container: str, names: list[str]) -> None:
         body = "\n".join(quote(f"/{container}/{name}") for name in names).encode()
@@ -561,6 +584,10 @@ class SegmentedUpload(PartedUpload):
     """A Static Large Object: segments ``<key>/<upload id>/<part>`` in the segments
     container, published by a manifest; small files are one plain PUT."""
 
+    @property
+    def stream_limit(self) -> int:  # type: ignore[override]
+        return self._store.max_object_size()
+
     def __init__(self, store: SwiftStore, key: str) -> None:
         self._store, self._key = store, key
         self._id = uuid.uuid4().hex
@@ -572,6 +599,12 @@ class SegmentedUpload(PartedUpload):
     def put_whole(self, data: bytes) -> None:
         try:
             self._store.put(self._key, data)
+        finally:
+            self._store.upload_started(self._id, done=True)
+
+    def put_stream(self, body: BodyPipe, length: int) -> None:
+        try:
+            self._store.put_stream(self._key, body, length)
         finally:
             self._store.upload_started(self._id, done=True)
 

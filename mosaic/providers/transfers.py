@@ -1,8 +1,8 @@
-"""Streaming transfers of one object: streamed reads, parallel parts.
+"""Streaming transfers of one object: streamed reads, streamed or parallel-part writes.
 
-Both classes keep memory bounded whatever the object's size: a reader holds
-at most ``ahead`` chunks, a writer at most ``transfers`` parts in flight plus
-the one being filled.
+Each keeps memory bounded whatever the object's size: a reader holds at most
+``ahead`` chunks, a streamed writer ``capacity`` bytes, a parted writer
+``transfers`` parts in flight plus the one being filled.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import io
 import queue
 import threading
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
@@ -166,9 +167,18 @@ class PartedUpload(ABC):
     #: False: parts are sent one at a time and in order (a resumable session)
     concurrent: bool = True
 
+    #: the largest object :meth:`put_stream` takes (0: this store cannot stream one)
+    stream_limit: int = 0
+
     @abstractmethod
     def put_whole(self, data: bytes) -> None:
         """The object fits one part: store it with one request (this publishes it)."""
+
+    def put_stream(self, body: BodyPipe, length: int) -> None:
+        """Store the object with one request whose ``length`` bytes are read from
+        ``body`` as they are sent; never retried (they cannot be read twice). The
+        store publishes it on the last byte; a body that fails first leaves nothing."""
+        raise NotImplementedError(f"{type(self).__name__} cannot stream a whole object")
 
     @abstractmethod
     def send_part(self, number: int, data: bytes) -> Any:
@@ -286,3 +296,148 @@ class ParallelWriter:
         if self._pool is not None:
             self._pool.shutdown(wait=False)
             self._pool = None
+
+
+class BodyPipe:
+    """The body of one streamed request: what the client sends, read by the
+    thread sending the request, at most ``capacity`` bytes waiting between them.
+
+    Not seekable and without ``tell``: an HTTP library that wants to rewind it
+    for a retry fails instead of sending a short or doubled body.
+    """
+
+    def __init__(self, length: int, capacity: int) -> None:
+        self._length, self._capacity = length, max(1, capacity)
+        self._chunks: deque[bytes] = deque()
+        self._offset = 0  # into the first chunk
+        self._waiting = 0  # bytes put and not yet read
+        self._taken = 0  # bytes read
+        self._failure: BaseException | None = None  # the writer gave up: reads raise it
+        self._closed = False  # the reader is done: puts fail
+        self._changed = threading.Condition()
+
+    def __len__(self) -> int:  # HTTP libraries take the Content-Length from it
+        return self._length
+
+    def put(self, data: bytes) -> None:
+        """Queue ``data``, waiting while the pipe is full; BrokenPipeError once
+        the request ended."""
+        with self._changed:
+            while self._waiting >= self._capacity and not self._closed:
+                self._changed.wait()
+            if self._closed:
+                raise BrokenPipeError(errno.EPIPE, "the request to the store ended")
+            self._chunks.append(data)
+            self._waiting += len(data)
+            self._changed.notify_all()
+
+    def fail(self, exc: BaseException) -> None:
+        """The body will not be complete: the reader raises ``exc``, which cuts
+        the request off before its last byte."""
+        with self._changed:
+            self._failure = exc
+            self._changed.notify_all()
+
+    def read(self, size: int = -1) -> bytes:
+        with self._changed:
+            while self._failure is None and not self._chunks and self._taken < self._length:
+                self._changed.wait()
+            if self._failure is not None:
+                raise self._failure
+            if not self._chunks:
+                return b""
+            piece = self._take(size)
+            self._changed.notify_all()
+            return piece
+
+    def _take(self, size: int) -> bytes:
+        chunk = self._chunks[0]
+        left = len(chunk) - self._offset
+        if 0 <= size < left:
+            piece = chunk[self._offset:self._offset + size]
+            self._offset += size
+        else:  # the rest of the chunk, uncopied where it is all of it
+            piece = chunk[self._offset:] if self._offset else chunk
+            self._chunks.popleft()
+            self._offset = 0
+        self._waiting -= len(piece)
+        self._taken += len(piece)
+        return piece
+
+    def close(self) -> None:
+        """The request is over: drop what waits, fail the writer's next put."""
+        with self._changed:
+            self._closed = True
+            self._chunks.clear()
+            self._waiting = 0
+            self._changed.notify_all()
+
+
+class StreamedWriter:
+    """The client's upload, of announced size, as the body of one request.
+
+    Memory holds ``capacity`` bytes whatever the size, and the store sees one
+    request instead of parts (the fastest write where the client, not the
+    store, sets the pace). The store publishes the object on its last byte:
+    fewer bytes than announced fail :meth:`commit`, and :meth:`discard`
+    before the last byte cuts the request off, leaving the previous version.
+    """
+
+    #: how long discard() waits for the cut-off request to end
+    DISCARD_WAIT_S = 60.0
+
+    def __init__(self, upload: PartedUpload, length: int, capacity: int) -> None:
+        self._upload, self._length = upload, length
+        self._pipe = BodyPipe(length, capacity)
+        self._error: BaseException | None = None
+        self._position = 0
+        self._done = False
+        self._sender = threading.Thread(target=self._send, name="mosaic-put", daemon=True)
+        self._sender.start()
+
+    def _send(self) -> None:
+        try:
+            self._upload.put_stream(self._pipe, self._length)
+        except BaseException as exc:  # raised to the writer by its next call
+            self._error = exc
+        finally:
+            self._pipe.close()
+
+    def write(self, data: bytes) -> int:
+        if self._position + len(data) > self._length:
+            raise OSError(errno.EFBIG, f"more than the {self._length} bytes announced")
+        try:
+            self._pipe.put(bytes(data))
+        except BrokenPipeError:
+            self._sender.join()
+            raise self._error or OSError(errno.EIO, "the store ended the upload early") from None
+        self._position += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._position
+
+    def flush(self) -> None:  # bytes go out as the request takes them
+        return None
+
+    def close(self) -> None:  # the caller decides between commit() and discard()
+        return None
+
+    def commit(self) -> None:
+        if self._done:
+            return
+        if self._position != self._length:
+            self.discard()
+            raise OSError(errno.EIO, f"{self._position} of the {self._length} bytes "
+                                     "announced were written")
+        self._sender.join()
+        self._done = True
+        if self._error is not None:
+            raise self._error
+
+    def discard(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._pipe.fail(OSError(errno.ECANCELED, "upload discarded"))
+        self._sender.join(self.DISCARD_WAIT_S)
