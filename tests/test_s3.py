@@ -73,6 +73,17 @@ def test_puts_cut_off_by_the_outage_leave_nothing_once_the_store_is_back(
         cloud_server, cut)
 
 
+def test_sized_put_is_one_streamed_request_and_a_cut_off_one_leaves_the_previous_version(
+        cloud_server, stoppable_s3, monkeypatch):  # noqa: F811
+    def no_multipart_upload() -> bool:
+        listed = moto.client(stoppable_s3.url).list_multipart_uploads(
+            Bucket=cloud_server.container)
+        return not listed.get("Uploads")
+
+    scenarios.sized_put_is_one_streamed_request_and_a_cut_off_one_leaves_the_previous_version(
+        cloud_server, monkeypatch, no_multipart_upload)
+
+
 def test_missing_bucket_and_wrong_credentials_name_tenant_and_mount(tmp_path):
     missing = _build(moto.provider("no-such-bucket-here"), tmp_path)
     with pytest.raises(MountUnavailableError, match="bucket") as caught:

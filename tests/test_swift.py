@@ -9,11 +9,9 @@ and litmus through WebDAV on a Swift tenant root and a Swift mount.
 
 from __future__ import annotations
 
-import base64
 import io
 import os
 import re
-import socket
 import tarfile
 import time
 from collections import Counter
@@ -363,15 +361,6 @@ def test_store_down_is_503_for_that_mount_only_and_recovers(cloud_server):
     scenarios.store_down_is_503_for_that_mount_only_and_recovers(cloud_server)
 
 
-def _cut_off_put(live, headers: str, body: bytes) -> None:
-    """A PUT of /cloud/f.bin whose client sends ``body`` and is gone."""
-    auth = base64.b64encode(":".join(ALICE).encode()).decode()
-    with socket.create_connection(("127.0.0.1", live.port)) as raw:
-        raw.sendall(f"PUT /cloud/f.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                    f"Authorization: Basic {auth}\r\n{headers}\r\n".encode())
-        raw.sendall(body)
-
-
 def test_chunked_put_cut_off_by_the_client_leaves_the_previous_version_and_no_segments(
         cloud_server, swift_cluster, monkeypatch):  # noqa: F811
     """No size announced: the body goes in segments, dropped when it is cut off."""
@@ -388,7 +377,7 @@ def test_chunked_put_cut_off_by_the_client_leaves_the_previous_version_and_no_se
 
     monkeypatch.setattr(SwiftStore, "drop_upload", counting)
     chunk = os.urandom(25 * MIB)  # three parts sent, then the client is gone
-    _cut_off_put(live, "Transfer-Encoding: chunked\r\n",
+    scenarios.cut_off_put(cloud_server, "f.bin", "Transfer-Encoding: chunked\r\n",
                  f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
     eventually(lambda: dropped)  # the server saw the cut and aborted the upload
     assert dropped == [3]
@@ -397,36 +386,12 @@ def test_chunked_put_cut_off_by_the_client_leaves_the_previous_version_and_no_se
     assert cluster.names(container) == ["f.bin"]
 
 
-def test_sized_put_is_one_request_and_cut_off_leaves_the_previous_version(
+def test_sized_put_is_one_streamed_request_and_a_cut_off_one_leaves_the_previous_version(
         cloud_server, swift_cluster, monkeypatch):  # noqa: F811
-    """A size announced, more than a part and within the cluster's max_file_size
-    (16 MiB here): one streamed PUT, no segments; cut off, the store takes
-    nothing and the previous version stays."""
-    live, cluster, container = cloud_server.live, swift_cluster, cloud_server.container
-    alice = live.session(*ALICE)
-    data = os.urandom(12 * MIB)
-    outcomes: list[str] = []
-    put_stream = SwiftStore.put_stream
-
-    def recording(self, key, body, length):
-        try:
-            put_stream(self, key, body, length)
-        except BaseException as exc:
-            outcomes.append(type(exc).__name__)
-            raise
-        outcomes.append("stored")
-
-    monkeypatch.setattr(SwiftStore, "put_stream", recording)
-    assert alice.put(live.url + "/cloud/f.bin", data=data).status_code == 201
-    assert outcomes == ["stored"]
-    assert cluster.names(container + "_segments") == []  # no parts: one plain object
-    assert alice.get(live.url + "/cloud/f.bin").content == data
-    _cut_off_put(live, f"Content-Length: {15 * MIB}\r\n", os.urandom(10 * MIB))
-    eventually(lambda: len(outcomes) == 2)  # the request to the store was cut off
-    assert outcomes[1] != "stored"
-    assert alice.get(live.url + "/cloud/f.bin").content == data
-    assert cluster.names(container) == ["f.bin"]
-    assert cluster.names(container + "_segments") == []
+    # 12 MiB: more than a part, within the test cluster's max_file_size (16 MiB)
+    segments = cloud_server.container + "_segments"
+    scenarios.sized_put_is_one_streamed_request_and_a_cut_off_one_leaves_the_previous_version(
+        cloud_server, monkeypatch, lambda: swift_cluster.names(segments) == [])
 
 
 def test_puts_cut_off_by_the_outage_leave_nothing_once_the_store_is_back(

@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import aiobotocore.session
+import botocore.config
 import botocore.handlers
 import botocore.loaders
 import fsspec.asyn
@@ -46,7 +47,7 @@ from mosaic.providers.objectstore import (
     ObjectStoreOptions,
     StoredObject,
 )
-from mosaic.providers.transfers import PartedUpload
+from mosaic.providers.transfers import BodyPipe, PartedUpload
 
 __all__ = ["CAPABILITIES", "Options", "build"]
 
@@ -57,6 +58,7 @@ SWEEP_EVERY_S = 3600
 log = logging.getLogger(__name__)
 _DELETE_BATCH = 1000  # DeleteObjects' limit
 COPY_LIMIT = 5 * 1024 * MIB  # CopyObject's limit; larger objects are copied in parts
+PUT_LIMIT = 5 * 1024 * MIB  # PutObject's limit; larger uploads go in parts
 COPY_PART = 512 * MIB
 
 
@@ -116,6 +118,7 @@ def _client(options: Options) -> s3fs.S3FileSystem:
     for operation in ("PutObject", "UploadPart"):
         session.unregister(f"before-parameter-build.s3.{operation}",
                            botocore.handlers.convert_body_to_file_like_object)
+    session.register("before-sign.s3.PutObject", _unsigned_streamed_payload)
     client = s3fs.S3FileSystem(
         **credentials,
         session=session,
@@ -127,6 +130,39 @@ def _client(options: Options) -> s3fs.S3FileSystem:
     )
     client.retries = 2  # s3fs's own retries of transient failures, on top of botocore's
     return client
+
+
+def _unsigned_streamed_payload(request: Any, **_: Any) -> None:
+    """A streamed body cannot be hashed before it is sent: it goes as S3's
+    UNSIGNED-PAYLOAD (the headers stay signed; TLS guards the content on https)."""
+    if isinstance(request.body, _StreamedBody):
+        config = request.context["client_config"]
+        request.context["client_config"] = config.merge(botocore.config.Config(
+            s3={**(config.s3 or {}), "payload_signing_enabled": False}))
+
+
+class _StreamedBody(io.RawIOBase):
+    """A :class:`BodyPipe` as the file aiohttp sends a body from (read in its
+    executor). Unseekable: botocore cannot rewind it to retry, and fails instead
+    (``UnseekableStreamError``: the store failed a request worth a retry)."""
+
+    def __init__(self, pipe: BodyPipe) -> None:
+        super().__init__()
+        self._pipe = pipe
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self._pipe.read(-1 if size is None else size)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._pipe.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def __len__(self) -> int:  # botocore's Content-Length
+        return len(self._pipe)
 
 
 @functools.cache
@@ -147,7 +183,8 @@ ERRORS: dict[str, Fault] = {
                      "SlowDown", "EndpointConnectionError", "ConnectTimeoutError",
                      "ReadTimeoutError", "ConnectionClosedError", "ConnectionError",
                      "ClientConnectorError", "ServerDisconnectedError", "ClientOSError",
-                     "FSTimeoutError", "TimeoutError", "ConnectionRefusedError"],
+                     "FSTimeoutError", "TimeoutError", "ConnectionRefusedError",
+                     "UnseekableStreamError"],
                     Fault.UNREACHABLE),
 }
 
@@ -172,6 +209,15 @@ class S3Store(ObjectStore):
 
     def call(self, method: str, **kwargs: Any) -> Any:
         return self._s3.call_s3(method, Bucket=self._bucket, **kwargs)
+
+    def call_once(self, method: str, **kwargs: Any) -> Any:
+        """``call`` without s3fs's retries, which would send a streamed body again
+        from where the failed attempt left it."""
+        async def once() -> Any:
+            await self._s3.set_session()
+            client = await self._s3.get_s3(self._bucket)
+            return await getattr(client, method)(Bucket=self._bucket, **kwargs)
+        return fsspec.asyn.sync(self._s3.loop, once)
 
     def native_code(self, exc: BaseException) -> str | None:
         response = getattr(exc, "response", None)
@@ -352,8 +398,15 @@ class MultipartUpload(PartedUpload):
         self._upload_id: str | None = None
         self._starting = threading.Lock()
 
+    stream_limit = PUT_LIMIT
+
     def put_whole(self, data: bytes) -> None:
         self._store.call("put_object", Key=self._key, Body=data, **self._store.write_args)
+
+    def put_stream(self, body: BodyPipe, length: int) -> None:
+        self._store.call_once("put_object", Key=self._key, Body=_StreamedBody(body),
+                              ContentLength=length, Metadata=self._metadata,
+                              **self._store.write_args)
 
     def _id(self) -> str:
         with self._starting:

@@ -9,7 +9,9 @@ failure still names the store and what broke.
 
 from __future__ import annotations
 
+import base64
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,10 +19,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 import requests
 
+from mosaic.providers.transfers import StreamedWriter
 from mosaic.vfs.errors import MountUnavailableError
 from tests.support import moto, tenants
 from tests.support.live import Live, live_server
@@ -210,6 +214,53 @@ def puts_cut_off_by_the_outage_leave_the_previous_version_and_no_new_file(
     cut.leftovers()
     assert alice.put(cloud.url("f.bin"), data=b"next").status_code == 204
     cut.after_next_write()
+
+
+def cut_off_put(cloud: Cloud, path: str, headers: str, body: bytes) -> None:
+    """A PUT of ``path`` under /cloud whose client sends ``body`` and is gone."""
+    auth = base64.b64encode(":".join(ALICE).encode()).decode()
+    with socket.create_connection(("127.0.0.1", cloud.live.port)) as raw:
+        raw.sendall(f"PUT /cloud/{path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    f"Authorization: Basic {auth}\r\n{headers}\r\n".encode())
+        raw.sendall(body)
+
+
+def sized_put_is_one_streamed_request_and_a_cut_off_one_leaves_the_previous_version(
+        cloud: Cloud, monkeypatch: pytest.MonkeyPatch,
+        no_parts_left: Callable[[], bool]) -> None:
+    """A PUT whose size is announced (Content-Length), more than a part and
+    within the store's limit for one request, is one streamed request; cut off
+    by its client, the store takes nothing and the previous version stays."""
+    outcomes: list[str] = []  # each streamed request: stored, or how it failed
+    send = StreamedWriter._send
+
+    def recording(writer: StreamedWriter) -> None:
+        send(writer)
+        outcomes.append(type(writer._error).__name__ if writer._error else "stored")
+
+    monkeypatch.setattr(StreamedWriter, "_send", recording)
+    alice = cloud.live.session(*ALICE)
+    data = os.urandom(12 * MIB)  # more than a part (8 MiB)
+    assert alice.put(cloud.url("f.bin"), data=data).status_code == 201
+    assert outcomes == ["stored"]
+    assert no_parts_left()
+    assert alice.get(cloud.url("f.bin")).content == data
+    cut_off_put(cloud, "f.bin", f"Content-Length: {15 * MIB}\r\n", os.urandom(10 * MIB))
+    eventually(lambda: len(outcomes) == 2)  # the request to the store was cut off
+    assert outcomes[1] != "stored"
+    assert alice.get(cloud.url("f.bin")).content == data
+    assert alice_listing(alice, cloud) == ["f.bin"]
+    assert no_parts_left()
+
+
+def alice_listing(alice: requests.Session, cloud: Cloud) -> list[str]:
+    """The names /cloud lists, as a client sees them."""
+    answer = alice.request("PROPFIND", cloud.url(), headers={"Depth": "1"}, timeout=60)
+    assert answer.status_code == 207
+    hrefs = [element.text or "" for element in ElementTree.fromstring(answer.content).iter()
+             if element.tag == "{DAV:}href"]
+    return sorted(href.rstrip("/").rsplit("/", 1)[-1] for href in hrefs
+                  if href.rstrip("/") != "/cloud")
 
 
 def outage_between_listing_pages_then_recovery(fs: Any, outage: Outage, traffic: Traffic,
