@@ -8,8 +8,11 @@ on top of s3fs's async client. Each mount gets its own client and session
 both are absent, the standard AWS credential chain (environment, profile,
 instance role).
 
-Uploads are multipart in parts of ``part_size_mib``, ``transfers`` of them in
-flight; reads are ranged GETs, as many in flight. A discarded upload is
+An upload whose size the client announced, up to 5 GiB (PutObject's limit),
+is one PutObject streamed as the client sends it, with S3's UNSIGNED-PAYLOAD
+(a body not yet received cannot be hashed); others are multipart in parts of
+``part_size_mib``, ``transfers`` of them in flight. A read is one GET streamed
+``read_ahead_mib`` ahead of the client. A discarded multipart upload is
 aborted (if the store is down, the mount's next upload aborts it), and those
 a killed process left (S3 keeps them, invisible but billed) are aborted after
 a day by a sweep that runs at most hourly, on a write. A
