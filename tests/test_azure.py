@@ -329,6 +329,14 @@ def cloud_server(stoppable_azurite: Azurite, tmp_path: Path):  # noqa: F811
         yield cloud
 
 
+def test_sized_put_is_one_streamed_request_and_a_cut_off_one_leaves_the_previous_version(
+        cloud_server, stoppable_azurite, monkeypatch) -> None:  # noqa: F811
+    blob = stoppable_azurite.service().get_container_client(
+        cloud_server.container).get_blob_client("f.bin")
+    scenarios.sized_put_is_one_streamed_request_and_a_cut_off_one_leaves_the_previous_version(
+        cloud_server, monkeypatch, lambda: blob.get_block_list("all") == ([], []))
+
+
 def test_store_down_is_503_for_that_mount_only_and_recovers(cloud_server) -> None:
     scenarios.store_down_is_503_for_that_mount_only_and_recovers(cloud_server)
 

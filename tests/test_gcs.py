@@ -323,6 +323,13 @@ def cloud_server(stoppable_gcs: StoppableGCS, tmp_path: Path):  # noqa: F811
         yield cloud
 
 
+def test_sized_put_is_one_streamed_request_and_a_cut_off_one_leaves_the_previous_version(
+        cloud_server, stoppable_gcs, monkeypatch):  # noqa: F811
+    scenarios.sized_put_is_one_streamed_request_and_a_cut_off_one_leaves_the_previous_version(
+        cloud_server, monkeypatch,
+        lambda: fakegcs.object_names(cloud_server.container, stoppable_gcs.url) == ["f.bin"])
+
+
 def test_store_down_is_503_for_that_mount_only_and_recovers(cloud_server):
     scenarios.store_down_is_503_for_that_mount_only_and_recovers(cloud_server)
 

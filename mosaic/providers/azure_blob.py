@@ -66,11 +66,12 @@ from mosaic.providers.objectstore import (
     ObjectStoreOptions,
     StoredObject,
 )
-from mosaic.providers.transfers import PartedUpload
+from mosaic.providers.transfers import BodyPipe, PartedUpload
 
 __all__ = ["CAPABILITIES", "Options", "build"]
 
 PAGE_SIZE = 5000  # List Blobs' maximum
+PUT_BLOB_LIMIT = 5000 * 1024 * 1024  # Put Blob's limit; larger blobs go in blocks
 _DELETE_BATCH = 256  # Blob Batch's limit
 COPY_DEADLINE_S = 3600  # a pending server-side copy is aborted after this
 #: metadata names Azure refuses (not C# identifiers) -> the names stored
@@ -335,8 +336,16 @@ class BlockUpload(PartedUpload):
         self._blob = client.get_blob_client(key)
         self._tag = uuid.uuid4().hex
 
+    stream_limit = PUT_BLOB_LIMIT
+
     def put_whole(self, data: bytes) -> None:
         self._blob.upload_blob(data, overwrite=True)
+
+    def put_stream(self, body: BodyPipe, length: int) -> None:
+        """One Put Blob whose body is sent as it is read. The generated operation:
+        ``upload_blob`` cuts a stream into staged blocks of its own. Its retry
+        policy cannot rewind the body (no ``tell``), so it does not retry."""
+        self._blob._client.block_blob.upload(content_length=length, body=body)
 
     def send_part(self, number: int, data: bytes) -> Any:
         block_id = f"{self._tag}-{number:06d}"  # the SDK base64-encodes it

@@ -50,7 +50,7 @@ from mosaic.providers.objectstore import (
     ObjectStoreOptions,
     StoredObject,
 )
-from mosaic.providers.transfers import PartedUpload
+from mosaic.providers.transfers import BodyPipe, PartedUpload
 
 # gcsfs >= 2026.x imports an "experimental zonal/HNS bucket" layer unless this
 # is false; that layer makes a gRPC call per operation which, off Google's
@@ -76,6 +76,7 @@ CREDENTIAL_TYPES = {
 ATTEMPTS = 3  # of an idempotent request that met a transient failure
 DELETES_IN_FLIGHT = 16
 LIST_PAGE = 1000  # the JSON API's maximum
+MAX_OBJECT_SIZE = 5 * 1024**4  # 5 TiB: GCS's object size limit, one request or not
 #: only what a StoredObject needs: keeps a 10,000-object listing small
 OBJECT_FIELDS = "name,size,updated,md5Hash,generation,metadata"
 log = logging.getLogger(__name__)
@@ -431,6 +432,7 @@ class ResumableUpload(PartedUpload):
     """
 
     concurrent = False  # a session takes its chunks in order, one at a time
+    stream_limit = MAX_OBJECT_SIZE
 
     def __init__(self, store: GCSStore, key: str) -> None:
         self._store, self._key = store, key
@@ -440,6 +442,12 @@ class ResumableUpload(PartedUpload):
 
     def put_whole(self, data: bytes) -> None:
         self._store.put(self._key, data)
+
+    def put_stream(self, body: BodyPipe, length: int) -> None:
+        """One simple (``uploadType=media``) upload whose body is sent as it is
+        read: no session, no chunks."""
+        self._store.media_request("POST", self._store.url("o", upload=True), data=body,
+                                  params={"uploadType": "media", "name": self._key}).close()
 
     def send_part(self, number: int, data: bytes) -> int:
         if self._finished:
