@@ -208,6 +208,25 @@ def test_overwriting_or_deleting_a_large_file_deletes_its_segments(swift_cluster
     assert swift_cluster.names(container) == []
 
 
+def test_a_sized_upload_beyond_the_segment_limit_grows_its_parts(swift_cluster,  # noqa: F811
+                                                                  tmp_path):
+    """A cluster allowing 2 segments per manifest: a 20 MiB upload of announced
+    size (over the 16 MiB max_file_size: in segments) goes in 2 parts of 10 MiB,
+    one at a time (the memory of 4 parts of 8 MiB is not exceeded)."""
+    container = swift_cluster.fresh_container()
+    fs = _build(swift.provider(container), tmp_path)
+    fs._store._info = {"swift": {"max_file_size": MAX_FILE_SIZE},
+                       "slo": {"max_manifest_segments": 2}}
+    data = os.urandom(20 * MIB)
+    with fs.open("big", "wb", size=len(data)) as upload:
+        for start in range(0, len(data), MIB):
+            upload.write(data[start:start + MIB])
+    segments = swift_cluster.request("GET", container + "_segments",
+                                     params={"format": "json"}).json()
+    assert [item["bytes"] for item in segments] == [10 * MIB] * 2
+    assert fs.cat_file("big") == data
+
+
 def test_copying_a_large_file_copies_its_content(swift_cluster, tmp_path):  # noqa: F811
     """Swift's COPY of a manifest alone would share the segments (deleting one
     file would break the other); of the content, it fails above the limit."""

@@ -347,6 +347,17 @@ def test_a_store_failing_mid_body_fails_the_next_write_not_a_hang():
     writer.discard()  # what the caller does next: nothing left to cut off
 
 
+def test_parts_grow_to_fit_the_part_limit_within_the_same_memory():
+    from mosaic.providers.objectstore import MIB, parts_for
+    assert parts_for(None, 8 * MIB, 4, 1000) == (8 * MIB, 4)  # size unknown: as configured
+    assert parts_for(8000 * MIB, 8 * MIB, 4, 1000) == (8 * MIB, 4)  # fits exactly
+    assert parts_for(8000 * MIB + 1, 8 * MIB, 4, 1000) == (9 * MIB, 3)
+    assert parts_for(20_000 * MIB, 8 * MIB, 4, 1000) == (20 * MIB, 1)
+    assert parts_for(100 * 1024 * MIB, 8 * MIB, 4, 0) == (8 * MIB, 4)  # no limit (GCS)
+    part, _ = parts_for(5 * 1024**4, 8 * MIB, 4, 10_000)  # S3's 5 TiB object
+    assert part * 10_000 >= 5 * 1024**4 and part % MIB == 0
+
+
 class Counter:
     def __init__(self) -> None:
         self.calls = 0

@@ -337,6 +337,7 @@ class BlockUpload(PartedUpload):
         self._tag = uuid.uuid4().hex
 
     stream_limit = PUT_BLOB_LIMIT
+    max_parts = 50_000  # committed blocks per blob
 
     def put_whole(self, data: bytes) -> None:
         self._blob.upload_blob(data, overwrite=True)

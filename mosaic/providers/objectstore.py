@@ -234,6 +234,19 @@ class ObjectStore(ABC):
         return self.ERRORS.get(self.error_code(exc) or "") is Fault.MISSING
 
 
+def parts_for(size: int | None, part_size: int, transfers: int,
+              max_parts: int) -> tuple[int, int]:
+    """Part size and parts in flight for an upload of ``size`` (None: unknown):
+    parts grow, in whole MiB, until ``max_parts`` hold the object, and fewer go
+    at once so that memory stays ``transfers`` default parts' worth (at least
+    one part in flight)."""
+    if size is None or not max_parts or size <= part_size * max_parts:
+        return part_size, transfers
+    # ceil(size / max_parts), in whole MiB (GCS wants multiples of 256 KiB)
+    grown = max(part_size, -(-size // (max_parts * MIB)) * MIB)
+    return grown, max(1, part_size * transfers // grown)
+
+
 def strong_etag(etag: str) -> str:
     """The store's ETag, strong and unquoted."""
     etag = etag.strip()
@@ -490,7 +503,9 @@ class ObjectStoreFileSystem(ProviderFileSystem):
         if size is not None and store.part_size < size <= min(store.single_put_max,
                                                                upload.stream_limit):
             return StreamedWriter(upload, size, capacity=store.read_ahead)
-        return ParallelWriter(upload, store.part_size, store.transfers)
+        part_size, transfers = parts_for(size, store.part_size, store.transfers,
+                                         upload.max_parts)
+        return ParallelWriter(upload, part_size, transfers)
 
     def _publisher(self, writer: Writer, rel: str) -> Any:
         def publish() -> None:

@@ -402,6 +402,7 @@ class MultipartUpload(PartedUpload):
         self._starting = threading.Lock()
 
     stream_limit = PUT_LIMIT
+    max_parts = 10_000  # S3's limit per multipart upload
 
     def put_whole(self, data: bytes) -> None:
         self._store.call("put_object", Key=self._key, Body=data, **self._store.write_args)

@@ -13,9 +13,10 @@ same store with Rackspace's identity service.
 * Uploads: a small file is one PUT; a large one goes out as segments (parts
   in flight concurrently) into the segments container (``<container>_segments``
   by default, created on first use), published by a Static Large Object
-  manifest, so files beyond Swift's single-object limit (5 GiB) work, up to
-  the cluster's ``max_manifest_segments`` parts (1,000 by default: 8 GiB with
-  8 MiB parts; raise ``part_size_mib`` for bigger files). An aborted upload
+  manifest, so files beyond Swift's single-object limit (5 GiB) work, in at
+  most the cluster's ``max_manifest_segments`` parts (1,000 by default): an
+  upload of announced size gets parts big enough (fewer in flight, the same
+  memory); one of unknown size stops at 1,000 x ``part_size_mib`` (8 GiB). An aborted upload
   deletes its segments (if the store is down, the mount's next upload does);
   deleting or overwriting a large file deletes its old segments. Segments a
   killed process left (no manifest uses them, a day old) are swept at most
@@ -76,6 +77,7 @@ MIB = 1024 * 1024
 POOL_IDLE = 16  # idle connections a mount keeps (one per concurrent request in use)
 CONNECTION_RETRIES = 1  # swiftclient's retries of a failed request (not of a streamed PUT)
 MAX_OBJECT_SIZE = 5 * 1024 * MIB + 2  # Swift's default max_file_size, where /info is hidden
+MAX_SEGMENTS = 1000  # Swift's default max_manifest_segments, where /info is hidden
 DELETE_CONCURRENCY = 8  # DELETEs in flight where the cluster has no bulk delete
 #: segments no manifest uses, untouched this long, belong to a killed process
 STALE_UPLOAD_S = 24 * 3600
@@ -549,6 +551,11 @@ class SwiftStore(ObjectStore):
         swift = self._capabilities().get("swift", {})
         return int(swift.get("max_file_size", MAX_OBJECT_SIZE))
 
+    def max_segments(self) -> int:
+        """The most segments one manifest may list (the cluster's ``slo`` limit)."""
+        slo = self._capabilities().get("slo", {})
+        return int(slo.get("max_manifest_segments", MAX_SEGMENTS))
+
     def _capabilities(self) -> dict[str, Any]:
         """The cluster's ``/info``, asked once per mount."""
         if self._info is None:
@@ -587,6 +594,10 @@ class SegmentedUpload(PartedUpload):
     @property
     def stream_limit(self) -> int:  # type: ignore[override]
         return self._store.max_object_size()
+
+    @property
+    def max_parts(self) -> int:  # type: ignore[override]
+        return self._store.max_segments()
 
     def __init__(self, store: SwiftStore, key: str) -> None:
         self._store, self._key = store, key

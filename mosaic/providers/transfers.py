@@ -169,6 +169,8 @@ class PartedUpload(ABC):
 
     #: the largest object :meth:`put_stream` takes (0: this store cannot stream one)
     stream_limit: int = 0
+    #: the most parts one object may have (0: no limit)
+    max_parts: int = 0
 
     @abstractmethod
     def put_whole(self, data: bytes) -> None:
