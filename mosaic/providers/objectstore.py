@@ -81,8 +81,10 @@ MTIME_KEY = "mosaic-mtime"
 MARKER = "/"  # a folder's marker object is its key plus this
 COPY_CONCURRENCY = 8  # server-side copies in flight during a folder move
 MIB = 1024 * 1024
-#: what a stream hands over at a time: big enough that per-chunk costs vanish
-STREAM_CHUNK = MIB
+#: what a stream hands over at a time: the WebDAV block size (256 KiB), so a
+#: download hands each chunk to the client whole, never sliced into new copies
+#: (GET 256 MiB through Mosaic on fake-gcs-server: 1 MiB chunks 1,160 MB/s, 1,400)
+STREAM_CHUNK = 256 * 1024
 
 
 class ObjectStoreOptions(BaseModel):

@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 _DELETE_BATCH = 1000  # DeleteObjects' limit
 COPY_LIMIT = 5 * 1024 * MIB  # CopyObject's limit; larger objects are copied in parts
 PUT_LIMIT = 5 * 1024 * MIB  # PutObject's limit; larger uploads go in parts
+LOOP_READ = 4 * STREAM_CHUNK  # a download's read per trip into s3fs's event loop
 COPY_PART = 512 * MIB
 
 
@@ -307,15 +308,16 @@ class S3Store(ObjectStore):
             return answer["Body"]
 
         async def read_chunk(body: Any) -> bytes:
-            return await body.read(STREAM_CHUNK)
+            return await body.read(LOOP_READ)
 
         async def close(body: Any) -> None:
             body.close()  # in the loop's thread: aiohttp is not thread-safe
 
         body = fsspec.asyn.sync(loop, open_body)
         try:
-            while chunk := fsspec.asyn.sync(loop, read_chunk, body):
-                yield chunk
+            while data := fsspec.asyn.sync(loop, read_chunk, body):
+                for start in range(0, len(data), STREAM_CHUNK):
+                    yield data[start:start + STREAM_CHUNK]
         finally:
             fsspec.asyn.sync(loop, close, body)
 
