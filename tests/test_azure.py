@@ -28,8 +28,9 @@ from pydantic import ValidationError
 
 from mosaic import providers
 from mosaic.config.loader import load_config
+from mosaic.providers.azure_blob import read_listing_page
 from mosaic.providers.base import BuildContext
-from mosaic.providers.objectstore import MTIME_KEY
+from mosaic.providers.objectstore import MTIME_KEY, Listing
 from mosaic.vfs.errors import MountUnavailableError
 from tests.support import azurite, scenarios, tenants
 from tests.support.azurite import Azurite, stoppable_azurite  # noqa: F401 (fixture)
@@ -466,3 +467,32 @@ def test_two_tenants_on_one_container_under_adjacent_prefixes(tmp_path: Path) ->
             assert dave.get(live.url + "/same-name.txt").content == b"globex's"
         assert dave.get(live.url + "/secret.txt").status_code == 404
     assert _container(container).download_blob("acme/secret.txt").readall() == sentinel
+
+
+def test_a_listing_page_is_read_with_encoded_names_metadata_and_the_next_marker() -> None:
+    """The raw List Blobs XML, as Azure documents it (Azurite never encodes a name)."""
+    page = b"""<?xml version="1.0" encoding="utf-8"?>
+<EnumerationResults ServiceEndpoint="https://a.blob.core.windows.net/" ContainerName="c">
+  <Prefix>d/</Prefix><MaxResults>2</MaxResults><Delimiter>/</Delimiter>
+  <Blobs>
+    <Blob><Name>d/plain.txt</Name><Properties>
+      <Last-Modified>Wed, 02 Dec 2026 16:00:00 GMT</Last-Modified><Etag>0x8DC1</Etag>
+      <Content-Length>1024</Content-Length></Properties>
+      <Metadata><mosaic_mtime>1577872800.0</mosaic_mtime></Metadata></Blob>
+    <Blob><Name Encoded="true">d/bell%07.txt</Name><Properties>
+      <Last-Modified>Wed, 02 Dec 2026 16:00:01 GMT</Last-Modified><Etag>0x8DC2</Etag>
+      <Content-Length>0</Content-Length></Properties><Metadata /></Blob>
+    <BlobPrefix><Name>d/sub/</Name></BlobPrefix>
+  </Blobs>
+  <NextMarker>2!16!bWFya2Vy</NextMarker>
+</EnumerationResults>"""
+    listing = Listing()
+    assert read_listing_page(page, listing) == "2!16!bWFya2Vy"
+    plain, bell = listing.objects
+    assert (plain.key, plain.size, plain.etag, plain.mtime) == (
+        "d/plain.txt", 1024, "0x8DC1", 1796227200.0)
+    assert plain.metadata == {MTIME_KEY: "1577872800.0"}
+    assert (bell.key, bell.size, bell.metadata) == ("d/bell\x07.txt", 0, {})
+    assert listing.prefixes == ["d/sub/"]
+    assert read_listing_page(page.replace(b"<NextMarker>2!16!bWFya2Vy</NextMarker>",
+                                          b"<NextMarker />"), Listing()) is None

@@ -37,14 +37,17 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
+from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import quote, unquote, urlencode
+from xml.etree import ElementTree
 
 import requests
 from azure.core.exceptions import HttpResponseError
 from azure.core.pipeline.transport import RequestsTransport
+from azure.core.rest import HttpRequest
 from azure.storage.blob import (
     BlobBlock,
-    BlobPrefix,
     BlobProperties,
     ContainerClient,
     LinearRetry,
@@ -204,6 +207,39 @@ def _stored(blob: BlobProperties) -> StoredObject:
                         metadata)
 
 
+def read_listing_page(page: bytes, listing: Listing) -> str | None:
+    """Add a List Blobs page's blobs and prefixes to ``listing``; its NextMarker."""
+    root = ElementTree.fromstring(page)
+    for item in root.iterfind("Blobs/*"):
+        name = _blob_name(item.find("Name"))
+        if item.tag == "BlobPrefix":
+            listing.prefixes.append(name)
+        elif item.tag == "Blob":
+            listing.objects.append(_listed(name, item))
+    return root.findtext("NextMarker") or None
+
+
+def _blob_name(element: ElementTree.Element | None) -> str:
+    if element is None:
+        raise ValueError("a listed blob without a name")
+    text = element.text or ""
+    # names with characters XML cannot carry come percent-encoded
+    return unquote(text) if element.get("Encoded") == "true" else text
+
+
+def _listed(name: str, blob: ElementTree.Element) -> StoredObject:
+    properties = blob.find("Properties")
+    if properties is None:
+        raise ValueError(f"listed blob {name!r} without properties")
+    metadata = blob.find("Metadata")
+    return StoredObject(
+        name,
+        int(properties.findtext("Content-Length") or 0),
+        parsedate_to_datetime(properties.findtext("Last-Modified") or "").timestamp(),
+        properties.findtext("Etag") or "",
+        None if metadata is None else _from_azure({m.tag: m.text or "" for m in metadata}))
+
+
 class BlobStore(ObjectStore):
     """One container through this mount's own :class:`ContainerClient`."""
 
@@ -229,20 +265,34 @@ class BlobStore(ObjectStore):
     # -- reading --------------------------------------------------------------------
 
     def list(self, prefix: str, recursive: bool = False, limit: int | None = None) -> Listing:
-        args: dict[str, Any] = {"name_starts_with": prefix, "include": ["metadata"],
-                                "results_per_page": limit or self.page_size}
-        pages = (self.client.list_blobs(**args) if recursive
-                 else self.client.walk_blobs(delimiter="/", **args)).by_page()
         listing = Listing()
-        for page in pages:
-            for item in page:
-                if isinstance(item, BlobPrefix):
-                    listing.prefixes.append(item.name)
-                else:
-                    listing.objects.append(_stored(item))
-            if limit is not None:
+        marker: str | None = None
+        while True:
+            page = self._list_page(prefix, "" if recursive else "/", marker,
+                                   limit or self.page_size)
+            marker = read_listing_page(page, listing)
+            if limit is not None or not marker:
                 return listing
-        return listing
+
+    def _list_page(self, prefix: str, delimiter: str, marker: str | None,
+                   max_results: int) -> bytes:
+        """One List Blobs page as the store's XML. Sent raw through this mount's
+        pipeline (auth, retries): the SDK's model deserializer took about 0.25 s
+        of CPU per 1,000 blobs and kept ~50 MiB of heap after 10,000."""
+        params = {"restype": "container", "comp": "list", "include": "metadata",
+                  "prefix": prefix, "maxresults": str(max_results)}
+        if delimiter:
+            params["delimiter"] = delimiter
+        if marker:
+            params["marker"] = marker
+        url = self.client.url  # may carry a SAS: azure-core's params= would not encode ours
+        url += ("&" if "?" in url else "?") + urlencode(params, quote_via=quote)
+        request = HttpRequest("GET", url, headers={"x-ms-version": self.client.api_version,
+                                                   "Accept": "application/xml"})
+        answer = self.client._client._send_request(request)
+        if answer.status_code != 200:
+            raise HttpResponseError(response=answer)  # native_code reads x-ms-error-code
+        return answer.read()
 
     def head(self, key: str) -> StoredObject | None:
         try:
