@@ -280,6 +280,13 @@ def test_folders_other_tools_made_without_markers_are_listed_once(tmp_path: Path
         _build(azurite.provider(container), tmp_path), _container(container).upload_blob)
 
 
+def test_get_serves_a_file_another_tool_replaced_whole_and_new(tmp_path: Path) -> None:
+    container = azurite.fresh_container()
+    scenarios.get_serves_a_file_another_tool_replaced_whole_and_new(
+        tmp_path, azurite.provider(container),
+        lambda name, data: _container(container).upload_blob(name, data, overwrite=True))
+
+
 def test_warm_listing_costs_no_request_and_own_writes_show_at_once(tmp_path: Path) -> None:
     container = azurite.fresh_container()
     fs = _build({**azurite.provider(container), "listing_cache_seconds": 1}, tmp_path)

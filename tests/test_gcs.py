@@ -274,6 +274,12 @@ def _put_elsewhere(bucket: str) -> scenarios.PutElsewhere:
     return lambda name, data: fakegcs.put_object(bucket, name, data)
 
 
+def test_get_serves_a_file_another_tool_replaced_whole_and_new(tmp_path):
+    bucket = fakegcs.fresh_bucket()
+    scenarios.get_serves_a_file_another_tool_replaced_whole_and_new(
+        tmp_path, fakegcs.provider(bucket), _put_elsewhere(bucket))
+
+
 def test_warm_listing_costs_no_request_and_own_writes_show_at_once(tmp_path):
     bucket = fakegcs.fresh_bucket()
     fs = _build({**fakegcs.provider(bucket), "listing_cache_seconds": 1}, tmp_path)

@@ -271,6 +271,12 @@ def test_warm_listing_costs_no_request_and_own_writes_show_at_once(tmp_path):
         fs, TRAFFIC, _put_elsewhere(bucket))
 
 
+def test_get_serves_a_file_another_tool_replaced_whole_and_new(tmp_path):
+    bucket = moto.fresh_bucket()
+    scenarios.get_serves_a_file_another_tool_replaced_whole_and_new(
+        tmp_path, moto.provider(bucket), _put_elsewhere(bucket))
+
+
 def test_a_write_through_another_worker_is_seen_at_once(tmp_path):
     """Two workers build the same mount on the same data directory."""
     spec = {**moto.provider(moto.fresh_bucket()), "listing_cache_seconds": 600}

@@ -16,7 +16,7 @@ from wsgidav.dav_provider import DAVProvider, _DAVResource
 
 from mosaic.dav import propfind
 from mosaic.dav.errors import to_dav_error
-from mosaic.dav.resources import make_resource
+from mosaic.dav.resources import FileResource, make_resource
 from mosaic.vfs.mounts import path_from_ref_key
 from mosaic.vfs.tenantfs import TenantFileSystem
 
@@ -48,18 +48,22 @@ class MosaicProvider(DAVProvider):
             fs = environ["mosaic.fs"] = self._open_session(environ)
         return fs
 
-    def get_resource_inst(self, path: str, environ: dict[str, Any]) -> _DAVResource | None:
+    def get_resource_inst(self, path: str, environ: dict[str, Any],
+                          fresh: bool = False) -> _DAVResource | None:
         remembered = environ.get("mosaic.read_res")
         if remembered is not None and remembered[0] == path:
             return remembered[1]  # a GET/HEAD asks twice for the same target
         fs = self.session(environ)
         try:
-            info = fs.info(path.strip("/"))
+            info = fs.info(path.strip("/"), fresh=fresh)
         except FileNotFoundError:
             return None
         except Exception as exc:
             raise to_dav_error(exc) from exc
-        return make_resource(path, environ, info)
+        res = make_resource(path, environ, info)
+        if fresh and isinstance(res, FileResource):
+            res.info_is_fresh = True
+        return res
 
     def ref_url_to_path(self, ref_url: str) -> str:
         return path_from_ref_key(ref_url)[1]
@@ -72,7 +76,8 @@ class MosaicProvider(DAVProvider):
         if method == "PROPFIND":
             return self._propfind(environ, start_response, default_handler)
         if method in ("GET", "HEAD"):
-            res = self.get_resource_inst(environ["PATH_INFO"], environ)
+            # fresh: the length and ETag sent are those of the content read next
+            res = self.get_resource_inst(environ["PATH_INFO"], environ, fresh=True)
             if res is not None and res.is_collection:
                 return _folder_page(method, start_response)
             environ["mosaic.read_res"] = (environ["PATH_INFO"], res)

@@ -112,6 +112,9 @@ class _Common:
 
 
 class FileResource(_Common, DAVNonCollection):
+    #: info came from info(fresh=True) in this request (a GET/HEAD), not a cache
+    info_is_fresh = False
+
     def __init__(self, path: str, environ: dict[str, Any], info: dict[str, Any]) -> None:
         DAVNonCollection.__init__(self, path, environ)
         self.info = info
@@ -137,6 +140,8 @@ class FileResource(_Common, DAVNonCollection):
 
     @translated
     def get_content(self) -> Any:
+        if self.info_is_fresh:  # the read serves the version whose length was sent
+            return self.fs.open(_vpath(self.path), "rb", fresh_info=self.info)
         return self.fs.open(_vpath(self.path), "rb")
 
     @translated

@@ -148,7 +148,9 @@ class ProviderFileSystem(AbstractFileSystem):
             raise ValueError(f"unsupported open mode {mode!r} (use 'rb' or 'wb')")
         parts = self._split(path)
         if mode == "rb":
-            return self._open_read(parts)
+            # fresh_info: what info(fresh=True) just said of this file; the read
+            # then serves exactly that version (its length and ETag already sent)
+            return self._open_read(parts, kwargs.get("fresh_info"))
         autocommit = kwargs.pop("autocommit", not self._intrans)
         # size: the whole body's length, announced by the caller (a PUT's
         # Content-Length); a provider may stream it to its store as one request

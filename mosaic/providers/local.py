@@ -268,7 +268,7 @@ class LocalFileSystem(ProviderFileSystem):
             entries = [e for e in (_scan_entry(parts, item) for item in items) if e]
         return entries if detail else [e["name"] for e in entries]
 
-    def _open_read(self, parts: Parts) -> BinaryIO:
+    def _open_read(self, parts: Parts, fresh_info: dict[str, Any] | None = None) -> BinaryIO:
         rel = join(parts)
         if not parts:
             raise oserror(errno.EISDIR, rel)

@@ -128,7 +128,7 @@ class MemoryFileSystem(ProviderFileSystem):
             entries = [_entry("/".join((*parts, n)), c) for n, c in node.children.items()]
         return entries if detail else [e["name"] for e in entries]
 
-    def _open_read(self, parts: Parts) -> BinaryIO:
+    def _open_read(self, parts: Parts, fresh_info: dict[str, Any] | None = None) -> BinaryIO:
         with self._lock:
             node = self._node(parts)
         if isinstance(node, _Dir):

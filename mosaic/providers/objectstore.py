@@ -262,8 +262,16 @@ def _dir_entry(rel: str, mtime: float = 0.0) -> dict[str, Any]:
 
 
 def _file_entry(rel: str, obj: StoredObject) -> dict[str, Any]:
+    # store_etag: as the store sends it, for If-Match on a read of this version
     return {"name": rel, "type": "file", "size": obj.size, "mtime": obj.effective_mtime,
-            "etag": strong_etag(obj.etag)}
+            "etag": strong_etag(obj.etag), "store_etag": obj.etag}
+
+
+def _known_object(key: str, info: dict[str, Any] | None) -> StoredObject | None:
+    """The object a file's fresh ``info`` (see :func:`_file_entry`) describes."""
+    if not info or info.get("type") != "file" or "store_etag" not in info:
+        return None
+    return StoredObject(key, int(info["size"]), float(info["mtime"]), info["store_etag"])
 
 
 def _valid_name(name: str) -> bool:
@@ -333,8 +341,10 @@ class ObjectStoreFileSystem(ProviderFileSystem):
 
     # -- looking things up ----------------------------------------------------------
 
-    def _head(self, key: str, rel: str) -> StoredObject | None:
+    def _head(self, key: str, rel: str, fresh: bool = False) -> StoredObject | None:
         with self._errors(rel):
+            if fresh:
+                return self._store.head(key)
             return self._cache.get(("head", key), lambda: self._store.head(key))
 
     def _list(self, prefix: str, rel: str, recursive: bool = False,
@@ -356,7 +366,7 @@ class ObjectStoreFileSystem(ProviderFileSystem):
         finally:
             self._cache.invalidate()
 
-    def _probe(self, parts: Parts, folder_first: bool = False
+    def _probe(self, parts: Parts, folder_first: bool = False, fresh: bool = False
                ) -> tuple[str, StoredObject | None] | None:
         """("file", obj) | ("directory", marker or None) | None if absent.
 
@@ -371,7 +381,7 @@ class ObjectStoreFileSystem(ProviderFileSystem):
         marker = self._head(prefix, rel) if folder_first else None
         if marker is not None:
             return "directory", marker
-        obj = self._head(self._key(parts), rel)
+        obj = self._head(self._key(parts), rel, fresh)
         if obj is not None:
             return "file", obj
         if not folder_first and self._cache.enabled:
@@ -405,8 +415,8 @@ class ObjectStoreFileSystem(ProviderFileSystem):
                 return oserror(code, "/".join(parts))
         return oserror(errno.ENOENT, "/".join(parts))
 
-    def _found(self, parts: Parts) -> tuple[str, StoredObject | None]:
-        found = self._probe(parts)
+    def _found(self, parts: Parts, fresh: bool = False) -> tuple[str, StoredObject | None]:
+        found = self._probe(parts, fresh=fresh)
         if found is None:
             raise self._missing(parts)
         return found
@@ -421,10 +431,12 @@ class ObjectStoreFileSystem(ProviderFileSystem):
 
     # -- reading --------------------------------------------------------------------
 
-    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+    def info(self, path: str, fresh: bool = False, **kwargs: Any) -> dict[str, Any]:
+        """``fresh``: a file as the store has it now, past the listing cache (a
+        GET's length and ETag must be those of the content it then sends)."""
         parts = self._split(path)
         rel = "/".join(parts)
-        kind, obj = self._found(parts)
+        kind, obj = self._found(parts, fresh)
         if kind == "file":
             return _file_entry(rel, obj)  # type: ignore[arg-type]
         if obj is None:
@@ -455,13 +467,16 @@ class ObjectStoreFileSystem(ProviderFileSystem):
                 by_name[name] = _file_entry("/".join((*parts, name)), obj)
         return list(by_name.values())
 
-    def _open_read(self, parts: Parts) -> BinaryIO:
+    def _open_read(self, parts: Parts, fresh_info: dict[str, Any] | None = None) -> BinaryIO:
         """A streamed read, ``read_ahead_mib`` ahead of the client, of the object
-        as it is now (a fresh HEAD: a cached size could cut a file another tool
-        replaced)."""
+        as it is now: the version ``fresh_info`` describes (a GET's fresh
+        ``info``: no second HEAD), else a fresh HEAD's (a cached size could cut
+        a file another tool replaced)."""
         rel = "/".join(parts)
-        with self._errors(rel):
-            obj = self._store.head(self._key(parts)) if parts else None
+        obj = _known_object(self._key(parts), fresh_info) if parts else None
+        if obj is None:
+            with self._errors(rel):
+                obj = self._store.head(self._key(parts)) if parts else None
         if obj is None:  # missing, a folder, or (a race) a file just written
             kind, obj = self._found(parts)
             if kind != "file" or obj is None:

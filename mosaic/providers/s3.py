@@ -303,8 +303,9 @@ class S3Store(ObjectStore):
         ranged = {"Range": f"bytes={start}-"} if start else {}
 
         async def open_body() -> Any:
+            # IfMatch: a file replaced between a read's HEAD and GET fails the read
             answer = await self._s3._call_s3("get_object", Bucket=self._bucket, Key=obj.key,
-                                             **ranged)
+                                             IfMatch=obj.etag, **ranged)
             return answer["Body"]
 
         async def read_chunk(body: Any) -> bytes:

@@ -111,7 +111,7 @@ class TenantFileSystem(AbstractFileSystem):
             return _dir_info(vpath)  # a broken mount still shows as a folder
         fs = entry.filesystem(self.tenant)
         try:
-            found = fs.info(rel)
+            found = fs.info(rel, **kwargs)  # fresh=True: past any cache of the mount
         except FileNotFoundError:
             if self.table.is_virtual(vpath):
                 return _dir_info(vpath)

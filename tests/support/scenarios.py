@@ -348,6 +348,27 @@ def warm_listing_costs_no_request_and_own_writes_show_at_once(
     assert "docs/c" in fs.ls("docs", detail=False)  # ... and after it
 
 
+def get_serves_a_file_another_tool_replaced_whole_and_new(
+        base: Path, provider: dict[str, Any], put_elsewhere: PutElsewhere) -> None:
+    """A GET within the listing cache's lifetime of a file another tool has
+    since replaced: the new content, with its own length and ETag (a cached
+    size with a fresh body would cut the download or send garbage after it)."""
+    data = tenants.two_tenants(base)
+    data["tenants"]["acme"]["mounts"]["/cloud"] = {
+        "provider": {**provider, "listing_cache_seconds": 600}}
+    with live_server(tenants.build(data)) as live:
+        alice = live.session(*ALICE)
+        url = f"{live.url}/cloud/report.txt"
+        assert alice.put(url, data=b"first version").status_code == 201
+        first = alice.get(url)  # its size and ETag are now in the cache
+        assert first.content == b"first version"
+        put_elsewhere("report.txt", b"the second, longer version")
+        again = alice.get(url)
+        assert again.content == b"the second, longer version"
+        assert again.headers["Content-Length"] == str(len(again.content))
+        assert again.headers["ETag"] != first.headers["ETag"]
+
+
 # -- moves ----------------------------------------------------------------------------------
 
 
