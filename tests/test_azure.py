@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from mosaic import providers
 from mosaic.config.loader import load_config
-from mosaic.providers.azure_blob import read_listing_page
+from mosaic.providers.azure_blob import BlobStore, read_listing_page
 from mosaic.providers.base import BuildContext
 from mosaic.providers.objectstore import MTIME_KEY, Listing
 from mosaic.vfs.errors import MountUnavailableError
@@ -280,11 +280,12 @@ def test_folders_other_tools_made_without_markers_are_listed_once(tmp_path: Path
         _build(azurite.provider(container), tmp_path), _container(container).upload_blob)
 
 
-def test_get_serves_a_file_another_tool_replaced_whole_and_new(tmp_path: Path) -> None:
+def test_get_serves_a_file_another_tool_replaced_whole_and_new(tmp_path: Path, monkeypatch) -> None:
     container = azurite.fresh_container()
     scenarios.get_serves_a_file_another_tool_replaced_whole_and_new(
         tmp_path, azurite.provider(container),
-        lambda name, data: _container(container).upload_blob(name, data, overwrite=True))
+        lambda name, data: _container(container).upload_blob(name, data, overwrite=True),
+        BlobStore, monkeypatch)
 
 
 def test_warm_listing_costs_no_request_and_own_writes_show_at_once(tmp_path: Path) -> None:

@@ -274,10 +274,10 @@ def _put_elsewhere(bucket: str) -> scenarios.PutElsewhere:
     return lambda name, data: fakegcs.put_object(bucket, name, data)
 
 
-def test_get_serves_a_file_another_tool_replaced_whole_and_new(tmp_path):
+def test_get_serves_a_file_another_tool_replaced_whole_and_new(tmp_path, monkeypatch):
     bucket = fakegcs.fresh_bucket()
     scenarios.get_serves_a_file_another_tool_replaced_whole_and_new(
-        tmp_path, fakegcs.provider(bucket), _put_elsewhere(bucket))
+        tmp_path, fakegcs.provider(bucket), _put_elsewhere(bucket), gcs.GCSStore, monkeypatch)
 
 
 def test_warm_listing_costs_no_request_and_own_writes_show_at_once(tmp_path):

@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 from mosaic import providers
 from mosaic.config.loader import ConfigError, load_config
 from mosaic.providers.base import BuildContext
+from mosaic.providers.s3 import S3Store
 from mosaic.vfs.errors import MountUnavailableError
 from tests.support import moto, scenarios
 from tests.support.moto import StoppableS3, stoppable_s3  # noqa: F401 (fixture)
@@ -271,10 +272,10 @@ def test_warm_listing_costs_no_request_and_own_writes_show_at_once(tmp_path):
         fs, TRAFFIC, _put_elsewhere(bucket))
 
 
-def test_get_serves_a_file_another_tool_replaced_whole_and_new(tmp_path):
+def test_get_serves_a_file_another_tool_replaced_whole_and_new(tmp_path, monkeypatch):
     bucket = moto.fresh_bucket()
     scenarios.get_serves_a_file_another_tool_replaced_whole_and_new(
-        tmp_path, moto.provider(bucket), _put_elsewhere(bucket))
+        tmp_path, moto.provider(bucket), _put_elsewhere(bucket), S3Store, monkeypatch)
 
 
 def test_a_write_through_another_worker_is_seen_at_once(tmp_path):

@@ -319,10 +319,11 @@ def _put_elsewhere(cluster: SwiftCluster, container: str) -> scenarios.PutElsewh
 
 
 def test_get_serves_a_file_another_tool_replaced_whole_and_new(swift_cluster,  # noqa: F811
-                                                               tmp_path):
+                                                               tmp_path, monkeypatch):
     container = swift_cluster.fresh_container()
     scenarios.get_serves_a_file_another_tool_replaced_whole_and_new(
-        tmp_path, swift.provider(container), _put_elsewhere(swift_cluster, container))
+        tmp_path, swift.provider(container), _put_elsewhere(swift_cluster, container),
+        SwiftStore, monkeypatch)
 
 
 def test_warm_listing_costs_no_request_and_own_writes_show_at_once(swift_cluster,  # noqa: F811

@@ -349,10 +349,12 @@ def warm_listing_costs_no_request_and_own_writes_show_at_once(
 
 
 def get_serves_a_file_another_tool_replaced_whole_and_new(
-        base: Path, provider: dict[str, Any], put_elsewhere: PutElsewhere) -> None:
+        base: Path, provider: dict[str, Any], put_elsewhere: PutElsewhere,
+        store_class: type, monkeypatch: pytest.MonkeyPatch) -> None:
     """A GET within the listing cache's lifetime of a file another tool has
     since replaced: the new content, with its own length and ETag (a cached
-    size with a fresh body would cut the download or send garbage after it)."""
+    size with a fresh body would cut the download or send garbage after it),
+    for one HEAD and one GET of the store."""
     data = tenants.two_tenants(base)
     data["tenants"]["acme"]["mounts"]["/cloud"] = {
         "provider": {**provider, "listing_cache_seconds": 600}}
@@ -363,10 +365,22 @@ def get_serves_a_file_another_tool_replaced_whole_and_new(
         first = alice.get(url)  # its size and ETag are now in the cache
         assert first.content == b"first version"
         put_elsewhere("report.txt", b"the second, longer version")
+        calls: list[str] = []
+        for name in ("head", "stream"):
+            original = getattr(store_class, name)
+            monkeypatch.setattr(store_class, name, _recorded(name, original, calls))
         again = alice.get(url)
+        assert calls == ["head", "stream"]
         assert again.content == b"the second, longer version"
         assert again.headers["Content-Length"] == str(len(again.content))
         assert again.headers["ETag"] != first.headers["ETag"]
+
+
+def _recorded(name: str, method: Callable[..., Any], calls: list[str]) -> Callable[..., Any]:
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        calls.append(name)
+        return method(*args, **kwargs)
+    return recording
 
 
 # -- moves ----------------------------------------------------------------------------------
