@@ -3,7 +3,12 @@ nothing of acme may reach globex through paths, listings, caches or errors."""
 
 from __future__ import annotations
 
+import base64
+import os
 import re
+import socket
+import time
+from contextlib import ExitStack
 
 import pytest
 
@@ -11,6 +16,7 @@ from tests.support import moto, tenants
 from tests.support.live import live_server
 from tests.test_isolation import DAVE, raw_request
 
+MIB = 1024 * 1024
 SENTINEL = b"ACME-OBJECT-SECRET-91c2"
 ACME_ALICE = ("alice@acme.example", "alice-secret")
 HREF = re.compile(r"<D:href>([^<]*)</D:href>")
@@ -71,3 +77,28 @@ def test_adjacent_prefix_and_warm_caches_show_nothing_of_the_other(shared_bucket
         assert acme.get(live.url + "/same-name.txt").content == b"acme's"
         assert dave.get(live.url + "/same-name.txt").content == b"globex's"
     assert dave.get(live.url + "/secret.txt").status_code == 404
+
+
+def test_stalled_uploads_of_one_tenant_never_hold_up_another_tenants(tmp_path):
+    """acme's clients open more sized uploads than any shared pool has threads
+    and stop sending mid-body; globex's uploads and reads on its own bucket go
+    on meanwhile (a streamed body read in a pool shared by every mount would
+    starve them: an attacker's stalled PUTs would be a denial of service)."""
+    acme_bucket, globex_bucket = moto.fresh_bucket(), moto.fresh_bucket()
+    data = tenants.two_tenants(tmp_path)
+    data["tenants"]["acme"]["mounts"]["/cloud"] = {"provider": moto.provider(acme_bucket)}
+    data["tenants"]["globex"]["root"] = moto.provider(globex_bucket)
+    auth = base64.b64encode(":".join(ACME_ALICE).encode()).decode()
+    with live_server(tenants.build(data)) as live, ExitStack() as stalled:
+        for index in range(12):
+            raw = stalled.enter_context(socket.create_connection(("127.0.0.1", live.port)))
+            raw.sendall(f"PUT /cloud/stalled-{index}.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                        f"Authorization: Basic {auth}\r\nContent-Length: {40 * MIB}\r\n\r\n"
+                        .encode() + bytes(9 * MIB))  # more than a part, then nothing
+        time.sleep(1)  # every stalled upload has reached the store
+        dave = live.session(*DAVE)
+        data = os.urandom(12 * MIB)  # a sized upload of its own: streamed too
+        started = time.monotonic()
+        assert dave.put(f"{live.url}/mine.bin", data=data, timeout=30).status_code == 201
+        assert dave.get(f"{live.url}/mine.bin", timeout=30).content == data
+        assert time.monotonic() - started < 10

@@ -35,6 +35,7 @@ import aiobotocore.session
 import botocore.config
 import botocore.handlers
 import botocore.loaders
+import botocore.session
 import fsspec.asyn
 import s3fs
 from pydantic import Field, SecretStr, model_validator
@@ -98,7 +99,8 @@ def build(options: Options, context: BuildContext) -> ObjectStoreFileSystem:
     return ObjectStoreFileSystem(S3Store(options), options, context)
 
 
-def _client(options: Options) -> s3fs.S3FileSystem:
+def _config(options: Options) -> dict[str, Any]:
+    """botocore's client settings, the same for both of a mount's clients."""
     config: dict[str, Any] = {"connect_timeout": 5, "read_timeout": 60,
                               "retries": {"max_attempts": 2, "mode": "standard"},
                               # No CRC of every byte sent and read where S3 does not ask
@@ -108,6 +110,11 @@ def _client(options: Options) -> s3fs.S3FileSystem:
                               "response_checksum_validation": "when_required"}
     if options.path_style:
         config["s3"] = {"addressing_style": "path"}
+    return config
+
+
+def _client(options: Options) -> s3fs.S3FileSystem:
+    config = _config(options)
     credentials: dict[str, Any] = {}
     if options.key is not None and options.secret is not None:
         credentials = {"key": options.key.get_secret_value(),
@@ -122,7 +129,6 @@ def _client(options: Options) -> s3fs.S3FileSystem:
     for operation in ("PutObject", "UploadPart"):
         session.unregister(f"before-parameter-build.s3.{operation}",
                            botocore.handlers.convert_body_to_file_like_object)
-    session.register("before-sign.s3.PutObject", _unsigned_streamed_payload)
     client = s3fs.S3FileSystem(
         **credentials,
         session=session,
@@ -146,9 +152,9 @@ def _unsigned_streamed_payload(request: Any, **_: Any) -> None:
 
 
 class _StreamedBody(io.RawIOBase):
-    """A :class:`BodyPipe` as the file aiohttp sends a body from (read in its
-    executor). Unseekable: botocore cannot rewind it to retry, and fails instead
-    (``UnseekableStreamError``: the store failed a request worth a retry)."""
+    """A :class:`BodyPipe` as the file botocore sends a body from. Unseekable:
+    botocore cannot rewind it to retry, and fails instead (``UnseekableStreamError``:
+    the store failed a request worth a retry)."""
 
     def __init__(self, pipe: BodyPipe) -> None:
         super().__init__()
@@ -167,6 +173,25 @@ class _StreamedBody(io.RawIOBase):
 
     def __len__(self) -> int:  # botocore's Content-Length
         return len(self._pipe)
+
+
+def _streaming_client(options: Options) -> Any:
+    """A blocking botocore client of the mount's own, for streamed PUTs only: it
+    reads their body, as the client sends it, in the uploading thread. Through
+    s3fs, aiohttp would read it in its event loop's default executor, a handful
+    of threads every mount shares: a few stalled uploads of one tenant would
+    hold up every tenant's (tests/test_isolation_objectstores.py)."""
+    session = botocore.session.Session()
+    session.register_component("data_loader", _api_loader())
+    session.register("before-sign.s3.PutObject", _unsigned_streamed_payload)
+    credentials: dict[str, Any] = {}
+    if options.key is not None and options.secret is not None:
+        credentials = {"aws_access_key_id": options.key.get_secret_value(),
+                       "aws_secret_access_key": options.secret.get_secret_value()}
+    return session.create_client("s3", region_name=options.region,
+                                 endpoint_url=options.endpoint_url,
+                                 config=botocore.config.Config(**_config(options)),
+                                 **credentials)
 
 
 @functools.cache
@@ -201,6 +226,9 @@ class S3Store(ObjectStore):
     def __init__(self, options: Options) -> None:
         super().__init__(options)
         self._s3 = _client(options)
+        self._options = options
+        self._streaming: Any = None  # the blocking client of streamed PUTs, on first use
+        self._streaming_lock = threading.Lock()
         self._bucket = self.bucket = options.bucket
         self.copy_limit, self.copy_part_size = COPY_LIMIT, COPY_PART  # tests make them small
         self.write_args = options.write_args()
@@ -214,14 +242,15 @@ class S3Store(ObjectStore):
     def call(self, method: str, **kwargs: Any) -> Any:
         return self._s3.call_s3(method, Bucket=self._bucket, **kwargs)
 
-    def call_once(self, method: str, **kwargs: Any) -> Any:
-        """``call`` without s3fs's retries, which would send a streamed body again
-        from where the failed attempt left it."""
-        async def once() -> Any:
-            await self._s3.set_session()
-            client = await self._s3.get_s3(self._bucket)
-            return await getattr(client, method)(Bucket=self._bucket, **kwargs)
-        return fsspec.asyn.sync(self._s3.loop, once)
+    def put_stream(self, key: str, body: _StreamedBody, length: int,
+                   metadata: Mapping[str, str]) -> None:
+        """One PutObject whose body is read as it is sent, in this thread."""
+        with self._streaming_lock:
+            if self._streaming is None:
+                self._streaming = _streaming_client(self._options)
+            client = self._streaming
+        client.put_object(Bucket=self._bucket, Key=key, Body=body, ContentLength=length,
+                          Metadata=dict(metadata), **self.write_args)
 
     def native_code(self, exc: BaseException) -> str | None:
         response = getattr(exc, "response", None)
@@ -411,9 +440,7 @@ class MultipartUpload(PartedUpload):
         self._store.call("put_object", Key=self._key, Body=data, **self._store.write_args)
 
     def put_stream(self, body: BodyPipe, length: int) -> None:
-        self._store.call_once("put_object", Key=self._key, Body=_StreamedBody(body),
-                              ContentLength=length, Metadata=self._metadata,
-                              **self._store.write_args)
+        self._store.put_stream(self._key, _StreamedBody(body), length, self._metadata)
 
     def _id(self) -> str:
         with self._starting:
