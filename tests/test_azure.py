@@ -30,7 +30,7 @@ from mosaic import providers
 from mosaic.config.loader import load_config
 from mosaic.providers.azure_blob import BlobStore, read_listing_page
 from mosaic.providers.base import BuildContext
-from mosaic.providers.objectstore import MTIME_KEY, Listing
+from mosaic.providers.primitives import MTIME_KEY, Listing
 from mosaic.vfs.errors import MountUnavailableError
 from tests.support import azurite, scenarios, tenants
 from tests.support.azurite import Azurite, stoppable_azurite  # noqa: F401 (fixture)

@@ -348,7 +348,7 @@ def test_a_store_failing_mid_body_fails_the_next_write_not_a_hang():
 
 
 def test_parts_grow_to_fit_the_part_limit_within_the_same_memory():
-    from mosaic.providers.objectstore import MIB, parts_for
+    from mosaic.providers.primitives import MIB, parts_for
     assert parts_for(None, 8 * MIB, 4, 1000) == (8 * MIB, 4)  # size unknown: as configured
     assert parts_for(8000 * MIB, 8 * MIB, 4, 1000) == (8 * MIB, 4)  # fits exactly
     assert parts_for(8000 * MIB + 1, 8 * MIB, 4, 1000) == (9 * MIB, 3)

@@ -58,14 +58,13 @@ from azure.storage.blob._generated.models import (  # the generated download's c
 from pydantic import Field, SecretStr, model_validator
 
 from mosaic.providers.base import BuildContext
-from mosaic.providers.objectstore import (
-    CAPABILITIES,
+from mosaic.providers.objectstore import CAPABILITIES, ObjectStoreFileSystem
+from mosaic.providers.primitives import (
     MTIME_KEY,
     STREAM_CHUNK,
     Fault,
     Listing,
     ObjectStore,
-    ObjectStoreFileSystem,
     ObjectStoreOptions,
     StoredObject,
 )

@@ -38,15 +38,13 @@ from pydantic import Field, field_validator, model_validator
 
 from mosaic.providers.base import BuildContext
 from mosaic.providers.common import Parts
-from mosaic.providers.objectstore import (
-    CAPABILITIES,
-    MARKER,
+from mosaic.providers.objectstore import CAPABILITIES, MARKER, ObjectStoreFileSystem
+from mosaic.providers.primitives import (
     MTIME_KEY,
     STREAM_CHUNK,
     Fault,
     Listing,
     ObjectStore,
-    ObjectStoreFileSystem,
     ObjectStoreOptions,
     StoredObject,
 )

@@ -41,13 +41,12 @@ import s3fs
 from pydantic import Field, SecretStr, model_validator
 
 from mosaic.providers.base import BuildContext
-from mosaic.providers.objectstore import (
-    CAPABILITIES,
+from mosaic.providers.objectstore import CAPABILITIES, ObjectStoreFileSystem
+from mosaic.providers.primitives import (
     STREAM_CHUNK,
     Fault,
     Listing,
     ObjectStore,
-    ObjectStoreFileSystem,
     ObjectStoreOptions,
     StoredObject,
 )

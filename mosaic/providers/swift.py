@@ -58,13 +58,12 @@ from swiftclient.client import ClientException, Connection
 from swiftclient.client import get_auth as swift_get_auth
 
 from mosaic.providers.base import BuildContext
-from mosaic.providers.objectstore import (
-    CAPABILITIES,
+from mosaic.providers.objectstore import CAPABILITIES, ObjectStoreFileSystem
+from mosaic.providers.primitives import (
     STREAM_CHUNK,
     Fault,
     Listing,
     ObjectStore,
-    ObjectStoreFileSystem,
     ObjectStoreOptions,
     StoredObject,
 )
