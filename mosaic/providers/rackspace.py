@@ -17,7 +17,8 @@ from pydantic import Field, SecretStr, field_validator
 
 from mosaic.providers.base import BuildContext
 from mosaic.providers.objectstore import CAPABILITIES, ObjectStoreFileSystem
-from mosaic.providers.swift import Auth, SwiftOptions, SwiftStore, identity_post, pick_endpoint
+from mosaic.providers.swift import SwiftOptions, SwiftStore
+from mosaic.providers.swift_identity import Auth, identity_post, pick_endpoint
 
 __all__ = ["CAPABILITIES", "Options", "build"]
 

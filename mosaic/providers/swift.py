@@ -16,9 +16,11 @@ same store with Rackspace's identity service.
   manifest, so files beyond Swift's single-object limit (5 GiB) work, in at
   most the cluster's ``max_manifest_segments`` parts (1,000 by default): an
   upload of announced size gets parts big enough (fewer in flight, the same
-  memory); one of unknown size stops at 1,000 x ``part_size_mib`` (8 GiB). An aborted upload
-  deletes its segments (if the store is down, the mount's next upload does);
-  deleting or overwriting a large file deletes its old segments. Segments a
+  memory); one of unknown size stops at 1,000 x ``part_size_mib`` (8 GiB).
+  An upload of announced size within ``max_file_size`` is one plain PUT,
+  streamed. An aborted upload deletes its segments (if the store is down,
+  the mount's next upload does); deleting or overwriting a large file
+  deletes its old segments. Segments a
   killed process left (no manifest uses them, a day old) are swept at most
   hourly, on an upload.
 * A server-side copy of a large file copies its segments and writes a new
@@ -33,7 +35,8 @@ same store with Rackspace's identity service.
 Keystone v3 is a password authentication scoped to a project (POST
 ``/v3/auth/tokens``), the object-store endpoint picked from the catalog by
 region and interface; it is done here (a few lines over ``requests``) rather
-than through swiftclient's own path, which needs python-keystoneclient.
+than through swiftclient's own path, which needs python-keystoneclient
+(:mod:`mosaic.providers.swift_identity`).
 """
 
 from __future__ import annotations
@@ -45,17 +48,15 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import quote, unquote, urlparse
 
-import requests
 from pydantic import Field, SecretStr, field_validator, model_validator
 from swiftclient.client import ClientException, Connection
-from swiftclient.client import get_auth as swift_get_auth
 
 from mosaic.providers.base import BuildContext
 from mosaic.providers.objectstore import CAPABILITIES, ObjectStoreFileSystem
@@ -67,6 +68,7 @@ from mosaic.providers.primitives import (
     ObjectStoreOptions,
     StoredObject,
 )
+from mosaic.providers.swift_identity import Auth, keystone_v3_auth, v1_auth
 from mosaic.providers.transfers import BodyPipe, PartedUpload
 
 __all__ = ["CAPABILITIES", "Options", "build"]
@@ -84,7 +86,6 @@ SWEEP_EVERY_S = 3600
 SEGMENTS_RECHECK_S = 30.0  # a segments container seen absent is looked for again after this
 META = "x-object-meta-"
 _SEGMENT = re.compile(r"^(.+)/([0-9a-f]{32})/[0-9]{8}$", re.DOTALL)  # <key>/<upload>/<part>
-Auth = Callable[[], tuple[str, str]]  # () -> (storage URL, token)
 
 
 class SwiftOptions(ObjectStoreOptions):
@@ -142,55 +143,6 @@ class Options(SwiftOptions):
 def build(options: Options, context: BuildContext) -> ObjectStoreFileSystem:
     auth = keystone_v3_auth(options) if options.keystone else v1_auth(options)
     return ObjectStoreFileSystem(SwiftStore(options, auth), options, context)
-
-
-def v1_auth(options: Options) -> Auth:
-    def authenticate() -> tuple[str, str]:
-        return swift_get_auth(options.auth_url, options.user,
-                              options.key.get_secret_value(),  # type: ignore[union-attr]
-                              auth_version="1", timeout=options.timeout_s)
-    return authenticate
-
-
-def keystone_v3_auth(options: Options) -> Auth:
-    """Password auth scoped to a project; the endpoint comes from the catalog."""
-    url = options.auth_url if options.auth_url.endswith("/v3") else options.auth_url + "/v3"
-    body = {"auth": {
-        "identity": {"methods": ["password"], "password": {"user": {
-            "name": options.username, "domain": {"name": options.user_domain_name},
-            "password": options.password.get_secret_value()}}},  # type: ignore[union-attr]
-        "scope": {"project": {"name": options.project_name,
-                              "domain": {"name": options.project_domain_name}}}}}
-
-    def authenticate() -> tuple[str, str]:
-        answer = identity_post(url + "/auth/tokens", body, options.timeout_s)
-        catalog = answer.json().get("token", {}).get("catalog", [])
-        endpoints = [e for service in catalog if service.get("type") == "object-store"
-                     for e in service.get("endpoints", [])
-                     if e.get("interface") == options.interface]
-        return pick_endpoint(endpoints, "url", options.region), answer.headers["X-Subject-Token"]
-    return authenticate
-
-
-def identity_post(url: str, body: dict[str, Any], timeout: float) -> requests.Response:
-    """POST to an identity service; a refusal is a ClientException with its status."""
-    answer = requests.post(url, json=body, timeout=timeout,
-                           headers={"Accept": "application/json"})
-    if not answer.ok:
-        raise ClientException(f"identity service refused: {answer.status_code}",
-                              http_status=answer.status_code, http_reason=answer.reason)
-    return answer
-
-
-class NoEndpointError(ClientException):
-    """The catalog has no object-store endpoint for that region and interface."""
-
-
-def pick_endpoint(endpoints: list[dict[str, Any]], url_key: str, region: str | None) -> str:
-    for endpoint in endpoints:
-        if region is None or region in (endpoint.get("region"), endpoint.get("region_id")):
-            return str(endpoint[url_key])
-    raise NoEndpointError(f"no object-store endpoint in region {region!r}")
 
 
 class _Connection(Connection):
