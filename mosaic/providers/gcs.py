@@ -241,26 +241,26 @@ class GCSStore(ObjectStore):
     def object_url(self, key: str) -> str:
         return self.url(f"o/{quote(key, safe='')}")
 
-    def call(self, method: str, url: str, *, retry: bool = True,
-             **kwargs: Any) -> tuple[int, Mapping[str, str], bytes]:
-        """One request (retried if idempotent and transient): status, headers, body."""
+    def call(self, method: str, url: str, **kwargs: Any) -> tuple[int, Mapping[str, str], bytes]:
+        """One request without content (retried if transient): status, headers, body.
+        Requests carrying an object's content go through :meth:`media_request`."""
         gcs = self.client()
         # A token refresh is a blocking request: made here, in the caller's
         # thread, not in the event loop every mount shares.
         gcs.credentials.maybe_refresh()
-        return sync(gcs.loop, self._request, method, url, retry, **kwargs)
+        return sync(gcs.loop, self._request, method, url, **kwargs)
 
     def call_json(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
         _, _, body = self.call(method, url, **kwargs)
         return json.loads(body) if body else {}
 
-    async def _request(self, method: str, url: str, retry: bool = True,
+    async def _request(self, method: str, url: str,
                        **kwargs: Any) -> tuple[int, Mapping[str, str], bytes]:
-        for attempt in range(ATTEMPTS if retry else 1):
+        for attempt in range(ATTEMPTS):
             try:
                 return await self._request_once(method, url, **kwargs)
             except Exception as exc:
-                if attempt == ATTEMPTS - 1 or not retry or self.error_code(exc) not in _TRANSIENT:
+                if attempt == ATTEMPTS - 1 or self.error_code(exc) not in _TRANSIENT:
                     raise
             await asyncio.sleep(0.1 * 3 ** attempt)
         raise AssertionError("unreachable")

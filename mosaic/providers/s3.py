@@ -33,7 +33,6 @@ from typing import Any, Literal
 
 import aiobotocore.session
 import botocore.config
-import botocore.handlers
 import botocore.loaders
 import botocore.session
 import fsspec.asyn
@@ -122,12 +121,6 @@ def _client(options: Options) -> s3fs.S3FileSystem:
     # Only the parsed API descriptions are shared (0.1 s per session saved); the
     # session, client, connections and credentials stay this mount's own.
     session.register_component("data_loader", _api_loader())
-    # botocore wraps a bytes body in a BytesIO, which aiohttp copies whole before
-    # sending (getbuffer): every part in flight was held twice. Sent as bytes,
-    # it is sent as it is.
-    for operation in ("PutObject", "UploadPart"):
-        session.unregister(f"before-parameter-build.s3.{operation}",
-                           botocore.handlers.convert_body_to_file_like_object)
     client = s3fs.S3FileSystem(
         **credentials,
         session=session,
@@ -436,7 +429,8 @@ class MultipartUpload(PartedUpload):
     max_parts = 10_000  # S3's limit per multipart upload
 
     def put_whole(self, data: bytes) -> None:
-        self._store.call("put_object", Key=self._key, Body=data, **self._store.write_args)
+        self._store.call("put_object", Key=self._key, Body=_streamed(data),
+                         **self._store.write_args)
 
     def put_stream(self, body: BodyPipe, length: int) -> None:
         self._store.put_stream(self._key, _StreamedBody(body), length, self._metadata)
