@@ -151,6 +151,14 @@ def test_ref_keys_invert_to_the_virtual_path(tmp_path, path):
     assert tenant == "acme" and virtual == "/" + path
 
 
+@pytest.mark.parametrize("parent", ["", "deep/er", "m", "homes"])
+def test_child_ref_keys_of_a_listing_are_each_childs_own_key(tmp_path, parent):
+    fs = build(tmp_path)
+    names = ["a.txt", "x y", "Ünï~code.txt", "M", "mount", "homes", "100%"]
+    expected = [fs.ref_key(f"{parent}/{name}".lstrip("/")) for name in names]
+    assert fs.table.child_ref_keys(fs.ref_key(parent), parent, names) == expected
+
+
 @pytest.mark.parametrize("path", ["../x", "a/../../x", "a\\b", "a\x00b", "./a", "m/../.."])
 def test_bad_paths_are_refused(tmp_path, path):
     fs = build(tmp_path)
@@ -179,6 +187,20 @@ def test_permission_rules(tmp_path):
         admin.rm("team", recursive=True)  # a subtree it may not write
     assert "team/secret" not in build(tmp_path, "bob", permissions=rules).ls("team",
                                                                           detail=False)
+
+
+def test_a_listing_obeys_rules_at_any_depth_and_spelling_below_it(tmp_path):
+    rules = {"/team": {"*": "none"}, "/TEAM/Open/deeper": {"alice": "read"},
+             "/plain/Hidden": {"*": "none"}}
+    owner = build(tmp_path, "bob")
+    for folder in ("team/open/deeper", "team/closed", "plain/hidden", "plain/shown"):
+        owner.mkdir(folder, create_parents=True)
+    alice = build(tmp_path, "alice", permissions=rules)
+    assert alice.ls("team", detail=False) == ["team/open"]  # only the way to her rule
+    assert sorted(alice.ls("plain", detail=False)) == ["plain/shown"]
+    assert alice.ls("plain/shown", detail=False) == []
+    with pytest.raises(FileNotFoundError):
+        alice.ls("team/closed")
 
 
 def test_hidden_paths_look_absent(tmp_path):

@@ -11,7 +11,8 @@ body) go to wsgidav's own handler, which produces the same answers slowly.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
@@ -19,6 +20,16 @@ from xml.sax.saxutils import escape
 
 from wsgidav import util, xml_tools
 from wsgidav.dav_provider import _DAVResource
+
+from mosaic.dav.resources import (
+    created_time,
+    display_name,
+    file_etag,
+    make_resource,
+    mime_type,
+    modified_time,
+)
+from mosaic.vfs import paths
 
 DAV = "{DAV:}"
 HREF_SAFE = "/!*'(),$-_|."
@@ -64,32 +75,62 @@ def read_request(environ: dict[str, Any]) -> tuple[str, list[str]]:
     raise Unsupported
 
 
+@dataclass(slots=True)
+class Member:
+    """One resource of a reply: all its live properties are rendered from."""
+
+    path: str
+    info: dict[str, Any]
+    is_collection: bool
+    ref: str  # the key of its locks and dead properties
+    href: str
+
+
 class Listing:
-    """The resources of one reply with their ref-urls, dead properties and locks."""
+    """The resources of one reply with their dead properties and locks.
+
+    Members are plain records, not wsgidav resources: 10,000 resource objects
+    and a property getter call per value cost more than the listing itself.
+    """
 
     def __init__(self, res: _DAVResource, depth: str, wants_dead: bool,
                  wants_locks: bool) -> None:
         provider = res.provider
-        self.members = [res]
+        self.root = res
+        self.members = [Member(res.path, res.info, res.is_collection, res.get_ref_url(),
+                               _href(res))]
         if depth == "1" and res.is_collection:
-            self.members += res.get_member_list()
-        self.refs = [res.get_ref_url()] + [_child_ref(res, m) for m in self.members[1:]]
+            self.members += _children(res, self.members[0])
         self.dead: dict[str, dict[str, bytes]] = {}
         self.locked: set[str] = set()
-        below = len(self.members) > 1
+        top, below = self.members[0].ref, len(self.members) > 1
         if wants_dead and provider.prop_manager:
-            self.dead = provider.prop_manager.bulk_properties(self.refs[0], below)
+            self.dead = provider.prop_manager.bulk_properties(top, below)
         if wants_locks and provider.lock_manager:
             locks = provider.lock_manager.storage.get_lock_list(
-                self.refs[0], include_root=True, include_children=below, token_only=False)
+                top, include_root=True, include_children=below, token_only=False)
             self.locked = {lock["root"] for lock in locks}
 
+    def resource(self, member: Member) -> _DAVResource:
+        """The wsgidav resource of a member (for the rare lock discovery)."""
+        if member is self.members[0]:
+            return self.root
+        return make_resource(member.path, self.root.environ, member.info)
 
-def _child_ref(parent: _DAVResource, child: _DAVResource) -> str:
-    """A member's ref-url from its parent's, without resolving the mount again."""
-    ref = parent.fs.table.child_ref_key(parent.get_ref_url(), child.path.strip("/"))
-    child.cached_ref = ref
-    return ref
+
+def _children(res: _DAVResource, parent: Member) -> list[Member]:
+    """The members of a folder; their keys and hrefs extend the folder's
+    (resolving each one's mount again would cost a lookup per member)."""
+    infos = res.member_infos()
+    names = [path.rpartition("/")[2] for path, _ in infos]
+    refs = res.fs.table.child_ref_keys(parent.ref, res.path.strip("/"), names)
+    base = parent.href if parent.href.endswith("/") else parent.href + "/"
+    members = []
+    for (path, info), name, ref in zip(infos, names, refs, strict=True):
+        folder = info.get("type") == "directory"
+        href = base + paths.quote_segment(name, HREF_SAFE) + ("/" if folder else "")
+        members.append(Member(path, info, folder, ref, href))
+    return members
 
 
 def answer(res: _DAVResource, environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -109,14 +150,14 @@ def answer(res: _DAVResource, environ: dict[str, Any], start_response: Any) -> l
 
 def render(listing: Listing, mode: str, names: list[str]) -> bytes:
     parts = ['<?xml version="1.0" encoding="utf-8"?>\n<D:multistatus xmlns:D="DAV:">']
-    for res, ref in zip(listing.members, listing.refs, strict=True):
-        dead = listing.dead.get(ref, {})
-        parts.append(f"<D:response><D:href>{_href(res)}</D:href>")
+    for member in listing.members:
+        dead = listing.dead.get(member.ref, {})
+        parts.append(f"<D:response><D:href>{member.href}</D:href>")
         if mode == "propname":
-            parts.append(_propstat(_empty(n) for n in [*_live_names(res), *dead]))
+            parts.append(_propstat(_empty(n) for n in [*_live_names(member), *dead]))
         else:
-            wanted = [*_live_names(res), *dead] if mode == "allprop" else names
-            found, missing = _values(res, wanted, dead, ref in listing.locked)
+            wanted = [*_live_names(member), *dead] if mode == "allprop" else names
+            found, missing = _values(listing, member, wanted, dead)
             if mode == "allprop":
                 missing = []  # allprop lists what exists (a store's folder may have no time)
             if found or not missing:
@@ -135,19 +176,28 @@ def _href(res: _DAVResource) -> str:
     return quote(path, safe=HREF_SAFE)
 
 
-def _live_names(res: _DAVResource) -> list[str]:
-    names = ["resourcetype", "displayname", "getlastmodified", "creationdate",
-             "lockdiscovery", "supportedlock"]
-    if not res.is_collection:
-        names += ["getcontentlength", "getcontenttype", "getetag"]
-    return [DAV + name for name in names]
+FOLDER_NAMES = [DAV + name for name in ("resourcetype", "displayname", "getlastmodified",
+                                        "creationdate", "lockdiscovery", "supportedlock")]
+FILE_NAMES = [*FOLDER_NAMES, *(DAV + name for name in
+                               ("getcontentlength", "getcontenttype", "getetag"))]
 
 
-def _values(res: _DAVResource, names: Iterable[str], dead: dict[str, bytes],
-            locked: bool) -> tuple[list[str], list[str]]:
+def _live_names(member: Member) -> list[str]:
+    return FOLDER_NAMES if member.is_collection else FILE_NAMES
+
+
+def _values(listing: Listing, member: Member, names: Iterable[str],
+            dead: dict[str, bytes]) -> tuple[list[str], list[str]]:
     found, missing = [], []
     for name in names:
-        value = _live(res, name[len(DAV):], locked) if name.startswith(DAV) else None
+        value = None
+        if name.startswith(DAV):
+            local = name[len(DAV):]
+            if local == "lockdiscovery":
+                value = _lockdiscovery(listing.resource(member)) \
+                    if member.ref in listing.locked else "<D:lockdiscovery/>"
+            elif (live := LIVE_VALUES.get(local)) is not None:
+                value = live(member)
         if value is None and name in dead:
             stored = dead[name]
             value = stored.decode("utf-8") if isinstance(stored, bytes) else stored
@@ -158,34 +208,56 @@ def _values(res: _DAVResource, names: Iterable[str], dead: dict[str, bytes],
     return found, missing
 
 
-def _live(res: _DAVResource, local: str, locked: bool) -> str | None:
-    info = res.info
-    if local == "resourcetype":
-        if res.is_collection:
-            return "<D:resourcetype><D:collection/></D:resourcetype>"
-        return "<D:resourcetype/>"  # every byte counts: Windows drops replies over 1 MB
-    if local == "displayname":
-        return f"<D:displayname>{escape(res.get_display_name())}</D:displayname>"
-    if local in ("getlastmodified", "creationdate"):
-        stamp = res.get_last_modified() if local == "getlastmodified" \
-            else res.get_creation_date()
-        if stamp is None:
-            return None
-        text = _http_date(int(stamp)) if local == "getlastmodified" else _iso_date(int(stamp))
-        return f"<D:{local}>{text}</D:{local}>"
-    if local == "lockdiscovery":
-        return _lockdiscovery(res) if locked else "<D:lockdiscovery/>"
-    if local == "supportedlock":
-        return SUPPORTED_LOCK
-    if res.is_collection:
+def _resourcetype(member: Member) -> str:
+    if member.is_collection:
+        return "<D:resourcetype><D:collection/></D:resourcetype>"
+    return "<D:resourcetype/>"  # every byte counts: Windows drops replies over 1 MB
+
+
+def _displayname(member: Member) -> str:
+    return f"<D:displayname>{escape(display_name(member.path))}</D:displayname>"
+
+
+def _getlastmodified(member: Member) -> str | None:
+    stamp = modified_time(member.info)
+    return None if stamp is None else \
+        f"<D:getlastmodified>{_http_date(int(stamp))}</D:getlastmodified>"
+
+
+def _creationdate(member: Member) -> str | None:
+    stamp = created_time(member.info)
+    return None if stamp is None else f"<D:creationdate>{_iso_date(int(stamp))}</D:creationdate>"
+
+
+def _getcontentlength(member: Member) -> str | None:
+    if member.is_collection:
         return None
-    if local == "getcontentlength":
-        return f"<D:getcontentlength>{int(info.get('size') or 0)}</D:getcontentlength>"
-    if local == "getcontenttype":
-        return f"<D:getcontenttype>{escape(res.get_content_type())}</D:getcontenttype>"
-    if local == "getetag":
-        return f'<D:getetag>"{escape(res.get_etag())}"</D:getetag>'
-    return None
+    return f"<D:getcontentlength>{int(member.info.get('size') or 0)}</D:getcontentlength>"
+
+
+def _getcontenttype(member: Member) -> str | None:
+    if member.is_collection:
+        return None
+    return f"<D:getcontenttype>{escape(mime_type(member.path))}</D:getcontenttype>"
+
+
+def _getetag(member: Member) -> str | None:
+    if member.is_collection:
+        return None
+    return f'<D:getetag>"{escape(file_etag(member.info))}"</D:getetag>'
+
+
+#: live property -> its element for one member (None: it has none)
+LIVE_VALUES: dict[str, Callable[[Member], str | None]] = {
+    "resourcetype": _resourcetype,
+    "displayname": _displayname,
+    "getlastmodified": _getlastmodified,
+    "creationdate": _creationdate,
+    "supportedlock": lambda member: SUPPORTED_LOCK,
+    "getcontentlength": _getcontentlength,
+    "getcontenttype": _getcontenttype,
+    "getetag": _getetag,
+}
 
 
 # Files of one folder share few distinct seconds; formatting is a fifth of a

@@ -35,6 +35,28 @@ def clean_etag(value: Any) -> str:
     return text.strip('"')
 
 
+def display_name(path: str) -> str:
+    return path.rstrip("/").rpartition("/")[2]
+
+
+def modified_time(info: dict[str, Any]) -> float | None:
+    # 0: unknown (an object store's folder listed by its parent): no
+    # property rather than a date in 1970
+    return info.get("mtime") or None
+
+
+def created_time(info: dict[str, Any]) -> float | None:
+    return info.get("created") or info.get("mtime") or None
+
+
+def file_etag(info: dict[str, Any]) -> str:
+    """The backend's ETag, else one made of the time and size."""
+    etag = info.get("etag")
+    if etag:
+        return clean_etag(etag)
+    return f"{int(float(info.get('mtime') or 0) * 1e6):x}-{int(info.get('size') or 0):x}"
+
+
 def _vpath(path: str) -> str:
     return path.strip("/")
 
@@ -60,15 +82,13 @@ class _Common:
         return self.cached_ref
 
     def get_display_name(self) -> str:
-        return posixpath.basename(self.path.rstrip("/"))
+        return display_name(self.path)
 
     def get_last_modified(self) -> float | None:
-        # 0: unknown (an object store's folder listed by its parent): no
-        # property rather than a date in 1970
-        return self.info.get("mtime") or None
+        return modified_time(self.info)
 
     def get_creation_date(self) -> float | None:
-        return self.info.get("created") or self.info.get("mtime") or None
+        return created_time(self.info)
 
     @translated
     def set_last_modified(self, dest_path: str, time_stamp: Any, *, dry_run: bool) -> bool:
@@ -127,10 +147,7 @@ class FileResource(_Common, DAVNonCollection):
         return mime_type(self.path)
 
     def get_etag(self) -> str:
-        etag = self.info.get("etag")
-        if etag:
-            return clean_etag(etag)
-        return f"{int(float(self.info.get('mtime') or 0) * 1e6):x}-{self.get_content_length():x}"
+        return file_etag(self.info)
 
     def support_etag(self) -> bool:
         return True
@@ -203,12 +220,14 @@ class FolderResource(_Common, DAVCollection):
         return None
 
     @translated
-    def get_member_list(self) -> list[_DAVResource]:
+    def member_infos(self) -> list[tuple[str, dict[str, Any]]]:
+        """(path, info) of each member: all a PROPFIND renders them from."""
         base = self.path.rstrip("/")
-        return [
-            make_resource(f"{base}/{posixpath.basename(item['name'])}", self.environ, item)
-            for item in self.fs.ls(_vpath(self.path), detail=True)
-        ]
+        return [(f"{base}/{item['name'].rpartition('/')[2]}", item)
+                for item in self.fs.ls(_vpath(self.path), detail=True)]
+
+    def get_member_list(self) -> list[_DAVResource]:
+        return [make_resource(path, self.environ, info) for path, info in self.member_infos()]
 
     def get_member_names(self) -> list[str]:
         return [m.name for m in self.get_member_list()]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 from fsspec import AbstractFileSystem
 
@@ -42,7 +42,7 @@ class MountEntry:
 
 def _quote(segment: str) -> str:
     # "~" is our per-user marker, so a literal one is always escaped.
-    return quote(segment, safe="").replace("~", "%7E")
+    return paths.quote_segment(segment).replace("~", "%7E")
 
 
 class MountTable:
@@ -97,11 +97,16 @@ class MountTable:
         key = paths.match_key(path)
         return any(e.path and paths.is_within(e.key, key) for e in self._entries)
 
-    def child_ref_key(self, parent_ref: str, child: str) -> str:
-        """The key of ``child`` given its parent's key (cheap unless it is a mount)."""
-        if self.mount_at(child) is not None:
-            return self.ref_key(child)
-        return f"{parent_ref.rstrip('/')}/{_quote(paths.basename(child))}"
+    def child_ref_keys(self, parent_ref: str, parent: str, names: list[str]) -> list[str]:
+        """The :meth:`ref_key` of each name listed in folder ``parent``, whose key
+        is ``parent_ref``: a mount point's key is its own; the rest only append
+        their name (resolving each would cost a lookup per member)."""
+        mounted = {paths.match_key(name) for name, entry in self.virtual_children(parent).items()
+                   if entry is not None}
+        base = parent_ref.rstrip("/")
+        return [self.ref_key(paths.join(parent, name))
+                if mounted and paths.match_key(name) in mounted
+                else f"{base}/{_quote(name)}" for name in names]
 
     def ref_key(self, path: str) -> str:
         """A stable key for locks and dead properties: tenant + mount identity + path."""

@@ -72,6 +72,11 @@ class PermissionView:
             for rule, level in self._rules.items()
         )
 
+    def rules_below(self, path: str) -> bool:
+        """Some rule lies strictly below ``path``: its children may differ from it."""
+        key = paths.match_key(path)
+        return any(rule != key and paths.is_within(rule, key) for rule in self._rules)
+
     def weakest_below(self, path: str) -> str:
         """The lowest access anywhere in the subtree (for recursive delete/copy)."""
         key = paths.match_key(path)

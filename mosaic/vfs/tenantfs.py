@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+from collections.abc import Iterator
 from typing import Any
 
 from fsspec import AbstractFileSystem
@@ -25,6 +26,12 @@ COPY_CHUNK = 1024 * 1024
 
 def _dir_info(name: str, mtime: float = 0.0) -> dict[str, Any]:
     return {"name": name, "type": "directory", "size": 0, "mtime": mtime}
+
+
+def _names(listed: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], str]]:
+    """Each backend entry with its own name (backends give paths of their own)."""
+    for item in listed:
+        yield item, paths.basename(item["name"].rstrip("/"))
 
 
 class TenantFileSystem(AbstractFileSystem):
@@ -93,14 +100,14 @@ class TenantFileSystem(AbstractFileSystem):
     def _merge_listing(self, vpath: str, entry: MountEntry, listed: list[dict[str, Any]],
                        virtual: dict[str, MountEntry | None]) -> list[dict[str, Any]]:
         shadowed = {paths.match_key(name) for name in virtual}
-        items = []
-        for item in listed:
-            name = paths.basename(item["name"].rstrip("/"))
-            if paths.match_key(name) in shadowed:
-                continue
-            items.append({**item, "name": paths.join(vpath, name)})
-        for name in virtual:
-            items.append(_dir_info(paths.join(vpath, name)))
+        items = [{**item, "name": paths.join(vpath, name)}
+                 for item, name in _names(listed)
+                 if not shadowed or paths.match_key(name) not in shadowed]
+        items += [_dir_info(paths.join(vpath, name)) for name in virtual]
+        if not self.permissions.rules_below(vpath):
+            # Every child inherits this folder's access, and no rule below
+            # reveals anything: one decision for all (10,000 lookups otherwise).
+            return items if self.permissions.can_read(vpath) else []
         return [item for item in items if self.permissions.can_traverse(item["name"])]
 
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
