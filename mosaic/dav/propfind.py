@@ -34,8 +34,6 @@ from mosaic.vfs import paths
 DAV = "{DAV:}"
 HREF_SAFE = "/!*'(),$-_|."
 MAX_BODY = 1 << 20
-LIVE = ("resourcetype", "creationdate", "getcontentlength", "getcontenttype",
-        "getlastmodified", "getetag", "displayname", "lockdiscovery", "supportedlock")
 SUPPORTED_LOCK = (
     "<D:supportedlock><D:lockentry><D:lockscope><D:exclusive/></D:lockscope>"
     "<D:locktype><D:write/></D:locktype></D:lockentry><D:lockentry><D:lockscope>"
@@ -135,8 +133,7 @@ def _children(res: _DAVResource, parent: Member) -> list[Member]:
 
 def answer(res: _DAVResource, environ: dict[str, Any], start_response: Any) -> list[bytes]:
     mode, names = read_request(environ)
-    wants_dead = mode != "named" or any(
-        not n.startswith(DAV) or n[len(DAV):] not in LIVE for n in names)
+    wants_dead = mode != "named" or any(name not in LIVE_VALUES for name in names)
     wants_locks = mode == "allprop" or DAV + "lockdiscovery" in names
     listing = Listing(res, environ.get("HTTP_DEPTH", "0"), wants_dead, wants_locks)
     body = render(listing, mode, names)
@@ -190,14 +187,8 @@ def _values(listing: Listing, member: Member, names: Iterable[str],
             dead: dict[str, bytes]) -> tuple[list[str], list[str]]:
     found, missing = [], []
     for name in names:
-        value = None
-        if name.startswith(DAV):
-            local = name[len(DAV):]
-            if local == "lockdiscovery":
-                value = _lockdiscovery(listing.resource(member)) \
-                    if member.ref in listing.locked else "<D:lockdiscovery/>"
-            elif (live := LIVE_VALUES.get(local)) is not None:
-                value = live(member)
+        live = LIVE_VALUES.get(name)
+        value = None if live is None else live(listing, member)
         if value is None and name in dead:
             stored = dead[name]
             value = stored.decode("utf-8") if isinstance(stored, bytes) else stored
@@ -208,55 +199,62 @@ def _values(listing: Listing, member: Member, names: Iterable[str],
     return found, missing
 
 
-def _resourcetype(member: Member) -> str:
+def _lockdiscovery_of(listing: Listing, member: Member) -> str:
+    if member.ref in listing.locked:
+        return _lockdiscovery(listing.resource(member))
+    return "<D:lockdiscovery/>"
+
+
+def _resourcetype(_: Listing, member: Member) -> str:
     if member.is_collection:
         return "<D:resourcetype><D:collection/></D:resourcetype>"
     return "<D:resourcetype/>"  # every byte counts: Windows drops replies over 1 MB
 
 
-def _displayname(member: Member) -> str:
+def _displayname(_: Listing, member: Member) -> str:
     return f"<D:displayname>{escape(display_name(member.path))}</D:displayname>"
 
 
-def _getlastmodified(member: Member) -> str | None:
+def _getlastmodified(_: Listing, member: Member) -> str | None:
     stamp = modified_time(member.info)
     return None if stamp is None else \
         f"<D:getlastmodified>{_http_date(int(stamp))}</D:getlastmodified>"
 
 
-def _creationdate(member: Member) -> str | None:
+def _creationdate(_: Listing, member: Member) -> str | None:
     stamp = created_time(member.info)
     return None if stamp is None else f"<D:creationdate>{_iso_date(int(stamp))}</D:creationdate>"
 
 
-def _getcontentlength(member: Member) -> str | None:
+def _getcontentlength(_: Listing, member: Member) -> str | None:
     if member.is_collection:
         return None
     return f"<D:getcontentlength>{int(member.info.get('size') or 0)}</D:getcontentlength>"
 
 
-def _getcontenttype(member: Member) -> str | None:
+def _getcontenttype(_: Listing, member: Member) -> str | None:
     if member.is_collection:
         return None
     return f"<D:getcontenttype>{escape(mime_type(member.path))}</D:getcontenttype>"
 
 
-def _getetag(member: Member) -> str | None:
+def _getetag(_: Listing, member: Member) -> str | None:
     if member.is_collection:
         return None
     return f'<D:getetag>"{escape(file_etag(member.info))}"</D:getetag>'
 
 
-#: live property -> its element for one member (None: it has none)
-LIVE_VALUES: dict[str, Callable[[Member], str | None]] = {
-    "resourcetype": _resourcetype,
-    "displayname": _displayname,
-    "getlastmodified": _getlastmodified,
-    "creationdate": _creationdate,
-    "supportedlock": lambda member: SUPPORTED_LOCK,
-    "getcontentlength": _getcontentlength,
-    "getcontenttype": _getcontenttype,
-    "getetag": _getetag,
+#: live property -> its element for one member of a listing (None: it has none)
+LIVE_VALUES: dict[str, Callable[[Listing, Member], str | None]] = {
+    DAV + "resourcetype": _resourcetype,
+    DAV + "displayname": _displayname,
+    DAV + "getlastmodified": _getlastmodified,
+    DAV + "creationdate": _creationdate,
+    DAV + "lockdiscovery": _lockdiscovery_of,
+    DAV + "supportedlock": lambda listing, member: SUPPORTED_LOCK,
+    DAV + "getcontentlength": _getcontentlength,
+    DAV + "getcontenttype": _getcontenttype,
+    DAV + "getetag": _getetag,
 }
 
 
