@@ -25,7 +25,7 @@ import yaml
 
 from mosaic import providers
 from mosaic.providers.base import BuildContext
-from mosaic.providers.swift import POOL_IDLE, SwiftStore
+from mosaic.providers.swift import POOL_IDLE, SwiftStore, _utc_seconds
 from mosaic.vfs.errors import MountUnavailableError
 from tests.support import scenarios, swift, tenants
 from tests.support.live import live_server
@@ -282,6 +282,12 @@ def test_without_bulk_delete_objects_are_deleted_one_by_one(tmp_path):
         fs.touch(f"d/f{i}")
     fs.rm("d", recursive=True)
     assert not fs.exists("d")
+
+
+@pytest.mark.parametrize("text", ["2026-12-04T11:20:33.500000", "2026-12-04T11:20:33.5Z",
+                                  "2026-12-04T12:20:33.500+01:00"])
+def test_listing_times_are_utc_unless_they_name_a_zone(text):
+    assert _utc_seconds(text) == 1796383233.5
 
 
 def test_listings_page_by_marker(tmp_path):

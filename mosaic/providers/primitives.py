@@ -77,7 +77,7 @@ class Fault(Enum):
 
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a cached listing holds 10,000s of them
 class StoredObject:
     """One object as a listing or a HEAD describes it."""
 
