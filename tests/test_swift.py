@@ -227,6 +227,35 @@ def test_a_sized_upload_beyond_the_segment_limit_grows_its_parts(swift_cluster, 
     assert fs.cat_file("big") == data
 
 
+def test_an_unsized_upload_beyond_the_segment_limit_nests_its_manifests(
+        swift_cluster, tmp_path):  # noqa: F811
+    """A cluster allowing 2 segments per manifest: an upload of unknown size sends
+    5 parts as they come; its manifest then lists 2 manifests of 2 (levels: 3, 2)."""
+    container = swift_cluster.fresh_container()
+    fs = _build(swift.provider(container, part_size_mib=5), tmp_path)
+    fs._store._info = {"swift": {"max_file_size": MAX_FILE_SIZE},
+                       "slo": {"max_manifest_segments": 2}}
+    data = os.urandom(23 * MIB)
+    with fs.open("big", "wb") as upload:
+        for start in range(0, len(data), MIB):
+            upload.write(data[start:start + MIB])
+    assert fs.cat_file("big") == data
+    with fs.open("big", "rb") as handle:
+        handle.seek(12 * MIB - 3)
+        assert handle.read(6) == data[12 * MIB - 3:12 * MIB + 3]
+    names = swift_cluster.names(container + "_segments")
+    assert sorted(name.rsplit("/", 1)[1][:2] for name in names) == \
+        ["00"] * 5 + ["1-"] * 3 + ["2-"] * 2
+    top = swift_cluster.request("GET", f"{container}/big", params={"multipart-manifest": "get"})
+    assert len(top.json()) == 2
+    assert fs._store.sweep_stale_segments(time.time() + 365 * 86400) == 0  # all in use
+    fs.copy("big", "copy")
+    fs.rm_file("big")
+    assert fs.cat_file("copy") == data
+    fs.rm_file("copy")
+    assert swift_cluster.names(container + "_segments") == []
+
+
 def test_copying_a_large_file_copies_its_content(swift_cluster, tmp_path):  # noqa: F811
     """Swift's COPY of a manifest alone would share the segments (deleting one
     file would break the other); of the content, it fails above the limit."""

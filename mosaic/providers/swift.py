@@ -13,10 +13,11 @@ same store with Rackspace's identity service.
 * Uploads: a small file is one PUT; a large one goes out as segments (parts
   in flight concurrently) into the segments container (``<container>_segments``
   by default, created on first use), published by a Static Large Object
-  manifest, so files beyond Swift's single-object limit (5 GiB) work, in at
-  most the cluster's ``max_manifest_segments`` parts (1,000 by default): an
-  upload of announced size gets parts big enough (fewer in flight, the same
-  memory); one of unknown size stops at 1,000 x ``part_size_mib`` (8 GiB).
+  manifest, so files beyond Swift's single-object limit (5 GiB) work. A
+  manifest lists at most the cluster's ``max_manifest_segments`` (1,000 by
+  default): an upload of announced size gets parts big enough (fewer in
+  flight, the same memory); one of unknown size that goes beyond is published
+  through nested manifests (:mod:`mosaic.providers.swift_segments`).
   An upload of announced size within ``max_file_size`` is one plain PUT,
   streamed. An aborted upload deletes its segments (if the store is down,
   the mount's next upload does); deleting or overwriting a large file
@@ -44,10 +45,8 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import re
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -69,6 +68,12 @@ from mosaic.providers.primitives import (
     StoredObject,
 )
 from mosaic.providers.swift_identity import Auth, keystone_v3_auth, v1_auth
+from mosaic.providers.swift_segments import (
+    SegmentedUpload,
+    leaf_segments,
+    meta_headers,
+    segment_owner,
+)
 from mosaic.providers.transfers import BodyPipe, PartedUpload
 
 __all__ = ["CAPABILITIES", "Options", "build"]
@@ -85,7 +90,6 @@ STALE_UPLOAD_S = 24 * 3600
 SWEEP_EVERY_S = 3600
 SEGMENTS_RECHECK_S = 30.0  # a segments container seen absent is looked for again after this
 META = "x-object-meta-"
-_SEGMENT = re.compile(r"^(.+)/([0-9a-f]{32})/[0-9]{8}$", re.DOTALL)  # <key>/<upload>/<part>
 
 
 class SwiftOptions(ObjectStoreOptions):
@@ -301,7 +305,7 @@ class SwiftStore(ObjectStore):
 
     def put(self, key: str, data: bytes, metadata: Mapping[str, str] | None = None) -> None:
         self.call("put_object", self.container, key, data, content_length=len(data),
-                  headers=_meta_headers(metadata))
+                  headers=meta_headers(metadata))
         if not key.endswith("/"):  # a folder marker never was a large file
             self.drop_old_segments(key)
 
@@ -340,7 +344,7 @@ class SwiftStore(ObjectStore):
         groups: dict[tuple[str, str], list[str]] = {}
         newest: dict[tuple[str, str], float] = {}
         for item in self._segment_items(self._prefix):
-            owner = _segment_owner(item["name"])
+            owner = segment_owner(item["name"])
             if owner is not None:  # other tools' segments are left alone
                 groups.setdefault(owner, []).append(item["name"])
                 newest[owner] = max(newest.get(owner, 0.0), _listed(item).mtime)
@@ -363,7 +367,7 @@ class SwiftStore(ObjectStore):
             return set()
         _, body = self.call("get_object", self.container, key,
                             query_string="multipart-manifest=get")
-        owners = [_segment_owner(segment["name"].split("/", 2)[2]) for segment in json.loads(body)]
+        owners = [segment_owner(segment["name"].split("/", 2)[2]) for segment in json.loads(body)]
         return {owner[1] for owner in owners if owner is not None}
 
     def drop_upload(self, prefix: str, tokens: Iterable[Any] = ()) -> None:
@@ -426,14 +430,14 @@ class SwiftStore(ObjectStore):
     def copy(self, src: str, dst: str, metadata: Mapping[str, str] | None = None) -> None:
         if src == dst and metadata is not None:
             # POST replaces the user metadata in place (an SLO keeps its segments)
-            self.call("post_object", self.container, src, _meta_headers(metadata))
+            self.call("post_object", self.container, src, meta_headers(metadata))
             return
         headers = self.call("head_object", self.container, src)
         if _is_large(headers):
             self._copy_large(src, dst, headers, metadata)
             return
         self.call("copy_object", self.container, src, destination=f"/{self.container}/{dst}",
-                  headers=_meta_headers(metadata), fresh_metadata=metadata is not None)
+                  headers=meta_headers(metadata), fresh_metadata=metadata is not None)
         self.drop_old_segments(dst)
 
     def _copy_large(self, src: str, dst: str, headers: Mapping[str, str],
@@ -442,7 +446,7 @@ class SwiftStore(ObjectStore):
         new manifest; a failure deletes the copied segments."""
         _, body = self.call("get_object", self.container, src,
                             query_string="multipart-manifest=get")
-        segments = json.loads(body)
+        segments = leaf_segments(self, json.loads(body))
         upload = SegmentedUpload(self, dst)
         tokens: list[dict[str, Any]] = []
         try:
@@ -474,7 +478,7 @@ class SwiftStore(ObjectStore):
         those in flight): one paged listing."""
         found = []
         for name in self.segment_names(prefix):
-            owner = _segment_owner(name)
+            owner = segment_owner(name)
             if owner is not None and owner[0] in keys and owner[1] != keep \
                     and owner[1] not in self._uploading:
                 found.append(name)
@@ -538,97 +542,9 @@ class SwiftStore(ObjectStore):
                 raise
 
 
-class SegmentedUpload(PartedUpload):
-    """A Static Large Object: segments ``<key>/<upload id>/<part>`` in the segments
-    container, published by a manifest; small files are one plain PUT."""
-
-    @property
-    def stream_limit(self) -> int:  # type: ignore[override]
-        return self._store.max_object_size()
-
-    @property
-    def max_parts(self) -> int:  # type: ignore[override]
-        return self._store.max_segments()
-
-    def __init__(self, store: SwiftStore, key: str) -> None:
-        self._store, self._key = store, key
-        self._id = uuid.uuid4().hex
-        self._prefix = f"{key}/{self._id}/"
-        self._container_ready = False
-        self._ready_lock = threading.Lock()
-        store.upload_started(self._id)
-
-    def put_whole(self, data: bytes) -> None:
-        try:
-            self._store.put(self._key, data)
-        finally:
-            self._store.upload_started(self._id, done=True)
-
-    def put_stream(self, body: BodyPipe, length: int) -> None:
-        try:
-            self._store.put_stream(self._key, body, length)
-        finally:
-            self._store.upload_started(self._id, done=True)
-
-    def _ready(self) -> None:
-        with self._ready_lock:
-            if not self._container_ready:
-                self._store.ensure_segments_container()
-                self._container_ready = True
-
-    def _segment(self, number: int) -> str:
-        return f"{self._prefix}{number:08d}"
-
-    def send_part(self, number: int, data: bytes) -> Any:
-        self._ready()
-        name = self._segment(number)
-        etag = self._store.call("put_object", self._store.segments, name, data,
-                                content_length=len(data))
-        return {"path": f"/{self._store.segments}/{name}", "etag": etag,
-                "size_bytes": len(data)}
-
-    def copy_segment(self, number: int, segment: Mapping[str, Any]) -> dict[str, Any]:
-        """A server-side copy of another manifest's segment as part ``number``."""
-        self._ready()
-        name = self._segment(number)
-        self._store.call("copy_object", *segment["name"].lstrip("/").split("/", 1),
-                         destination=f"/{self._store.segments}/{name}")
-        return {"path": f"/{self._store.segments}/{name}", "etag": segment["hash"],
-                "size_bytes": segment["bytes"]}
-
-    def finish(self, tokens: list[Any], metadata: Mapping[str, str] | None = None) -> None:
-        try:
-            self._store.call("put_object", self._store.container, self._key,
-                             json.dumps(tokens), query_string="multipart-manifest=put",
-                             headers=_meta_headers(metadata))
-            self._store.drop_old_segments(self._key, keep=self._id)
-        finally:
-            self._store.upload_started(self._id, done=True)
-
-    def abort(self, tokens: list[Any]) -> None:
-        """Every segment of this upload: those sent, and any a lost reply hid.
-        If the store is down, they are deleted by a later write of the mount."""
-        self._store.upload_started(self._id, done=True)
-        try:
-            self._store.drop_upload(self._prefix, tokens)
-        except Exception:
-            self._store.leftover(self._prefix)
-            raise
-
-
-def _segment_owner(name: str) -> tuple[str, str] | None:
-    """(key, upload id) of one of our segments, None for other tools' names."""
-    match = _SEGMENT.match(name)
-    return (match[1], match[2]) if match else None
-
-
 def _is_large(headers: Mapping[str, str]) -> bool:
     """The object (HEAD's lowercased headers) is a Static Large Object's manifest."""
     return headers.get("x-static-large-object", "").lower() == "true"
-
-
-def _meta_headers(metadata: Mapping[str, str] | None) -> dict[str, str]:
-    return {f"X-Object-Meta-{name}": value for name, value in (metadata or {}).items()}
 
 
 def _common_prefix(names: Iterable[str]) -> str:
