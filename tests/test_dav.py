@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -10,6 +11,7 @@ import socket
 import pytest
 import requests
 
+from mosaic.dav.errors import to_dav_error
 from tests.support.live import two_tenant_server
 
 ALICE = ("alice@acme.example", "alice-secret")
@@ -346,3 +348,11 @@ def test_moving_a_tree_with_a_locked_member_is_refused(server):
     assert moved.status_code == 423
     assert (server.base / "acme-root" / "tree-mv" / "locked.txt").exists()
     alice.request("UNLOCK", server.url + "/tree-mv/locked.txt", headers={"Lock-Token": token})
+
+
+@pytest.mark.parametrize(("code", "status"), [(errno.ENOSPC, 507), (errno.EDQUOT, 507),
+                                              (errno.EFBIG, 413), (errno.EIO, 500)])
+def test_a_full_disk_or_quota_is_507_and_names_no_backend_path(code, status):
+    error = to_dav_error(OSError(code, os.strerror(code), "/srv/acme-disk/secret/f.bin"))
+    assert error.value == status
+    assert "/srv" not in (error.context_info or "")

@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 from mosaic import providers
 from mosaic.config.loader import ConfigError, load_config
 from mosaic.providers.base import BuildContext
-from mosaic.providers.s3 import S3Store
+from mosaic.providers.s3 import MultipartUpload, S3Store
 from mosaic.vfs.errors import MountUnavailableError
 from tests.support import moto, scenarios
 from tests.support.moto import StoppableS3, stoppable_s3  # noqa: F401 (fixture)
@@ -83,6 +83,26 @@ def test_sized_put_is_one_streamed_request_and_a_cut_off_one_leaves_the_previous
 
     scenarios.sized_put_is_one_streamed_request_and_a_cut_off_one_leaves_the_previous_version(
         cloud_server, monkeypatch, no_multipart_upload)
+
+
+def test_a_chunked_put_beyond_the_part_limit_is_413_and_leaves_nothing(
+        cloud_server, stoppable_s3, monkeypatch):  # noqa: F811
+    """S3 takes 10,000 parts; here 2 (of 8 MiB): a body of unknown size that
+    needs a third is refused before the part is sent, the upload aborted."""
+    monkeypatch.setattr(MultipartUpload, "max_parts", 2)
+    alice = cloud_server.live.session(*scenarios.ALICE)
+    assert alice.put(cloud_server.url("f.bin"), data=b"previous").status_code == 201
+
+    def body():  # a generator: requests sends it chunked, no Content-Length
+        for _ in range(17):
+            yield os.urandom(MIB)
+
+    answer = alice.put(cloud_server.url("f.bin"), data=body())
+    assert answer.status_code == 413
+    assert "more than 2 parts of 8 MiB" in answer.text and "f.bin" in answer.text
+    assert alice.get(cloud_server.url("f.bin")).content == b"previous"
+    listed = moto.client(stoppable_s3.url).list_multipart_uploads(Bucket=cloud_server.container)
+    assert listed.get("Uploads", []) == []
 
 
 def test_missing_bucket_and_wrong_credentials_name_tenant_and_mount(tmp_path):

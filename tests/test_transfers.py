@@ -25,6 +25,7 @@ from mosaic.providers.transfers import (
     StreamedReader,
     StreamedWriter,
 )
+from mosaic.vfs.errors import FileTooLargeError
 
 BLOCK = 1000
 CHUNK = 100  # what the fake stream hands over at a time
@@ -233,6 +234,24 @@ def test_a_sequential_upload_sends_one_part_at_a_time_in_order():
     writer.commit()
     assert upload.most_in_flight == 1 and upload.order == [1, 2, 3, 4, 5, 6]
     assert upload.published == data
+
+
+@pytest.mark.parametrize("hard", [True, False])
+def test_a_part_beyond_the_limit_is_refused_unsent_unless_the_store_goes_beyond(hard):
+    upload = FakeUpload()
+    upload.max_parts, upload.max_parts_is_hard = 2, hard
+    writer = ParallelWriter(upload, BLOCK, transfers=2)
+    data = os.urandom(2 * BLOCK + 1)
+    _write_all(writer, data)
+    if not hard:  # Swift: manifests nest
+        writer.commit()
+        assert upload.published == data
+        return
+    with pytest.raises(FileTooLargeError, match="more than 2 parts"):
+        writer.commit()
+    writer.discard()
+    assert sorted(upload.parts) == [1, 2] and sorted(upload.aborted_with or []) == [1, 2]
+    assert upload.published is None
 
 
 # -- the listing cache ---------------------------------------------------------------

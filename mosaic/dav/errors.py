@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 from collections.abc import Callable
@@ -11,14 +12,21 @@ from wsgidav.dav_error import (
     HTTP_BAD_REQUEST,
     HTTP_CONFLICT,
     HTTP_FORBIDDEN,
+    HTTP_INSUFFICIENT_STORAGE,
     HTTP_INTERNAL_ERROR,
     HTTP_METHOD_NOT_ALLOWED,
     HTTP_NOT_FOUND,
+    HTTP_REQUEST_ENTITY_TOO_LARGE,
     HTTP_SERVICE_UNAVAILABLE,
     DAVError,
 )
 
-from mosaic.vfs.errors import DirectoryNotEmptyError, InvalidPathError, MountUnavailableError
+from mosaic.vfs.errors import (
+    DirectoryNotEmptyError,
+    FileTooLargeError,
+    InvalidPathError,
+    MountUnavailableError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +35,20 @@ STATUS_BY_ERROR: tuple[tuple[type[BaseException], int], ...] = (
     (MountUnavailableError, HTTP_SERVICE_UNAVAILABLE),
     (InvalidPathError, HTTP_BAD_REQUEST),
     (DirectoryNotEmptyError, HTTP_CONFLICT),
+    (FileTooLargeError, HTTP_REQUEST_ENTITY_TOO_LARGE),
     (PermissionError, HTTP_FORBIDDEN),
     (FileNotFoundError, HTTP_NOT_FOUND),
     (FileExistsError, HTTP_METHOD_NOT_ALLOWED),
     (IsADirectoryError, HTTP_CONFLICT),
     (NotADirectoryError, HTTP_CONFLICT),
 )
+
+# Errors a backend raises as a plain OSError (a local disk that is full).
+STATUS_BY_ERRNO: dict[int, int] = {
+    errno.ENOSPC: HTTP_INSUFFICIENT_STORAGE,
+    errno.EDQUOT: HTTP_INSUFFICIENT_STORAGE,
+    errno.EFBIG: HTTP_REQUEST_ENTITY_TOO_LARGE,
+}
 
 
 def to_dav_error(exc: BaseException) -> DAVError:
@@ -41,6 +57,9 @@ def to_dav_error(exc: BaseException) -> DAVError:
     for error_type, status in STATUS_BY_ERROR:
         if isinstance(exc, error_type):
             return DAVError(status, context_info=_public_message(exc))
+    if isinstance(exc, OSError) and exc.errno in STATUS_BY_ERRNO:
+        # strerror only: a plain OSError's filename may be a backend path
+        return DAVError(STATUS_BY_ERRNO[exc.errno], context_info=exc.strerror)
     # Unknown failures are logged in full here and answered without details.
     log.error("unexpected storage error: %s: %s", type(exc).__name__, exc)
     return DAVError(HTTP_INTERNAL_ERROR)

@@ -67,7 +67,7 @@ from mosaic.providers.transfers import (
     StreamedReader,
     StreamedWriter,
 )
-from mosaic.vfs.errors import InvalidPathError, MountUnavailableError
+from mosaic.vfs.errors import FileTooLargeError, InvalidPathError, MountUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,9 @@ class ObjectStoreFileSystem(ProviderFileSystem):
         try:
             yield
         except (MountUnavailableError, InvalidPathError):
+            raise
+        except FileTooLargeError as exc:
+            exc.filename = rel
             raise
         except Exception as exc:
             raise self._translate(exc, rel) from None

@@ -65,6 +65,8 @@ class SegmentedUpload(PartedUpload):
     def max_parts(self) -> int:  # type: ignore[override]
         return self._store.max_segments()
 
+    max_parts_is_hard = False  # beyond, manifests nest
+
     def __init__(self, store: SwiftStore, key: str) -> None:
         self._store, self._key = store, key
         self._id = uuid.uuid4().hex

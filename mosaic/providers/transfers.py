@@ -18,6 +18,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from typing import Any
 
+from mosaic.vfs.errors import FileTooLargeError
+
 OpenStream = Callable[[int], Iterator[bytes]]  # start -> the object's bytes from there on
 
 _END = object()  # the pump's last item: the stream is exhausted
@@ -171,6 +173,9 @@ class PartedUpload(ABC):
     stream_limit: int = 0
     #: the most parts one object may have (0: no limit)
     max_parts: int = 0
+    #: False: more parts still publish (Swift nests manifests); ``max_parts``
+    #: then only sizes the parts of an upload of known size
+    max_parts_is_hard: bool = True
 
     @abstractmethod
     def put_whole(self, data: bytes) -> None:
@@ -245,6 +250,12 @@ class ParallelWriter:
 
     def _send_filled(self) -> None:
         number = len(self._parts) + 1
+        limit = self._upload.max_parts
+        if limit and number > limit and self._upload.max_parts_is_hard:
+            # Refused before it is sent: the store would refuse the part or the
+            # publishing anyway, after the client sent all of it.
+            raise FileTooLargeError("", f"more than {limit:,} parts of "
+                                    f"{self._part_size >> 20} MiB (part_size_mib)")
         if self._transfers == 1:
             future: Future[Any] = Future()
             self._parts.append(future)

@@ -55,3 +55,10 @@ class CrossDeviceError(OSError):
 
     def __init__(self, path: str) -> None:
         super().__init__(errno.EXDEV, "Cross-device operation", path)
+
+
+class FileTooLargeError(OSError):
+    """More than the backend can store as one file (its part limit, say)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(errno.EFBIG, f"File too large: {reason}", path)
