@@ -35,7 +35,6 @@ import aiobotocore.session
 import botocore.config
 import botocore.loaders
 import botocore.session
-import fsspec.asyn
 import s3fs
 from pydantic import Field, SecretStr, model_validator
 
@@ -61,7 +60,6 @@ log = logging.getLogger(__name__)
 _DELETE_BATCH = 1000  # DeleteObjects' limit
 COPY_LIMIT = 5 * 1024 * MIB  # CopyObject's limit; larger objects are copied in parts
 PUT_LIMIT = 5 * 1024 * MIB  # PutObject's limit; larger uploads go in parts
-LOOP_READ = 4 * STREAM_CHUNK  # a download's read per trip into s3fs's event loop
 COPY_PART = 512 * MIB
 
 
@@ -101,6 +99,10 @@ def _config(options: Options) -> dict[str, Any]:
     """botocore's client settings, the same for both of a mount's clients."""
     config: dict[str, Any] = {"connect_timeout": 5, "read_timeout": 60,
                               "retries": {"max_attempts": 2, "mode": "standard"},
+                              # as many as the requests a worker serves at once (threads):
+                              # botocore's 10 opened and dropped a connection per request
+                              # beyond, or made it wait (aiohttp)
+                              "max_pool_connections": 32,
                               # No CRC of every byte sent and read where S3 does not ask
                               # for one (TLS already guards the transfer): the CRC and
                               # its aws-chunked framing cost more CPU than the transfer.
@@ -168,11 +170,12 @@ class _StreamedBody(io.RawIOBase):
 
 
 def _streaming_client(options: Options) -> Any:
-    """A blocking botocore client of the mount's own, for streamed PUTs only: it
-    reads their body, as the client sends it, in the uploading thread. Through
-    s3fs, aiohttp would read it in its event loop's default executor, a handful
-    of threads every mount shares: a few stalled uploads of one tenant would
-    hold up every tenant's (tests/test_isolation_objectstores.py)."""
+    """A blocking botocore client of the mount's own, for streamed PUTs and GETs:
+    it reads a PUT's body, as the client sends it, in the uploading thread, and a
+    GET's reply in the download's reader. Through s3fs, aiohttp would read a PUT's
+    body in its event loop's default executor, a handful of threads every mount
+    shares: a few stalled uploads of one tenant would hold up every tenant's
+    (tests/test_isolation_objectstores.py)."""
     session = botocore.session.Session()
     session.register_component("data_loader", _api_loader())
     session.register("before-sign.s3.PutObject", _unsigned_streamed_payload)
@@ -237,12 +240,15 @@ class S3Store(ObjectStore):
     def put_stream(self, key: str, body: _StreamedBody, length: int,
                    metadata: Mapping[str, str]) -> None:
         """One PutObject whose body is read as it is sent, in this thread."""
+        self._blocking().put_object(Bucket=self._bucket, Key=key, Body=body,
+                                    ContentLength=length, Metadata=dict(metadata),
+                                    **self.write_args)
+
+    def _blocking(self) -> Any:
         with self._streaming_lock:
             if self._streaming is None:
                 self._streaming = _streaming_client(self._options)
-            client = self._streaming
-        client.put_object(Bucket=self._bucket, Key=key, Body=body, ContentLength=length,
-                          Metadata=dict(metadata), **self.write_args)
+            return self._streaming
 
     def native_code(self, exc: BaseException) -> str | None:
         response = getattr(exc, "response", None)
@@ -320,28 +326,19 @@ class S3Store(ObjectStore):
                               f"({failed[0].get('Code')})")
 
     def stream(self, obj: StoredObject, start: int) -> Iterator[bytes]:
-        loop = self._s3.loop
+        """One GET read in the calling thread (the download's reader) through the
+        mount's blocking client: through s3fs every chunk was a trip into the
+        event loop's thread and back, which capped a download at about half of
+        what one blocking read takes."""
         ranged = {"Range": f"bytes={start}-"} if start else {}
-
-        async def open_body() -> Any:
-            # IfMatch: a file replaced between a read's HEAD and GET fails the read
-            answer = await self._s3._call_s3("get_object", Bucket=self._bucket, Key=obj.key,
+        # IfMatch: a file replaced between a read's HEAD and GET fails the read
+        answer = self._blocking().get_object(Bucket=self._bucket, Key=obj.key,
                                              IfMatch=obj.etag, **ranged)
-            return answer["Body"]
-
-        async def read_chunk(body: Any) -> bytes:
-            return await body.read(LOOP_READ)
-
-        async def close(body: Any) -> None:
-            body.close()  # in the loop's thread: aiohttp is not thread-safe
-
-        body = fsspec.asyn.sync(loop, open_body)
+        body = answer["Body"]
         try:
-            while data := fsspec.asyn.sync(loop, read_chunk, body):
-                for start in range(0, len(data), STREAM_CHUNK):
-                    yield data[start:start + STREAM_CHUNK]
+            yield from body.iter_chunks(STREAM_CHUNK)
         finally:
-            fsspec.asyn.sync(loop, close, body)
+            body.close()  # a download stopped early drops the rest of its reply
 
     def start_upload(self, key: str) -> PartedUpload:
         self._abort_leftovers()
