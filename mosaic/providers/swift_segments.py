@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from mosaic.providers.transfers import BodyPipe, PartedUpload
+from mosaic.vfs.errors import FileTooLargeError
 
 if TYPE_CHECKING:
     from mosaic.providers.swift import SwiftStore
@@ -123,14 +124,15 @@ class SegmentedUpload(PartedUpload):
         finally:
             self._store.upload_started(self._id, done=True)
 
-    def _nested(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _nested(self, tokens: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Entries one manifest can list: runs of ``max_parts`` entries become
         nested manifests, level by level, until few enough are left."""
-        limit, level = max(2, self.max_parts), 0
+        entries, limit, level = tokens, max(2, self.max_parts), 0
         while len(entries) > limit:
             level += 1
             if level > MAX_NESTING:
-                raise OSError(f"{len(entries)} parts are beyond the nesting Swift allows")
+                raise FileTooLargeError("", f"{len(tokens):,} parts are beyond the "
+                                        "manifest nesting Swift allows")
             entries = [self._sub_manifest(level, index, entries[start:start + limit])
                        for index, start in enumerate(range(0, len(entries), limit), 1)]
         return entries
