@@ -208,6 +208,11 @@ def test_every_mount_has_its_own_client_and_session(tmp_path):
     assert first._store._s3 is not second._store._s3
     assert first._store._s3.session is not second._store._s3.session
     assert first._store._s3._s3 is not second._store._s3._s3  # the botocore clients
+    first.pipe_file("f", b"x")
+    assert first.cat_file("f") == second.cat_file("f") == b"x"  # GETs: the blocking clients
+    blocking = first._store._blocking(), second._store._blocking()
+    assert blocking[0] is not blocking[1]
+    assert blocking[0]._endpoint.http_session is not blocking[1]._endpoint.http_session
 
 
 def test_multipart_uploads_a_killed_process_left_are_aborted(tmp_path):
