@@ -2,8 +2,10 @@
 
 A bucket, optionally below a key prefix, served as a folder tree by
 :mod:`mosaic.providers.objectstore`; this module supplies the S3 primitives
-on top of s3fs's async client. Each mount gets its own client and session
-(``skip_instance_cache``): nothing is shared between tenants. Credentials are
+on top of s3fs's async client, with a blocking botocore client beside it for
+the requests whose body is streamed (a streamed PUT, a download's GET). Each
+mount gets its own clients and sessions (``skip_instance_cache``): nothing is
+shared between tenants. Credentials are
 ``key``/``secret`` (secrets: inline, ``${ENV}`` or ``<key>_file``) or, when
 both are absent, the standard AWS credential chain (environment, profile,
 instance role).
@@ -222,8 +224,8 @@ class S3Store(ObjectStore):
         super().__init__(options)
         self._s3 = _client(options)
         self._options = options
-        self._streaming: Any = None  # the blocking client of streamed PUTs, on first use
-        self._streaming_lock = threading.Lock()
+        self._blocking_client: Any = None  # streamed PUTs and GETs, made on first use
+        self._blocking_lock = threading.Lock()
         self._bucket = self.bucket = options.bucket
         self.copy_limit, self.copy_part_size = COPY_LIMIT, COPY_PART  # tests make them small
         self.write_args = options.write_args()
@@ -245,10 +247,10 @@ class S3Store(ObjectStore):
                                     **self.write_args)
 
     def _blocking(self) -> Any:
-        with self._streaming_lock:
-            if self._streaming is None:
-                self._streaming = _streaming_client(self._options)
-            return self._streaming
+        with self._blocking_lock:
+            if self._blocking_client is None:
+                self._blocking_client = _streaming_client(self._options)
+            return self._blocking_client
 
     def native_code(self, exc: BaseException) -> str | None:
         response = getattr(exc, "response", None)
