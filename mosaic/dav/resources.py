@@ -14,12 +14,15 @@ from typing import Any
 from wsgidav import util
 from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_INTERNAL_ERROR, DAVError
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, _DAVResource
+from wsgidav.xml_tools import etree
 
 from mosaic.dav.errors import translated
 from mosaic.dav.upload import AtomicUpload
 from mosaic.vfs.tenantfs import TenantFileSystem
 
 DEFAULT_MIME = "application/octet-stream"
+WIN32_NS = "{urn:schemas-microsoft-com:}"
+WIN32_LAST_MODIFIED = WIN32_NS + "Win32LastModifiedTime"
 
 
 @lru_cache(maxsize=4096)
@@ -99,6 +102,23 @@ class _Common:
         if not dry_run:
             self.fs.set_mtime(_vpath(dest_path), float(seconds))
         return True
+
+    def set_property_value(self, name: str, value: Any, *, dry_run: bool = False) -> Any:
+        """Windows' Win32* properties are kept as dead properties.
+
+        wsgidav's ``emulate_win32_lastmod`` answers 200 for them and stores
+        nothing, so a file Explorer made hidden or read-only lost the flag;
+        Win32LastModifiedTime also sets the file's time, as that emulation did.
+        """
+        if not name.startswith(WIN32_NS):
+            return super().set_property_value(name, value, dry_run=dry_run)  # type: ignore[misc]
+        if name == WIN32_LAST_MODIFIED and value is not None:
+            self.set_last_modified(self.path, value.text, dry_run=dry_run)
+        manager = self.provider.prop_manager
+        if value is None:
+            return manager.remove_property(self.get_ref_url(), name, dry_run, self.environ)
+        return manager.write_property(self.get_ref_url(), name, etree.tostring(value),
+                                      dry_run, self.environ)
 
     def _move_properties(self, dest_path: str, *, with_children: bool) -> None:
         manager = self.provider.prop_manager
