@@ -14,7 +14,7 @@ from wsgidav.dav_error import (
 )
 from wsgidav.dav_provider import DAVProvider, _DAVResource
 
-from mosaic.dav import propfind
+from mosaic.dav import propfind, ranges
 from mosaic.dav.errors import to_dav_error
 from mosaic.dav.resources import FileResource, make_resource
 from mosaic.vfs.mounts import path_from_ref_key
@@ -80,6 +80,9 @@ class MosaicProvider(DAVProvider):
             res = self.get_resource_inst(environ["PATH_INFO"], environ, fresh=True)
             if res is not None and res.is_collection:
                 return _folder_page(method, start_response)
+            if res is not None:
+                ranges.settle(environ, res.get_content_length(), res.get_etag(),
+                              res.get_last_modified())
             environ["mosaic.read_res"] = (environ["PATH_INFO"], res)
         return default_handler(environ, start_response)
 
