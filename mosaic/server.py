@@ -40,6 +40,7 @@ def make_server(holder: ConfigHolder, reuse_port: bool) -> wsgi.Server:
     # Imported here: the supervisor never serves, so it stays small (~30 MiB
     # instead of the whole application's ~65 MiB).
     from mosaic.app import build_app
+    from mosaic.gateway import RefusedBodyGateway
 
     settings = holder.current.server
     server = wsgi.Server(
@@ -52,6 +53,7 @@ def make_server(holder: ConfigHolder, reuse_port: bool) -> wsgi.Server:
         reuse_port=reuse_port,
     )
     server.keep_alive_conn_limit = max(10, settings.threads * 4)
+    server.gateway = RefusedBodyGateway  # answer a refused body at once, then close
     if settings.tls:
         server.ssl_adapter = _tls_adapter(settings.tls.cert, settings.tls.key)
     return server

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import annotated_types
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, ByteSize, SecretStr
 from pydantic.fields import FieldInfo
 
 from mosaic import providers
@@ -23,7 +23,7 @@ from mosaic.config.schema import Config, MountPath, ProviderSpec, VirtualPath, s
 from mosaic.config.secrets import FILE_SUFFIX
 
 _SCALARS = {str: "string", int: "integer", float: "number", bool: "boolean", Path: "path",
-            SecretStr: "secret"}
+            SecretStr: "secret", ByteSize: "size (bytes, or `10 GiB`, `500MB`)"}
 _BOUNDS = ((annotated_types.Ge, "≥"), (annotated_types.Gt, ">"), (annotated_types.Le, "≤"),
            (annotated_types.Lt, "<"))
 

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    ByteSize,
     ConfigDict,
     Field,
     SecretStr,
@@ -178,6 +179,11 @@ class ProviderSpec(Strict):
 class Mount(Strict):
     provider: ProviderSpec = Field(description="Storage behind this mount: `type` plus options")
     read_only: bool = Field(False, description="Refuse every write below this mount")
+    quota: ByteSize | None = Field(
+        None, description="Most this mount may hold, in bytes or as a size (`50 GiB`, `500MB`): "
+        "a write beyond it is refused with 507, and clients show the rest as free space. "
+        "On a per-user ({user}) mount it is each user's quota"
+    )
 
 
 class User(Strict):
@@ -231,6 +237,18 @@ class Tenant(Strict):
     permissions: dict[VirtualPath, dict[str, Access]] = Field(
         {},
         description="path -> {user | @group | '*' -> none|read|write}, inherited downward",
+    )
+    quota: ByteSize | None = Field(
+        None, description="Most the tenant may hold in its root and all its mounts together "
+        "(bytes or a size such as `1 TiB`); a write beyond it is refused with 507. A per-user "
+        "mount counts the writing user's folder only"
+    )
+    quota_recount_seconds: float = Field(
+        300, gt=0, description="Where a quota applies, how long a mount's counted usage is "
+        "reused. Counting walks the whole mount (every object of a bucket), so it is not done "
+        "per request; between counts, writes and deletes made through this server process "
+        "move the figure exactly, while changes by other worker processes or other tools show "
+        "up at the next count (a quota can be overshot by them until then)"
     )
 
     @field_validator("mounts", "permissions")

@@ -101,6 +101,7 @@ class Listing:
             self.members += _children(res, self.members[0])
         self.dead: dict[str, dict[str, bytes]] = {}
         self.locked: set[str] = set()
+        self._spaces: dict[int, tuple[int, int] | None] = {}
         top, below = self.members[0].ref, len(self.members) > 1
         if wants_dead and provider.prop_manager:
             self.dead = provider.prop_manager.bulk_properties(top, below)
@@ -108,6 +109,17 @@ class Listing:
             locks = provider.lock_manager.storage.get_lock_list(
                 top, include_root=True, include_children=below, token_only=False)
             self.locked = {lock["root"] for lock in locks}
+
+    def space(self, member: Member) -> tuple[int, int] | None:
+        """(used, available) bytes of a folder's mount, asked once per mount."""
+        fs = self.root.fs
+        mount = id(fs.mount_of(member.path))
+        if mount not in self._spaces:
+            try:
+                self._spaces[mount] = fs.space(member.path)
+            except OSError:  # a mount that is down has no figures to give
+                self._spaces[mount] = None
+        return self._spaces[mount]
 
     def resource(self, member: Member) -> _DAVResource:
         """The wsgidav resource of a member (for the rare lock discovery)."""
@@ -244,6 +256,15 @@ def _getetag(_: Listing, member: Member) -> str | None:
     return f'<D:getetag>"{escape(file_etag(member.info))}"</D:getetag>'
 
 
+def _quota(index: int, name: str) -> Callable[[Listing, Member], str | None]:
+    """RFC 4331 quota properties: folders only, and never in allprop (the names
+    are not in FOLDER_NAMES), so a listing costs nothing more unless asked."""
+    def value(listing: Listing, member: Member) -> str | None:
+        space = listing.space(member) if member.is_collection else None
+        return None if space is None else f"<D:{name}>{space[index]}</D:{name}>"
+    return value
+
+
 #: live property -> its element for one member of a listing (None: it has none)
 LIVE_VALUES: dict[str, Callable[[Listing, Member], str | None]] = {
     DAV + "resourcetype": _resourcetype,
@@ -255,6 +276,8 @@ LIVE_VALUES: dict[str, Callable[[Listing, Member], str | None]] = {
     DAV + "getcontentlength": _getcontentlength,
     DAV + "getcontenttype": _getcontenttype,
     DAV + "getetag": _getetag,
+    DAV + "quota-used-bytes": _quota(0, "quota-used-bytes"),
+    DAV + "quota-available-bytes": _quota(1, "quota-available-bytes"),
 }
 
 

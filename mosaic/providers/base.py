@@ -17,7 +17,9 @@ The filesystem it builds must:
 * support ``open(path, "wb", autocommit=False)`` returning a file whose
   ``close()`` does not publish, ``commit()`` (after close) publishes it
   atomically and ``discard()`` leaves nothing;
-* set ``cachable = False`` so fsspec never shares an instance between tenants.
+* set ``cachable = False`` so fsspec never shares an instance between tenants;
+* if it declares ``volume_space``, implement ``space() -> (used, free)`` in bytes
+  (what Finder and Explorer show as the drive's usage and free space).
 
 Behaviour fixed by the conformance suite (tests/conformance): ``ls`` of a file
 raises NotADirectoryError; ``mkdir`` defaults to ``create_parents=False``; only
@@ -40,6 +42,8 @@ class Capabilities:
     server_side_copy: bool = True
     mtime_precision: float = 1e-6  # seconds
     settable_mtime: bool = True
+    #: the filesystem has ``space() -> (used, free)``: bytes of the volume it lives on
+    volume_space: bool = False
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ CAPABILITIES = Capabilities(
     server_side_copy=True,
     mtime_precision=1e-9,
     settable_mtime=True,
+    volume_space=True,
 )
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -203,6 +204,16 @@ class LocalFileSystem(ProviderFileSystem):
 
     def _split(self, path: str) -> Parts:
         return split_path(path)
+
+    def space(self) -> tuple[int, int]:
+        """(used, free) bytes of the volume holding the root, as ``df`` shows them
+        (free: what an unprivileged writer may still use)."""
+        fd = self._open_root()
+        try:
+            st = os.fstatvfs(fd)
+        finally:
+            os.close(fd)
+        return (st.f_blocks - st.f_bfree) * st.f_frsize, st.f_bavail * st.f_frsize
 
     # -- walking ------------------------------------------------------------------
 

@@ -62,3 +62,10 @@ class FileTooLargeError(OSError):
 
     def __init__(self, path: str, reason: str) -> None:
         super().__init__(errno.EFBIG, f"File too large: {reason}", path)
+
+
+class QuotaExceededError(OSError):
+    """A write would take a mount or tenant beyond its configured quota."""
+
+    def __init__(self, path: str, scope: str) -> None:
+        super().__init__(errno.EDQUOT, f"Quota of the {scope} exceeded", path)

@@ -11,6 +11,7 @@ from fsspec import AbstractFileSystem
 from mosaic.providers.base import Capabilities
 from mosaic.vfs import paths
 from mosaic.vfs.errors import MountUnavailableError
+from mosaic.vfs.quota import Usage
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class MountEntry:
     fs: AbstractFileSystem | None
     error: str | None = None
     owner: str | None = None  # set for per-user ({user}) mounts
+    quota: int | None = None  # bytes this mount may hold (configured), None: no limit
+    usage: Usage | None = None  # what it holds; None when fs is None
 
     @property
     def key(self) -> str:
@@ -46,8 +49,10 @@ def _quote(segment: str) -> str:
 
 
 class MountTable:
-    def __init__(self, tenant: str, entries: Iterable[MountEntry]) -> None:
+    def __init__(self, tenant: str, entries: Iterable[MountEntry],
+                 quota: int | None = None) -> None:
         self.tenant = tenant
+        self.quota = quota  # bytes the whole tenant may hold, None: no limit
         self._entries = sorted(entries, key=lambda e: len(e.key), reverse=True)
         if not self._entries or self._entries[-1].path != "":
             raise ValueError("a mount table needs a root entry")

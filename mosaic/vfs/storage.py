@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from mosaic import providers
-from mosaic.config.schema import Config, ProviderSpec
+from mosaic.config.schema import Config, Mount, ProviderSpec
 from mosaic.providers.base import BuildContext, Capabilities
 from mosaic.vfs import paths
 from mosaic.vfs.mounts import MountEntry, MountTable
+from mosaic.vfs.quota import Usage
 
 log = logging.getLogger(__name__)
 
@@ -59,30 +60,30 @@ class StorageRegistry:
 
     def mount_table(self, config: Config, tenant_id: str, user: str) -> MountTable:
         tenant = config.tenants[tenant_id]
-        entries = [self._entry(tenant_id, "", tenant.root, False, user)]
+        recount = tenant.quota_recount_seconds
+        entries = [self._entry(tenant_id, "", tenant.root, Mount(provider=tenant.root), user,
+                               recount)]
         for vpath, mount in tenant.mounts.items():
-            entries.append(
-                self._entry(tenant_id, paths.normalize(vpath), mount.provider,
-                            mount.read_only, user)
-            )
-        return MountTable(tenant_id, entries)
+            entries.append(self._entry(tenant_id, paths.normalize(vpath), mount.provider,
+                                       mount, user, recount))
+        return MountTable(tenant_id, entries, quota=tenant.quota)
 
-    def _entry(self, tenant_id: str, vpath: str, spec: ProviderSpec, read_only: bool,
-               user: str) -> MountEntry:
+    def _entry(self, tenant_id: str, vpath: str, spec: ProviderSpec, mount: Mount,
+               user: str, recount_seconds: float) -> MountEntry:
         owner = user if is_per_user(spec) else None
         cache_key = (tenant_id, vpath, owner)
         with self._lock:
             cached = self._built.get(cache_key)
         if cached is not None and (cached[0].fs is not None or cached[1] > time.monotonic()):
             return cached[0]
-        entry = self._build(tenant_id, vpath, spec, read_only, owner)
+        entry = self._build(tenant_id, vpath, spec, mount, owner, recount_seconds)
         expiry = time.monotonic() + FAILED_MOUNT_RETRY_SECONDS
         with self._lock:
             self._built[cache_key] = (entry, expiry)
         return entry
 
-    def _build(self, tenant_id: str, vpath: str, spec: ProviderSpec, read_only: bool,
-               owner: str | None) -> MountEntry:
+    def _build(self, tenant_id: str, vpath: str, spec: ProviderSpec, mount: Mount,
+               owner: str | None, recount_seconds: float) -> MountEntry:
         mount_name = "/" + vpath
         try:
             module = providers.load(spec.type)
@@ -96,6 +97,7 @@ class StorageRegistry:
         except Exception as exc:  # any backend failure is confined to this mount
             log.warning("tenant %s: mount %s (%s) failed: %s: %s", tenant_id, mount_name,
                         spec.type, type(exc).__name__, exc)
-            return MountEntry(vpath, read_only, Capabilities(), None,
+            return MountEntry(vpath, mount.read_only, Capabilities(), None,
                               error="storage backend unavailable", owner=owner)
-        return MountEntry(vpath, read_only, capabilities, fs, owner=owner)
+        return MountEntry(vpath, mount.read_only, capabilities, fs, owner=owner,
+                          quota=mount.quota, usage=Usage(fs, recount_seconds))

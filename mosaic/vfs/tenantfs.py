@@ -20,6 +20,7 @@ from mosaic.vfs import paths
 from mosaic.vfs.errors import AccessDeniedError, ReadOnlyError
 from mosaic.vfs.mounts import MountEntry, MountTable
 from mosaic.vfs.permissions import PermissionView
+from mosaic.vfs.quota import Limit, QuotaWriter, check_size
 
 COPY_CHUNK = 1024 * 1024
 
@@ -133,7 +134,16 @@ class TenantFileSystem(AbstractFileSystem):
             self._check_read(vpath)
             return fs.open(rel, mode, **kwargs)
         self._check_writable_target(vpath, entry)
-        return fs.open(rel, mode, **kwargs)
+        limits = self._limits(entry)
+        if not limits:
+            return fs.open(rel, mode, **kwargs)
+        replaced = _size_or_zero(fs, rel)
+        if kwargs.get("size") is not None:  # announced: refuse before reading a byte
+            check_size("/" + vpath, kwargs["size"], replaced, limits)
+        target = fs.open(rel, mode, **kwargs)
+        if kwargs.get("autocommit", True):
+            return target  # published as written: nothing to take back
+        return QuotaWriter(target, "/" + vpath, entry.usage, limits, replaced)
 
     def cat_file(self, path: str, start: int | None = None, end: int | None = None,
                  **kwargs: Any) -> bytes:
@@ -170,13 +180,18 @@ class TenantFileSystem(AbstractFileSystem):
         vpath, entry, fs, rel = self._resolve(path)
         self._check_not_virtual(vpath)
         self._check_write(vpath, entry)
+        freed = _size_or_zero(fs, rel) if self._limits(entry) else 0
         fs.rm_file(rel)
+        if entry.usage is not None:
+            entry.usage.committed(-freed)
 
     def rm(self, path: str, recursive: bool = False, maxdepth: int | None = None) -> None:
         vpath, entry, fs, rel = self._resolve(path)
         self._check_not_virtual(vpath)
         self._check_write(vpath, entry, recursive=recursive)
         fs.rm(rel, recursive=recursive)
+        if entry.usage is not None:
+            entry.usage.forget()  # a tree of unknown size left
 
     def set_mtime(self, path: str, mtime: float) -> None:
         vpath, entry, fs, rel = self._resolve(path)
@@ -202,6 +217,8 @@ class TenantFileSystem(AbstractFileSystem):
             return
         self._copy_whole(src, dst)
         src_fs.rm(src_rel, recursive=True)
+        if src_entry.usage is not None:
+            src_entry.usage.forget()
 
     def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
         self.copy(path1, path2, recursive=False)
@@ -214,12 +231,25 @@ class TenantFileSystem(AbstractFileSystem):
         self._check_writable_target(dst, dst_entry)
         is_dir = self.isdir(src)
         if src_entry is dst_entry and not self.table.has_mount_below(src):
-            if is_dir:
-                src_fs.copy(src_rel, dst_rel, recursive=recursive)
-            else:
-                src_fs.cp_file(src_rel, dst_rel)
+            self._native_copy(dst, dst_entry, src_fs, src_rel, dst_rel, is_dir, recursive)
             return
         self._copy_whole(src, dst, recursive=recursive)
+
+    def _native_copy(self, dst: str, entry: MountEntry, fs: AbstractFileSystem, src_rel: str,
+                     dst_rel: str, is_dir: bool, recursive: bool) -> None:
+        """A copy inside one mount, by the backend; with a quota, its size is
+        checked first (a server-side copy has no stream to count)."""
+        limits = self._limits(entry)
+        size = (_tree_size(fs, src_rel) if is_dir else _size_or_zero(fs, src_rel)) \
+            if limits else 0
+        replaced = _size_or_zero(fs, dst_rel) if limits and not is_dir else 0
+        check_size("/" + dst, size, replaced, limits)
+        if is_dir:
+            fs.copy(src_rel, dst_rel, recursive=recursive)
+        else:
+            fs.cp_file(src_rel, dst_rel)
+        if entry.usage is not None:
+            entry.usage.committed(size - replaced)
 
     def _copy_whole(self, src: str, dst: str, recursive: bool = True) -> None:
         """Copy across mounts; on failure remove what was copied, so a client
@@ -256,9 +286,55 @@ class TenantFileSystem(AbstractFileSystem):
                 writer.discard()
                 raise
 
+    # -- quota ------------------------------------------------------------------
+
+    def _limits(self, entry: MountEntry) -> list[Limit]:
+        """The quotas a write into ``entry`` must stay within."""
+        if entry.usage is None:
+            return []
+        limits = []
+        if entry.quota is not None:
+            limits.append(Limit("mount", entry.quota, (entry.usage,)))
+        if self.table.quota is not None:
+            usages = tuple(e.usage for e in self.table.entries if e.usage is not None)
+            limits.append(Limit("tenant", self.table.quota, usages))
+        return limits
+
+    def space(self, path: str) -> tuple[int, int] | None:
+        """(used, available) bytes at a folder (RFC 4331): the tightest configured
+        quota, bounded by the volume's free space when the backend knows it;
+        else the volume's figures; None when nothing limits the store."""
+        _vpath, entry, fs, _rel = self._resolve(path)
+        volume = fs.space() if entry.capabilities.volume_space else None
+        limits = self._limits(entry)
+        if not limits:
+            return volume
+        tightest = min(limits, key=Limit.available)
+        available = tightest.available()
+        if volume is not None:
+            available = min(available, volume[1])
+        return tightest.used(), available
+
+    def mount_of(self, path: str) -> MountEntry:
+        return self.table.resolve(paths.normalize(path))[0]
+
     # -- identity ---------------------------------------------------------------
 
     def ref_key(self, path: str) -> str:
         return self.table.ref_key(paths.normalize(path))
 
 
+
+
+def _size_or_zero(fs: AbstractFileSystem, rel: str) -> int:
+    """The size of the file at ``rel``; 0 if there is none (or it is a folder)."""
+    try:
+        info = fs.info(rel)
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    return int(info.get("size") or 0) if info.get("type") == "file" else 0
+
+
+def _tree_size(fs: AbstractFileSystem, rel: str) -> int:
+    return sum(int(info.get("size") or 0)
+               for info in fs.find(rel, detail=True, withdirs=False).values())
