@@ -187,3 +187,16 @@ def test_an_announced_size_beyond_the_quota_is_refused_before_the_body(
     assert reply.status == 507  # answered without waiting for 10 GiB
     assert reply.closed  # the unread body cannot be taken for a next request
     assert alice.head(live.url + "/drive/huge.iso").status_code == 404
+
+
+def test_quota_properties_also_come_from_wsgidavs_own_propfind(
+        limited: tuple[Live, requests.Session]) -> None:
+    """A PROPFIND with an If header is answered by wsgidav's generic handler."""
+    live, alice = limited
+    assert alice.put(live.url + "/drive/a.bin", data=b"a" * KIB).status_code == 201
+    reply = alice.request("PROPFIND", live.url + "/drive/", data=QUOTA_PROPS,
+                          headers={"Depth": "0", "If": "(Not <DAV:no-lock>)"})
+    assert reply.status_code == 207
+    root = ET.fromstring(reply.content)
+    assert root.findtext(".//{DAV:}quota-used-bytes") == str(KIB)
+    assert root.findtext(".//{DAV:}quota-available-bytes") == str(QUOTA - KIB)

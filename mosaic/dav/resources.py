@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Any
 
 from wsgidav import util
-from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_INTERNAL_ERROR, DAVError
+from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_INTERNAL_ERROR, HTTP_NOT_FOUND, DAVError
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, _DAVResource
 from wsgidav.xml_tools import etree
 
@@ -23,6 +23,8 @@ from mosaic.vfs.tenantfs import TenantFileSystem
 DEFAULT_MIME = "application/octet-stream"
 WIN32_NS = "{urn:schemas-microsoft-com:}"
 WIN32_LAST_MODIFIED = WIN32_NS + "Win32LastModifiedTime"
+#: RFC 4331 property -> its index in TenantFileSystem.space()
+QUOTA_PROPERTIES = {"{DAV:}quota-used-bytes": 0, "{DAV:}quota-available-bytes": 1}
 
 
 @lru_cache(maxsize=4096)
@@ -238,6 +240,19 @@ class FolderResource(_Common, DAVCollection):
 
     def get_etag(self) -> None:
         return None
+
+    def get_property_value(self, name: str) -> Any:
+        """Quota properties for wsgidav's own PROPFIND (with an If header, say);
+        the usual one renders them in mosaic.dav.propfind."""
+        index = QUOTA_PROPERTIES.get(name)
+        if index is None:
+            return super().get_property_value(name)
+        space = translated(self.fs.space)(self.path)
+        if space is None:
+            raise DAVError(HTTP_NOT_FOUND)
+        element = etree.Element(name)
+        element.text = str(space[index])
+        return element
 
     @translated
     def member_infos(self) -> list[tuple[str, dict[str, Any]]]:
