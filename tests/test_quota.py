@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -200,3 +201,18 @@ def test_quota_properties_also_come_from_wsgidavs_own_propfind(
     root = ET.fromstring(reply.content)
     assert root.findtext(".//{DAV:}quota-used-bytes") == str(KIB)
     assert root.findtext(".//{DAV:}quota-available-bytes") == str(QUOTA - KIB)
+
+
+def test_changes_by_another_tool_count_after_the_recount_period(tmp_path: Path) -> None:
+    (tmp_path / "store").mkdir()
+    data = tenants.two_tenants(tmp_path)
+    data["tenants"]["acme"]["mounts"]["/drive"] = {
+        "provider": tenants.local(tmp_path / "store"), "quota": QUOTA}
+    data["tenants"]["acme"]["quota_recount_seconds"] = 0.5
+    with live_server(tenants.build(data)) as live:
+        alice = live.session(*ALICE)
+        assert _space(alice, live.url + "/drive/") == (0, QUOTA)
+        (tmp_path / "store" / "outside.bin").write_bytes(b"x" * 50 * KIB)
+        time.sleep(0.6)
+        assert _space(alice, live.url + "/drive/") == (50 * KIB, QUOTA - 50 * KIB)
+        assert alice.put(live.url + "/drive/f.bin", data=b"f" * 20 * KIB).status_code == 507

@@ -27,6 +27,7 @@ class Usage:
         self._fs = fs
         self._recount_seconds = recount_seconds
         self._lock = threading.Lock()
+        self._count_lock = threading.Lock()
         self._stored: int | None = None
         self._counted_at = 0.0
         self._in_flight = 0
@@ -40,11 +41,17 @@ class Usage:
             self._in_flight += delta
 
     def stored(self) -> int:
-        with self._lock:
-            if self._stored is None or time.monotonic() - self._counted_at > self._recount_seconds:
-                self._stored = _count(self._fs)
-                self._counted_at = time.monotonic()
-            return self._stored
+        # One thread counts while the others needing the figure wait for it;
+        # uploads only take the short lock, so a long count never stalls them.
+        with self._count_lock:
+            with self._lock:
+                if self._stored is not None and \
+                        time.monotonic() - self._counted_at <= self._recount_seconds:
+                    return self._stored
+            total = _count(self._fs)
+            with self._lock:
+                self._stored, self._counted_at = total, time.monotonic()
+            return total
 
     def committed(self, delta: int) -> None:
         """A write or delete of this process changed what is stored by ``delta``."""
