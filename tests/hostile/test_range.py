@@ -6,7 +6,9 @@ with ``Content-Range: bytes */LEN``."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -149,3 +151,19 @@ def test_an_empty_file_is_served_whole(server: ServerProcess, url: str) -> None:
     assert request(server, "PUT", path).status in (201, 204)
     reply = get(server, path, "Range: bytes=0-\r\n")
     assert (reply.status, reply.body) == (200, b"")
+
+
+def _curl(server: ServerProcess, path: str, *args: str) -> bytes:
+    command = ["curl", "-sS", "--fail", "-u", "alice@acme.example:alice-secret", *args,
+               f"http://127.0.0.1:{server.port}{path}"]
+    return subprocess.run(command, check=True, capture_output=True, timeout=30).stdout
+
+
+def test_curl_ranges_and_resume(server: ServerProcess, url: str, tmp_path: Path) -> None:
+    assert _curl(server, url, "-r", "0-99") == DATA[:100]
+    assert _curl(server, url, "-r", "-24") == DATA[-24:]
+    assert _curl(server, url, "-r", "0-9,20-29") == DATA  # several: the whole file
+    partial = tmp_path / "media.bin"
+    partial.write_bytes(DATA[:300])  # an interrupted download
+    _curl(server, url, "-C", "-", "-o", str(partial))
+    assert partial.read_bytes() == DATA
