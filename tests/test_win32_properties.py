@@ -119,3 +119,17 @@ def test_win32_last_modified_time_also_sets_the_file_time(config: dict) -> None:
         _set(alice, url)
         found = _found(alice, url, ALLPROP)
         assert found[("DAV:", "getlastmodified")] == WIN32["Win32LastModifiedTime"]
+
+
+def test_a_removed_win32_property_is_gone(config: dict) -> None:
+    with serving(config) as (live, alice):
+        url = live.url + "/drive/plain.txt"
+        assert alice.put(url, data=b"x").status_code == 201
+        _set(alice, url)
+        remove = (f'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="{MS}">'
+                  "<D:remove><D:prop><Z:Win32FileAttributes/></D:prop></D:remove>"
+                  "</D:propertyupdate>")
+        assert alice.request("PROPPATCH", url, data=remove).status_code == 207
+        found = _found(alice, url, NAMED)
+        assert (MS, "Win32FileAttributes") not in found
+        assert found[(MS, "Win32CreationTime")] == WIN32["Win32CreationTime"]

@@ -114,7 +114,9 @@ class _Common:
         """
         if not name.startswith(WIN32_NS):
             return super().set_property_value(name, value, dry_run=dry_run)  # type: ignore[misc]
-        if name == WIN32_LAST_MODIFIED and value is not None:
+        # Windows 7's redirector sends times wsgidav does not trust (it skips it too).
+        old_client = "MiniRedir/6.1" in self.environ.get("HTTP_USER_AGENT", "")
+        if name == WIN32_LAST_MODIFIED and value is not None and not old_client:
             self.set_last_modified(self.path, value.text, dry_run=dry_run)
         manager = self.provider.prop_manager
         if value is None:
