@@ -61,30 +61,29 @@ class StorageRegistry:
     def mount_table(self, config: Config, tenant_id: str, user: str) -> MountTable:
         tenant = config.tenants[tenant_id]
         recount = tenant.quota_recount_seconds
-        entries = [self._entry(tenant_id, "", tenant.root, Mount(provider=tenant.root), user,
-                               recount)]
+        # The root has no quota of its own: the tenant's covers it.
+        entries = [self._entry(tenant_id, "", Mount(provider=tenant.root), user, recount)]
         for vpath, mount in tenant.mounts.items():
-            entries.append(self._entry(tenant_id, paths.normalize(vpath), mount.provider,
-                                       mount, user, recount))
+            entries.append(self._entry(tenant_id, paths.normalize(vpath), mount, user, recount))
         return MountTable(tenant_id, entries, quota=tenant.quota)
 
-    def _entry(self, tenant_id: str, vpath: str, spec: ProviderSpec, mount: Mount,
-               user: str, recount_seconds: float) -> MountEntry:
-        owner = user if is_per_user(spec) else None
+    def _entry(self, tenant_id: str, vpath: str, mount: Mount, user: str,
+               recount_seconds: float) -> MountEntry:
+        owner = user if is_per_user(mount.provider) else None
         cache_key = (tenant_id, vpath, owner)
         with self._lock:
             cached = self._built.get(cache_key)
         if cached is not None and (cached[0].fs is not None or cached[1] > time.monotonic()):
             return cached[0]
-        entry = self._build(tenant_id, vpath, spec, mount, owner, recount_seconds)
+        entry = self._build(tenant_id, vpath, mount, owner, recount_seconds)
         expiry = time.monotonic() + FAILED_MOUNT_RETRY_SECONDS
         with self._lock:
             self._built[cache_key] = (entry, expiry)
         return entry
 
-    def _build(self, tenant_id: str, vpath: str, spec: ProviderSpec, mount: Mount,
-               owner: str | None, recount_seconds: float) -> MountEntry:
-        mount_name = "/" + vpath
+    def _build(self, tenant_id: str, vpath: str, mount: Mount, owner: str | None,
+               recount_seconds: float) -> MountEntry:
+        mount_name, spec = "/" + vpath, mount.provider
         try:
             module = providers.load(spec.type)
             capabilities: Capabilities = module.CAPABILITIES

@@ -324,8 +324,6 @@ class TenantFileSystem(AbstractFileSystem):
         return self.table.ref_key(paths.normalize(path))
 
 
-
-
 def _size_or_zero(fs: AbstractFileSystem, rel: str) -> int:
     """The size of the file at ``rel``; 0 if there is none (or it is a folder)."""
     try:
