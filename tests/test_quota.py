@@ -132,7 +132,9 @@ def test_a_chunked_put_beyond_the_quota_stops_is_507_and_is_discarded(
     for name in ("new.bin", "old.bin"):
         head = (f"PUT /drive/{name} HTTP/1.1\r\nHost: x\r\n{basic(*ALICE)}"
                 "Transfer-Encoding: chunked\r\n\r\n").encode()
-        assert raw_request(live.port, head + body).status == 507
+        reply = raw_request(live.port, head + body)
+        assert reply.status == 507
+        assert reply.closed  # the chunks left unread are never taken for a next request
     assert alice.head(live.url + "/drive/new.bin").status_code == 404
     assert alice.get(live.url + "/drive/old.bin").content == b"o" * 8 * KIB
     assert _space(alice, live.url + "/drive/") == (8 * KIB, QUOTA - 8 * KIB)
