@@ -5,8 +5,9 @@ library logs warnings and errors only unless ``server.log_levels`` names it:
 botocore's debug output holds access key ids and endpoint URLs, the Azure SDK
 logs every request's headers at INFO and swiftclient every request as a curl
 line. What still gets through is masked by :class:`RedactingFormatter`: every
-secret of the running config and the password of any ``scheme://user:pass@``
-URL become ``***``, in the message, an exception's traceback and stack.
+secret of the running config, the password of any ``scheme://user:pass@`` URL
+and the value of credential headers (Authorization, X-Auth-Token, ...) become
+``***``, in the message, an exception's traceback and stack.
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ LIBRARY_LEVEL = logging.WARNING
 #: shorter secrets are not masked: "abc" would mask every word containing it
 MIN_SECRET_LENGTH = 4
 _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^@\s]*@")
+#: headers whose value is a credential (a token the store handed out, not in the config)
+_CREDENTIAL_HEADER = re.compile(
+    r"(?P<head>\b(?:Authorization|Proxy-Authorization|X-Auth-Token|X-Storage-Token|"
+    r"X-Subject-Token|X-Auth-Key|X-Storage-Pass|x-ms-copy-source-authorization)"
+    r"['\"]?\s*[:=]\s*['\"]?)[^'\"\r\n,}]+", re.IGNORECASE)
 
 
 class RedactingFormatter(logging.Formatter):
@@ -49,6 +55,7 @@ class RedactingFormatter(logging.Formatter):
 
     def mask(self, text: str) -> str:
         text = _URL_PASSWORD.sub(rf"\g<head>:{MASK}@", text)
+        text = _CREDENTIAL_HEADER.sub(rf"\g<head>{MASK}", text)
         return self._secrets.sub(MASK, text) if self._secrets else text
 
 
