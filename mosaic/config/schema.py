@@ -132,7 +132,9 @@ class Server(Strict):
     block_size: int = Field(262144, ge=4096, description="GET/PUT streaming block size in bytes")
     auth: AuthSettings = Field(AuthSettings(), description="Login caching and throttling")
     log_level: LogLevel = Field(
-        "info", description="Minimum level of Mosaic's own log records (to stderr)"
+        "info", description="Minimum level of Mosaic's own log records (to stderr). A mount "
+        "whose store goes down is logged once (warning) and once when it is back (info), "
+        "by each worker process that meets it"
     )
     log_levels: dict[LoggerName, LogLevel] = Field(
         {}, description="Levels of named loggers, e.g. {botocore: debug}: every library "
@@ -143,7 +145,7 @@ class Server(Strict):
         None, min_length=1, description="One JSON line per request to this file, or to "
         "stderr if \"-\"; off if unset. Keys: time (ISO 8601, UTC), remote, tenant, "
         "user (\"-\" before login), method, path, status, bytes (body bytes sent), "
-        "duration_ms. Opened at start-up"
+        "duration_ms. Takes effect at start-up"
     )
 
     @field_validator("listen")
