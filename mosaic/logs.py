@@ -34,7 +34,7 @@ _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^@\s
 _CREDENTIAL_HEADER = re.compile(
     r"(?P<head>\b(?:Authorization|Proxy-Authorization|X-Auth-Token|X-Storage-Token|"
     r"X-Subject-Token|X-Auth-Key|X-Storage-Pass|x-ms-copy-source-authorization)"
-    r"['\"]?\s*[:=]\s*['\"]?)[^'\"\r\n,}]+", re.IGNORECASE)
+    r"['\"]?\s*[:=]\s*b?['\"]?)[^'\"\r\n,}]+", re.IGNORECASE)  # b'...': a bytes repr
 
 
 class RedactingFormatter(logging.Formatter):

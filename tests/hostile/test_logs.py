@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+import yaml
 
 from tests.hostile.support import ServerProcess, basic, raw_request, two_tenant_process
 from tests.support import azurite, fakegcs, moto, swift
@@ -173,6 +174,25 @@ def test_a_library_named_in_log_levels_logs_with_its_secrets_masked(
     for value in known.never_logged():
         leaking = [line for line in log.splitlines() if value in line]
         assert not leaking, f"{value!r} logged:\n" + "\n".join(leaking[:5])
+
+
+def test_secrets_a_reload_brings_are_masked_too(tmp_path: Path) -> None:
+    process = two_tenant_process(tmp_path, log_level="debug", log_levels={"botocore": "debug"})
+    url = f"http://127.0.0.1:{process.port}/late/"
+    late_key = "AKIALATE" + secrets.token_hex(6).upper()
+    with process:
+        assert requests.request("PROPFIND", url, auth=ALICE, headers={"Depth": "0"},
+                                timeout=30).status_code == 404
+        spec = {**moto.provider(moto.fresh_bucket()), "key": late_key}
+        process.config["tenants"]["acme"]["mounts"]["/late"] = {"provider": spec}
+        process.config_path.write_text(yaml.safe_dump(process.config))
+        _until(lambda: requests.request("PROPFIND", url, auth=ALICE, headers={"Depth": "0"},
+                                        timeout=30).status_code == 207)
+        exercise(process.port, "/late")
+        log = process.log()
+    assert "botocore" in log  # it logs: the reload kept the level asked for
+    assert late_key not in log
+    assert process.tracebacks() == 0
 
 
 # -- a store going down -----------------------------------------------------------------------
