@@ -137,9 +137,9 @@ class Server(Strict):
         "by each worker process that meets it"
     )
     log_levels: dict[LoggerName, LogLevel] = Field(
-        {}, description="Levels of named loggers, e.g. {botocore: debug}: every library "
-        "other than Mosaic logs warnings only unless named here (their debug output "
-        "carries request headers and key ids; known secrets are masked in any case)"
+        {}, description="Levels of named loggers, e.g. {botocore: debug}: a library not "
+        "named here logs at warning, or at log_level if that is higher (their debug and "
+        "info output carries request headers and key ids; secrets are masked in any case)"
     )
     access_log: str | None = Field(
         None, min_length=1, description="One JSON line per request to this file, or to "
