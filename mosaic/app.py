@@ -13,6 +13,8 @@ from wsgidav.http_authenticator import HTTPAuthenticator
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
+from mosaic import logs
+from mosaic.accesslog import AccessLog
 from mosaic.auth.domain_controller import MosaicDomainController
 from mosaic.auth.middleware import BasicHeaderGuard, CanonicalUserMiddleware
 from mosaic.config.holder import ConfigHolder
@@ -102,6 +104,7 @@ def wsgidav_config(holder: ConfigHolder, provider: MosaicProvider,
         },
         "mosaic": {"get_config": lambda: holder.current},
         "middleware_stack": [
+            *([AccessLog] if server.access_log else []),  # first: it sees every answer
             ErrorPrinter,
             BasicHeaderGuard,  # malformed Basic headers: 401, not wsgidav's 500
             HTTPAuthenticator,
@@ -126,6 +129,7 @@ def build_app(holder: ConfigHolder) -> WsgiDAVApp:
     engine = make_engine(database_url(holder.current))
     create_schema(engine)
     provider = MosaicProvider(SessionOpener(holder))
+    holder.on_change(logs.on_reload)  # new secrets to mask, new levels
     app = WsgiDAVApp(wsgidav_config(holder, provider, engine))
     # wsgidav's LockManager checks and grants under an in-process lock only;
     # ours does both in one serialised transaction, so worker processes agree.

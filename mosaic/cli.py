@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import logging
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from mosaic.config.schema import Config
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from mosaic import logs
     from mosaic.config.default import default_config
     from mosaic.config.loader import ConfigError, load_config
     from mosaic.server import serve
@@ -28,8 +28,7 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"Created tenant 'default' with user 'admin', password: {password}\n"
                   "(shown once; only its hash is stored)", flush=True)
     config = _with_overrides(config, args)
-    logging.basicConfig(level=config.server.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(config)
     print(f"Mosaic serving WebDAV on http{'s' if config.server.tls else ''}://"
           f"{config.server.listen}/", flush=True)
     serve(args.config, config)

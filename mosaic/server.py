@@ -26,6 +26,7 @@ from typing import Any
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
+from mosaic import logs
 from mosaic.config.holder import ConfigHolder
 from mosaic.config.schema import Config
 
@@ -94,8 +95,7 @@ def _on_signal(signals: tuple[int, ...], handler: Any) -> None:
 
 
 def _worker_main(config_path: str | None, config: Config) -> None:
-    logging.basicConfig(level=config.server.log_level.upper(),
-                        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    logs.configure(config)  # a worker sets its own up, whatever the parent did
     holder = ConfigHolder(Path(config_path) if config_path else None, config)
     serve_in_process(holder, reuse_port=True)
 

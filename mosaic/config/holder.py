@@ -46,7 +46,8 @@ DEBOUNCE_SECONDS = 0.3
 REDACTED = "***"
 _STOP = object()
 #: server settings read once at start-up: a reload records them but cannot apply them
-RESTART_ONLY = ("listen", "workers", "threads", "tls", "data_dir", "database_url")
+RESTART_ONLY = ("listen", "workers", "threads", "tls", "data_dir", "database_url",
+                "access_log")
 _FILE_EVENTS = frozenset({"modified", "created", "moved", "closed"})
 _FILE_EVENT_TYPES = (FileModifiedEvent, FileCreatedEvent, FileMovedEvent, FileClosedEvent)
 _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^@\s]*@")

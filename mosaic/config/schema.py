@@ -37,6 +37,9 @@ from mosaic.vfs.paths import match_key
 TENANT_ID = r"^[a-z0-9][a-z0-9-]{0,62}$"
 USER_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 Access = Literal["none", "read", "write"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+#: a dotted Python logger name such as botocore or azure.core.pipeline
+LoggerName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")]
 Loc = tuple[str | int, ...]
 _KNOWN_ERRORS = frozenset(typing.get_args(core_schema.ErrorType))
 
@@ -129,8 +132,21 @@ class Server(Strict):
     )
     block_size: int = Field(262144, ge=4096, description="GET/PUT streaming block size in bytes")
     auth: AuthSettings = Field(AuthSettings(), description="Login caching and throttling")
-    log_level: Literal["debug", "info", "warning", "error"] = Field(
-        "info", description="Minimum level of log records written"
+    log_level: LogLevel = Field(
+        "info", description="Minimum level of Mosaic's own log records (to stderr). A mount "
+        "whose store goes down is logged once (warning) and once when it is back (info), "
+        "by each worker process that meets it"
+    )
+    log_levels: dict[LoggerName, LogLevel] = Field(
+        {}, description="Levels of named loggers, e.g. {botocore: debug}: a library not "
+        "named here logs at warning, or at log_level if that is higher (their debug and "
+        "info output carries request headers and key ids; secrets are masked in any case)"
+    )
+    access_log: str | None = Field(
+        None, min_length=1, description="One JSON line per request to this file, or to "
+        "stderr if \"-\"; off if unset. Keys: time (ISO 8601, UTC), remote, tenant, "
+        "user (\"-\" before login), method, path, status, bytes (body bytes sent), "
+        "duration_ms. Takes effect at start-up"
     )
 
     @field_validator("listen")

@@ -43,6 +43,7 @@ from mosaic.vfs.errors import (
     MountUnavailableError,
     ReadOnlyError,
 )
+from mosaic.vfs.health import HEALTH
 
 CAPABILITIES = Capabilities(
     empty_directories=True,
@@ -97,7 +98,8 @@ def build(options: Options, context: BuildContext) -> LocalFileSystem:
         # The message names the mount, never the server directory.
         raise MountUnavailableError(context.tenant, context.mount,
                                     "root directory is missing or cannot be created")
-    return LocalFileSystem(options.root, tenant=context.tenant, mount=context.mount)
+    return LocalFileSystem(options.root, tenant=context.tenant, mount=context.mount,
+                           owner=context.user)
 
 
 def split_path(path: str) -> Parts:
@@ -196,11 +198,13 @@ class LocalFileSystem(ProviderFileSystem):
 
     protocol = "mosaic-local"
 
-    def __init__(self, root: str, tenant: str = "", mount: str = "") -> None:
+    def __init__(self, root: str, tenant: str = "", mount: str = "",
+                 owner: str | None = None) -> None:
         super().__init__()
         self._root = os.path.realpath(root)  # the configured root itself is trusted
         self._tenant = tenant
         self._mount = mount
+        self._owner = owner  # of a per-user mount
 
     def _split(self, path: str) -> Parts:
         return split_path(path)
@@ -219,10 +223,13 @@ class LocalFileSystem(ProviderFileSystem):
 
     def _open_root(self) -> int:
         try:
-            return os.open(self._root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fd = os.open(self._root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
-            raise MountUnavailableError(self._tenant, self._mount, "root directory is missing") \
-                from None
+            reason = "root directory is missing"
+            HEALTH.failed(self._tenant, self._mount, reason, self._owner)
+            raise MountUnavailableError(self._tenant, self._mount, reason) from None
+        HEALTH.served(self._tenant, self._mount, self._owner)
+        return fd
 
     def _walk(self, parts: Parts, create: bool = False) -> int:
         """A descriptor of directory ``parts``, reached without following any link."""

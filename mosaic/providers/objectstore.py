@@ -68,6 +68,7 @@ from mosaic.providers.transfers import (
     StreamedWriter,
 )
 from mosaic.vfs.errors import FileTooLargeError, InvalidPathError, MountUnavailableError
+from mosaic.vfs.health import HEALTH
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,7 @@ class ObjectStoreFileSystem(ProviderFileSystem):
         self._prefix = f"{prefix}/" if prefix else ""
         self._tenant = context.tenant
         self._mount = context.mount
+        self._owner = context.user  # of a per-user mount
         identity = (context.tenant, context.mount, context.user or "", type(store).__name__,
                     prefix)
         self._cache = ListingCache.for_mount(options.listing_cache_seconds, context.data_dir,
@@ -151,6 +153,7 @@ class ObjectStoreFileSystem(ProviderFileSystem):
             raise
         except Exception as exc:
             raise self._translate(exc, rel) from None
+        HEALTH.served(self._tenant, self._mount, self._owner)
 
     def _translate(self, exc: Exception, rel: str) -> OSError:
         code = self._store.error_code(exc)
@@ -159,7 +162,7 @@ class ObjectStoreFileSystem(ProviderFileSystem):
                 and isinstance(exc, (FileNotFoundError, FileExistsError, PermissionError)):
             return oserror(exc.errno or errno.EIO, rel)
         if fault in _MOUNT_FAULTS:
-            return MountUnavailableError(self._tenant, self._mount, fault.value)  # type: ignore[union-attr]
+            return self._unavailable(fault.value)  # type: ignore[union-attr]
         if fault is Fault.MISSING:
             return oserror(errno.ENOENT, rel)
         if fault is Fault.EXISTS:
@@ -171,6 +174,13 @@ class ObjectStoreFileSystem(ProviderFileSystem):
         log.warning("tenant %s mount %s: storage error %s (%s) on %r", self._tenant,
                     self._mount, code, type(exc).__name__, rel)
         return OSError(errno.EIO, f"storage error ({code or type(exc).__name__})", rel)
+
+    def _unavailable(self, reason: str) -> MountUnavailableError:
+        # Forget what the store listed: served from memory, a cached listing
+        # would hide the outage and report the mount back while it is not.
+        self._cache.invalidate()
+        HEALTH.failed(self._tenant, self._mount, reason, self._owner)
+        return MountUnavailableError(self._tenant, self._mount, reason)
 
     # -- looking things up ----------------------------------------------------------
 

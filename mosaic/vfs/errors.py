@@ -48,6 +48,7 @@ class MountUnavailableError(OSError):
         super().__init__(errno.EIO, f"Mount {mount!r} of tenant {tenant!r} unavailable: {reason}")
         self.tenant = tenant
         self.mount = mount
+        self.reason = reason
 
 
 class CrossDeviceError(OSError):

@@ -3,7 +3,8 @@
 One filesystem instance per (tenant, mount, expanded user): instances are
 never shared between tenants (providers set ``cachable = False``) and a config
 reload drops them all. A mount that fails to build is remembered only briefly,
-so it recovers by itself once its backend is back.
+so it recovers by itself once its backend is back; the failure is reported to
+:data:`~mosaic.vfs.health.HEALTH`, which logs it once, not at every retry.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from mosaic import providers
 from mosaic.config.schema import Config, Mount, ProviderSpec
 from mosaic.providers.base import BuildContext, Capabilities
 from mosaic.vfs import paths
+from mosaic.vfs.errors import MountUnavailableError
+from mosaic.vfs.health import HEALTH
 from mosaic.vfs.mounts import MountEntry, MountTable
 from mosaic.vfs.quota import Usage
 
@@ -94,9 +97,16 @@ class StorageRegistry:
             context = BuildContext(tenant_id, mount_name, self._data_dir, owner)
             fs = module.build(options, context)
         except Exception as exc:  # any backend failure is confined to this mount
-            log.warning("tenant %s: mount %s (%s) failed: %s: %s", tenant_id, mount_name,
-                        spec.type, type(exc).__name__, exc)
+            HEALTH.failed(tenant_id, mount_name, f"{spec.type} mount cannot start: "
+                          f"{_cause(exc)}", owner)
             return MountEntry(vpath, mount.read_only, Capabilities(), None,
                               error="storage backend unavailable", owner=owner)
         return MountEntry(vpath, mount.read_only, capabilities, fs, owner=owner,
                           quota=mount.quota, usage=Usage(fs, recount_seconds))
+
+
+def _cause(exc: Exception) -> str:
+    """Why a build failed, in words: the log's formatter masks any secret left in it."""
+    if isinstance(exc, MountUnavailableError):
+        return exc.reason
+    return f"{type(exc).__name__}: {exc}"
