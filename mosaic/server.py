@@ -28,6 +28,7 @@ from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from mosaic.config.holder import ConfigHolder
 from mosaic.config.schema import Config
+from mosaic.front import admission
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ def make_server(holder: ConfigHolder, reuse_port: bool) -> wsgi.Server:
         reuse_port=reuse_port,
     )
     server.keep_alive_conn_limit = max(10, settings.threads * 4)
+    admission.install(server, holder)  # a client address's share of the threads
     if settings.tls:
         server.ssl_adapter = _tls_adapter(settings.tls.cert, settings.tls.key)
     return server

@@ -110,6 +110,33 @@ class AuthSettings(Strict):
     lockout_seconds: float = Field(60, ge=0, description="Delay imposed once throttled")
 
 
+class FairShare(Strict):
+    """Concurrent requests one tenant or one client address may hold in a worker.
+
+    A request holds one of the worker's ``threads`` from its first byte to
+    its last (a slow client holds it for as long as it is slow); the one over
+    its share is answered 503 with Retry-After at once.
+    """
+
+    per_tenant: int | None = Field(
+        None, ge=0,
+        description="Requests one tenant may have in flight per worker; "
+                    "default half of `threads`, 0 for no limit")
+    per_address: int | None = Field(
+        None, ge=0,
+        description="Requests (authenticated or not) one client address may have in flight "
+                    "per worker; default a quarter of `threads`, 0 for no limit (behind a "
+                    "reverse proxy every client has the proxy's address)")
+    retry_after_seconds: int = Field(
+        2, ge=1, le=3600, description="Retry-After of the 503 answered to the one over its share")
+
+    def tenant_limit(self, threads: int) -> int:
+        return max(1, threads // 2) if self.per_tenant is None else self.per_tenant
+
+    def address_limit(self, threads: int) -> int:
+        return max(1, threads // 4) if self.per_address is None else self.per_address
+
+
 class Server(Strict):
     listen: str = Field("127.0.0.1:8080", description="host:port to bind")
     data_dir: Path = Field(Path("mosaic-data"), description="Locks, properties, default storage")
@@ -128,6 +155,9 @@ class Server(Strict):
     )
     block_size: int = Field(262144, ge=4096, description="GET/PUT streaming block size in bytes")
     auth: AuthSettings = Field(AuthSettings(), description="Login caching and throttling")
+    fair_share: FairShare = Field(
+        FairShare(), description="Limits that keep one tenant or one client address from "
+                                 "starving the others")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Minimum level of log records written"
     )
