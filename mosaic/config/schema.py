@@ -102,12 +102,34 @@ class TLS(Strict):
 
 
 class AuthSettings(Strict):
+    """Login caching and smart lockout (see docs/security.md).
+
+    Failures lock a (user, client address) pair and a client address, never a
+    user everywhere: the right password from an address without failures is
+    always accepted. A user's failures across all addresses only slow down
+    the addresses that fail.
+    """
+
     cache_seconds: float = Field(60, ge=0, description="How long a verified login is remembered")
-    max_failures: int = Field(5, ge=1, description="Failed logins before throttling starts")
+    max_failures: int = Field(
+        5, ge=1, description="Failed logins of one user from one client address that lock "
+                             "that user at that address")
+    address_max_failures: int = Field(
+        20, ge=1, description="Failed logins from one client address, whatever the user, "
+                              "that lock that address")
     failure_window_seconds: float = Field(
         300, gt=0, description="Window in which failed logins are counted"
     )
-    lockout_seconds: float = Field(60, ge=0, description="Delay imposed once throttled")
+    lockout_seconds: float = Field(
+        60, ge=0, description="How long a locked user-and-address or address is refused")
+    user_slowdown_after: int = Field(
+        10, ge=1, description="Failed logins of one user from all addresses after which the "
+                              "attempts for that user from addresses that failed are delayed")
+    slowdown_seconds: float = Field(
+        1, ge=0, le=10, description="The delay of such an attempt (it holds a request thread)")
+    max_slowed_logins: int = Field(
+        4, ge=0, description="Delayed attempts waiting at once per worker; beyond, an attempt "
+                             "that would wait is refused at once")
 
 
 class FairShare(Strict):
