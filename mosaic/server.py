@@ -53,9 +53,9 @@ def make_server(holder: ConfigHolder, reuse_port: bool) -> wsgi.Server:
         reuse_port=reuse_port,
     )
     server.keep_alive_conn_limit = max(10, settings.threads * 4)
-    admission.install(server, holder)  # a client address's share of the threads
     if settings.tls:
         server.ssl_adapter = _tls_adapter(settings.tls.cert, settings.tls.key)
+    admission.install(server, holder)  # a client address's share of the threads (and TLS)
     return server
 
 

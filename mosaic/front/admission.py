@@ -26,6 +26,7 @@ from typing import Any
 from cheroot import server as cheroot_server
 
 from mosaic.config.holder import ConfigHolder
+from mosaic.front import tls
 from mosaic.front.shares import Shares, refusal_head
 
 #: Unread bytes we take from a refused connection before closing it: closing a
@@ -68,11 +69,13 @@ class AddressGate:
         address = self.remote_addr or ""
         settings = self.holder.current.server
         if not self.addresses.enter(address, settings.fair_share.address_limit(settings.threads)):
-            _refuse(self.socket, settings.fair_share.retry_after_seconds)
+            _refuse(self, settings.fair_share.retry_after_seconds)
             return False
         _this_request.close = False
         _this_request.endings = []
         try:
+            if not tls.handshake(self):
+                return False
             keep_open: bool = super().communicate()  # type: ignore[misc]
         finally:
             self.addresses.leave(address)
@@ -102,7 +105,12 @@ class CloseOnRequest:
         super().send_headers()  # type: ignore[misc]
 
 
-def _refuse(sock: Any, retry_after: int) -> None:
+def _refuse(conn: Any, retry_after: int) -> None:
+    if tls.pending(conn):
+        # No answer can be sent before a handshake, and doing it would hold
+        # this thread for as long as the client cares to take: just close.
+        return
+    sock = conn.socket
     status, headers, body = refusal_head(retry_after)
     head = "".join(f"{name}: {value}\r\n" for name, value in headers)
     with contextlib.suppress(OSError):
@@ -125,7 +133,13 @@ def _drain(sock: Any) -> None:
 
 
 def install(server: cheroot_server.HTTPServer, holder: ConfigHolder) -> None:
-    """Count every connection of ``server`` against its client address's share."""
+    """Count every connection of ``server`` against its client address's share.
+
+    Call it once ``server.ssl_adapter`` is set: TLS handshakes move from the
+    accept loop to the workers, behind the count.
+    """
+    if server.ssl_adapter is not None:
+        server.ssl_adapter = tls.deferring_handshakes(server.ssl_adapter)
     base = server.ConnectionClass
     requests = type("AdmittedRequest", (CloseOnRequest, base.RequestHandlerClass), {})
     server.ConnectionClass = type("AdmittedConnection", (AddressGate, base), {

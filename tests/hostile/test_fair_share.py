@@ -12,9 +12,12 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +29,8 @@ from tests.hostile.support import (
     raw_request,
     two_tenant_process,
 )
+from tests.support import tenants
+from tests.support.live import Live, live_server
 
 HOSTILE = 200
 THREADS = Server.model_fields["threads"].default
@@ -248,3 +253,48 @@ def test_the_refused_retry_and_get_in(server: ServerProcess) -> None:
     while (reply := raw_request(server.port, request, source="127.0.0.5")).status != 207:
         assert time.monotonic() < deadline, reply
         time.sleep(0.1)
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[Live]:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    data = tenants.two_tenants(tmp_path)
+    data["server"].update(threads=THREADS, tls={"cert": str(cert), "key": str(key)})
+    with live_server(tenants.build(data)) as live:
+        yield live
+
+
+def test_silent_tls_clients_cannot_stop_the_server_accepting(tls_server: Live) -> None:
+    """TCP connections that never say hello: before, the accept loop waited on each."""
+    silent = []
+    for _ in range(50):
+        sock = socket.create_connection(("127.0.0.1", tls_server.port), timeout=5,
+                                        source_address=("127.0.0.2", 0))
+        silent.append(sock)
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    latencies = []
+    try:
+        for _ in range(20):
+            started = time.monotonic()
+            with contextlib.suppress(TimeoutError), socket.create_connection(
+                    ("127.0.0.1", tls_server.port), timeout=CLIENT_TIMEOUT,
+                    source_address=(GLOBEX, 0)) as raw, context.wrap_socket(raw) as sock:
+                sock.sendall(b"OPTIONS / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                assert sock.recv(12) == b"HTTP/1.1 200"
+            latencies.append(time.monotonic() - started)
+        # Beyond the address's share they were closed at once (no answer without TLS).
+        closed = 0
+        for sock in silent:
+            sock.settimeout(0.2)
+            with contextlib.suppress(TimeoutError):
+                closed += sock.recv(1) == b""
+    finally:
+        for sock in silent:
+            sock.close()
+    print(f"\n50 silent TLS connections: HTTPS max {max(latencies):.3f}s; {closed} closed")
+    assert max(latencies) < 1.0
+    assert closed >= 50 - THREADS // 4
