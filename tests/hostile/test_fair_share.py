@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from mosaic.config.schema import Server
+from mosaic.config.schema import FairShare, Server
+from mosaic.front.shares import RefusalLog, Shares
 from tests.hostile.support import (
     Reply,
     ServerProcess,
@@ -298,3 +299,37 @@ def test_silent_tls_clients_cannot_stop_the_server_accepting(tls_server: Live) -
     print(f"\n50 silent TLS connections: HTTPS max {max(latencies):.3f}s; {closed} closed")
     assert max(latencies) < 1.0
     assert closed >= 50 - THREADS // 4
+
+
+def test_shares_count_each_key_under_its_limit_and_forget_idle_keys() -> None:
+    shares = Shares("address")
+    assert all(shares.enter("192.0.2.1", 2) for _ in range(2))
+    assert not shares.enter("192.0.2.1", 2)
+    assert shares.enter("192.0.2.2", 2)  # another key has its own share
+    assert all(shares.enter("192.0.2.3", 0) for _ in range(1000))  # 0: no limit
+    for _ in range(1000):
+        shares.leave("192.0.2.3")
+    shares.leave("192.0.2.1")
+    assert shares.enter("192.0.2.1", 2)
+    for key in ("192.0.2.1", "192.0.2.1", "192.0.2.2"):
+        shares.leave(key)
+    assert shares._in_flight == {}  # memory follows the live requests only
+
+
+def test_refusals_are_logged_once_per_key_and_interval(caplog: pytest.LogCaptureFixture) -> None:
+    clock = [0.0]
+    log = RefusalLog("tenant", interval=60, clock=lambda: clock[0])
+    for _ in range(200):
+        log.note("acme", 16)
+    log.note("globex", 16)
+    clock[0] += 61
+    log.note("acme", 16)
+    assert [r.getMessage().split(" over")[0] for r in caplog.records] == \
+        ["tenant acme", "tenant globex", "tenant acme"]
+
+
+def test_default_shares_follow_the_thread_count() -> None:
+    assert FairShare().address_limit(32) == 8 and FairShare().tenant_limit(32) == 16
+    assert FairShare().address_limit(2) == 1 and FairShare().tenant_limit(1) == 1
+    assert FairShare(per_address=0, per_tenant=5).address_limit(32) == 0
+    assert FairShare(per_tenant=5).tenant_limit(32) == 5
