@@ -136,8 +136,10 @@ class FairShare(Strict):
     """Concurrent requests one tenant or one client address may hold in a worker.
 
     A request holds one of the worker's ``threads`` from its first byte to
-    its last (a slow client holds it for as long as it is slow); the one over
-    its share is answered 503 with Retry-After at once.
+    its last (a slow client holds it for as long as it is slow). Beyond its
+    share, a tenant or address is served only while more than
+    ``spare_threads`` threads would stay free; otherwise it is answered 503
+    with Retry-After at once.
     """
 
     per_tenant: int | None = Field(
@@ -149,6 +151,11 @@ class FairShare(Strict):
         description="Requests (authenticated or not) one client address may have in flight "
                     "per worker; default a quarter of `threads`, 0 for no limit (behind a "
                     "reverse proxy every client has the proxy's address)")
+    spare_threads: int | None = Field(
+        None, ge=0,
+        description="Threads kept for the others: beyond its share a tenant or address is "
+                    "served only while more than this many stay free; default a quarter of "
+                    "`threads`")
     retry_after_seconds: int = Field(
         2, ge=1, le=3600, description="Retry-After of the 503 answered to the one over its share")
 
@@ -157,6 +164,11 @@ class FairShare(Strict):
 
     def address_limit(self, threads: int) -> int:
         return max(1, threads // 4) if self.per_address is None else self.per_address
+
+    def room_to_spare(self, threads: int, busy: int) -> bool:
+        """Whether ``busy`` threads in use (this request's included) leave enough free."""
+        spare = threads // 4 if self.spare_threads is None else self.spare_threads
+        return busy <= threads - spare
 
 
 class Server(Strict):

@@ -57,6 +57,12 @@ def at_end_of_this_request(release: Callable[[], None]) -> bool:
     return True
 
 
+def busy_threads() -> int | None:
+    """Threads of this worker serving a request now (None outside a gated request)."""
+    busy = getattr(_this_request, "busy", None)
+    return None if busy is None else busy.total
+
+
 class AddressGate:
     """Mixin over cheroot's HTTPConnection: counts each request against its address."""
 
@@ -68,11 +74,15 @@ class AddressGate:
     def communicate(self) -> bool:
         address = self.remote_addr or ""
         settings = self.holder.current.server
-        if not self.addresses.enter(address, settings.fair_share.address_limit(settings.threads)):
-            _refuse(self, settings.fair_share.retry_after_seconds)
+        fair_share = settings.fair_share
+        if not self.addresses.enter(
+                address, fair_share.address_limit(settings.threads),
+                fair_share.room_to_spare(settings.threads, self.addresses.total + 1)):
+            _refuse(self, fair_share.retry_after_seconds)
             return False
         _this_request.close = False
         _this_request.endings = []
+        _this_request.busy = self.addresses
         try:
             if not tls.handshake(self):
                 return False
@@ -80,6 +90,7 @@ class AddressGate:
         finally:
             self.addresses.leave(address)
             _end_request()
+            _this_request.busy = None
         return keep_open and not _this_request.close
 
 

@@ -21,27 +21,30 @@ class Shares:
     def __init__(self, kind: str) -> None:
         self._kind = kind
         self._in_flight: dict[str, int] = {}
+        #: Requests in flight, all keys together.
+        self.total = 0
         self._lock = threading.Lock()
         self._refusals = RefusalLog(kind)
 
-    def enter(self, key: str, limit: int) -> bool:
+    def enter(self, key: str, limit: int, room_to_spare: bool = False) -> bool:
         """Count one more request of ``key``; False (and nothing counted) over ``limit``.
 
-        A limit of 0 means no limit.
+        A limit of 0 means no limit. ``room_to_spare``: the worker has threads
+        enough that ``key`` may go beyond its share this time.
         """
         with self._lock:
             held = self._in_flight.get(key, 0)
-            if limit and held >= limit:
-                refused = True
-            else:
+            refused = bool(limit) and held >= limit and not room_to_spare
+            if not refused:
                 self._in_flight[key] = held + 1
-                refused = False
+                self.total += 1
         if refused:
             self._refusals.note(key, limit)
         return not refused
 
     def leave(self, key: str) -> None:
         with self._lock:
+            self.total -= 1
             held = self._in_flight[key] - 1
             if held:
                 self._in_flight[key] = held

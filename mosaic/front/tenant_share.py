@@ -22,7 +22,7 @@ from wsgidav.mw.base_mw import BaseMiddleware
 
 from mosaic.auth.domain_controller import PRINCIPAL_KEY
 from mosaic.config.schema import Config
-from mosaic.front.admission import at_end_of_this_request, close_after_this_request
+from mosaic.front.admission import at_end_of_this_request, busy_threads, close_after_this_request
 from mosaic.front.shares import Shares, refusal_head
 
 StartResponse = Callable[..., Any]
@@ -42,9 +42,10 @@ class TenantShare(BaseMiddleware):
         if principal is None:  # anonymous OPTIONS: nothing to count it against
             return self.next_app(environ, start_response)
         settings = self._get_config().server
-        tenant = principal.tenant
-        if not self.tenants.enter(tenant, settings.fair_share.tenant_limit(settings.threads)):
-            return _refuse(start_response, settings.fair_share.retry_after_seconds)
+        fair_share, tenant, busy = settings.fair_share, principal.tenant, busy_threads()
+        room = busy is not None and fair_share.room_to_spare(settings.threads, busy)
+        if not self.tenants.enter(tenant, fair_share.tenant_limit(settings.threads), room):
+            return _refuse(start_response, fair_share.retry_after_seconds)
         if not at_end_of_this_request(lambda: self.tenants.leave(tenant)):
             self.tenants.leave(tenant)  # not behind our cheroot gate: nothing to count with
         return self.next_app(environ, start_response)
