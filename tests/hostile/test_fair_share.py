@@ -42,6 +42,9 @@ MEASURE_SECONDS = 3.0
 #: The most threads one address or tenant may hold: its share, then more while a
 #: quarter of them stay free for the others (the defaults).
 BUSIEST = THREADS - THREADS // 4
+#: What 32 busy threads may add to a worker's memory for good (measured: 13-24 MiB).
+RSS_GROWTH_MIB = 48
+RSS_AT_REST: list[float] = []
 #: A request of globex that takes longer than this counts as starved.
 CLIENT_TIMEOUT = 4.0
 
@@ -53,6 +56,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     (base / "acme-root").mkdir(parents=True, exist_ok=True)
     (base / "acme-root" / "big.bin").write_bytes(b"\0" * BIG_FILE)
     with process:
+        globex_latencies(process, seconds=0.2)  # warm: logins cached, views built
+        RSS_AT_REST.append(process.rss_mib())
         yield process
     assert process.tracebacks() == 0, process.log()[-3000:]
 
@@ -149,6 +154,9 @@ def attack(server: ServerProcess) -> Iterator[Attack]:
         hostile.close()
     # The server is itself again once the attack is over.
     assert max(globex_latencies(server, seconds=0.5)) < 1.0
+    # Every thread has served now (glibc keeps an arena per thread): bounded, not leaking.
+    print(f"RSS {RSS_AT_REST[-1]:.1f} MiB at rest, {server.rss_mib():.1f} MiB after")
+    assert server.rss_mib() < RSS_AT_REST[-1] + RSS_GROWTH_MIB
 
 
 def slow_put(login: str, password: str, name: str) -> bytes:
