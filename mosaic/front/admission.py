@@ -1,10 +1,11 @@
 """Admission of cheroot connections: a client address's share of the worker's threads.
 
-cheroot hands a connection to a worker thread as soon as its first byte
-arrives, and the thread then reads the head itself: a client that sends its
-head (or its body, or reads its answer) a byte a second holds that thread all
-along. So the address is counted from the moment a thread takes its
-connection, before the head is read and before anyone is authenticated; a
+cheroot hands a new connection to a worker thread right after accepting it
+(a kept-alive one when its next byte arrives), and the thread then reads the
+head itself: a client that stays silent, or sends its head or body (or reads
+its answer) a byte a second, holds that thread all along. So the address is
+counted from the moment a thread takes its connection, before the TLS
+handshake, before the head is read and before anyone is authenticated; a
 connection over its address's share is answered 503 at once and closed, and
 the thread moves on. The tenant's share is counted later, once the login is
 known (:mod:`mosaic.front.tenant_share`).
