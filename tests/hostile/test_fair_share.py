@@ -10,7 +10,9 @@ hostile connections beyond their share get 503 + Retry-After at once.
 from __future__ import annotations
 
 import contextlib
+import os
 import select
+import signal
 import socket
 import ssl
 import subprocess
@@ -20,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mosaic.config.schema import FairShare, Server
 from mosaic.front.shares import RefusalLog, Shares
@@ -356,3 +359,29 @@ def test_default_shares_follow_the_thread_count() -> None:
     assert FairShare(per_tenant=5).tenant_limit(32) == 5
     assert FairShare().room_to_spare(32, 24) and not FairShare().room_to_spare(32, 25)
     assert FairShare(spare_threads=0).room_to_spare(32, 32)
+
+
+def test_the_shares_follow_a_config_reload(tmp_path: Path) -> None:
+    process = two_tenant_process(tmp_path, threads=THREADS, workers=1)
+    (tmp_path / "acme-root").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "acme-root" / "big.bin").write_bytes(b"\0" * BIG_FILE)
+    with process:
+        hostile = Attack(process.port)
+        try:
+            for _ in range(3):
+                hostile.open("127.0.0.6", slow_get("alice@acme", "alice-secret"))
+            assert hostile.refusals() == []  # within the default share
+            process.config["server"]["fair_share"] = {"per_address": 3,
+                                                      "spare_threads": THREADS}
+            process.config_path.write_text(yaml.safe_dump(process.config))
+            os.kill(process.process.pid, signal.SIGHUP)  # type: ignore[union-attr]
+            deadline = time.monotonic() + 10
+            while "config reloaded" not in process.log():
+                assert time.monotonic() < deadline, process.log()
+                time.sleep(0.1)
+            hostile.open("127.0.0.6", slow_get("alice@acme", "alice-secret"))
+            [reply] = hostile.refusals()
+            assert reply.status == 503
+        finally:
+            hostile.close()
+    assert process.tracebacks() == 0
