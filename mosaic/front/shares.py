@@ -19,7 +19,6 @@ class Shares:
     """In-flight requests per key (a tenant, a client address), each under its own limit."""
 
     def __init__(self, kind: str) -> None:
-        self._kind = kind
         self._in_flight: dict[str, int] = {}
         #: Requests in flight, all keys together.
         self.total = 0

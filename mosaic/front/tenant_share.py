@@ -6,8 +6,10 @@ Stack order (after the principal is set, before anything that does work)::
 
 A request counts from the moment it is authenticated until its thread leaves
 the connection (the last byte of its answer written, or the client gone), so
-a slow upload and a slow reader both count. The one over its share is answered 503
-with Retry-After and its connection is closed: an unread body is never read
+a slow upload and a slow reader both count. Beyond its share a tenant is
+served while the worker keeps ``spare_threads`` free for the others; otherwise
+it is answered 503 with Retry-After and its connection is closed: an unread
+body is never read
 (cheroot would otherwise read it to the end first), and a connection that
 was refused holds nothing on the server
 (:func:`mosaic.front.admission.close_after_this_request`).
