@@ -23,6 +23,7 @@ from mosaic.dav.locks import SqlLockStorage, install_lock_manager
 from mosaic.dav.properties import SqlPropertyManager
 from mosaic.dav.provider import MosaicProvider
 from mosaic.dav.store import create_schema, make_engine
+from mosaic.front.tenant_share import TenantShare
 from mosaic.vfs.permissions import PermissionView
 from mosaic.vfs.storage import StorageRegistry
 from mosaic.vfs.tenantfs import TenantFileSystem
@@ -108,6 +109,7 @@ def wsgidav_config(holder: ConfigHolder, provider: MosaicProvider,
             ErrorPrinter,
             BasicHeaderGuard,  # malformed Basic headers: 401, not wsgidav's 500
             HTTPAuthenticator,
+            TenantShare,  # a tenant's share of the threads, once its login is known
             CanonicalUserMiddleware,
             RequestResolver,
         ],

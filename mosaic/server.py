@@ -29,6 +29,7 @@ from cheroot.ssl.builtin import BuiltinSSLAdapter
 from mosaic import logs
 from mosaic.config.holder import ConfigHolder
 from mosaic.config.schema import Config
+from mosaic.front import admission
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def make_server(holder: ConfigHolder, reuse_port: bool) -> wsgi.Server:
     server.gateway = RefusedBodyGateway  # answer a refused body at once, then close
     if settings.tls:
         server.ssl_adapter = _tls_adapter(settings.tls.cert, settings.tls.key)
+    admission.install(server, holder)  # a client address's share of the threads (and TLS)
     return server
 
 

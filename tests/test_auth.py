@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 import pytest
 from argon2 import PasswordHasher
@@ -11,7 +13,7 @@ from mosaic.auth import passwords
 from mosaic.auth.cache import CredentialCache
 from mosaic.auth.identity import LocalIdentitySource, Principal, identity_sources
 from mosaic.auth.login import ResolvedLogin, resolve_login
-from mosaic.auth.throttle import Attempt, LoginThrottle
+from mosaic.auth.throttle import GO, Attempt, LoginThrottle, SlowDown, Verdict
 from mosaic.config.schema import AuthSettings, Config, User
 
 # Cheap parameters for test hashes only; verification reads them from the hash.
@@ -276,22 +278,71 @@ def test_cache_clear_and_stale_generation() -> None:
 
 # -- throttle ------------------------------------------------------------------
 
-POLICY = AuthSettings(max_failures=3, failure_window_seconds=60, lockout_seconds=30)
+POLICY = AuthSettings(max_failures=3, address_max_failures=3, user_slowdown_after=3,
+                      failure_window_seconds=60, lockout_seconds=30, slowdown_seconds=1)
+#: Address locks out of the way, to see the other counters alone.
+LENIENT_ADDRESSES = POLICY.model_copy(update={"address_max_failures": 1000})
 
 
-def test_throttle_per_user_across_addresses(caplog: pytest.LogCaptureFixture) -> None:
+def test_failures_lock_the_user_at_that_address_only(caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock()
     throttle = LoginThrottle(clock=clock)
-    for i in range(3):
-        assert throttle.allowed(Attempt("acme", "alice", f"10.0.0.{i}"))
-        throttle.failed(Attempt("acme", "alice", f"10.0.0.{i}"), POLICY)
-    assert not throttle.allowed(Attempt("acme", "alice", "10.9.9.9"))
-    assert throttle.allowed(Attempt("acme", "bob", "10.9.9.9"))
-    assert throttle.allowed(Attempt("globex", "alice", "10.9.9.9"))
-    [record] = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert "'alice'" in record.getMessage() and "10.0.0.2" in record.getMessage()
+    for _ in range(3):
+        assert throttle.check(Attempt("acme", "alice", "10.0.0.1"), LENIENT_ADDRESSES) == GO
+        throttle.failed(Attempt("acme", "alice", "10.0.0.1"), LENIENT_ADDRESSES)
+    assert throttle.check(Attempt("acme", "alice", "10.0.0.1"), LENIENT_ADDRESSES).refused
+    # The same user elsewhere, and another user at that address: not refused.
+    assert not throttle.check(Attempt("acme", "alice", "10.9.9.9"), LENIENT_ADDRESSES).refused
+    assert throttle.check(Attempt("acme", "bob", "10.0.0.1"), LENIENT_ADDRESSES) == GO
+    [record] = [r for r in caplog.records if "throttled" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    assert "'alice'" in record.getMessage() and "10.0.0.1" in record.getMessage()
     clock.now += 30
-    assert throttle.allowed(Attempt("acme", "alice", "10.9.9.9"))
+    assert not throttle.check(Attempt("acme", "alice", "10.0.0.1"), LENIENT_ADDRESSES).refused
+
+
+def test_failures_across_addresses_only_slow_down_the_failing_ones(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Anyone can fail for alice from anywhere: that never locks alice out."""
+    clock = FakeClock()
+    throttle = LoginThrottle(clock=clock)
+    for i in range(100):  # two failures from each of 50 addresses: under every lock
+        throttle.failed(Attempt("acme", "alice", f"10.0.{i // 2}.1"), LENIENT_ADDRESSES)
+    assert throttle.check(Attempt("acme", "alice", "10.9.9.9"), LENIENT_ADDRESSES) == GO
+    assert throttle.check(Attempt("globex", "alice", "10.0.0.1"), LENIENT_ADDRESSES) == GO
+    assert throttle.check(Attempt("acme", "alice", "10.0.7.1"), LENIENT_ADDRESSES) == \
+        Verdict(delay=1)
+    slowed = [r for r in caplog.records if "slowed down" in r.getMessage()]
+    assert len(slowed) == 1  # one line for the whole spray
+    clock.now += 61
+    assert throttle.check(Attempt("acme", "alice", "10.0.7.1"), LENIENT_ADDRESSES) == GO
+
+
+def test_a_user_under_attack_is_not_slowed_from_a_clean_address() -> None:
+    throttle = LoginThrottle(clock=FakeClock())
+    for i in range(3):
+        throttle.failed(Attempt("acme", "alice", f"10.0.0.{i}"), LENIENT_ADDRESSES)
+    # bob's failure makes the address suspect: alice's attempts from it wait.
+    throttle.failed(Attempt("acme", "bob", "10.8.8.8"), LENIENT_ADDRESSES)
+    assert throttle.check(Attempt("acme", "alice", "10.8.8.8"), LENIENT_ADDRESSES).delay == 1
+    assert throttle.check(Attempt("acme", "alice", "10.9.9.9"), LENIENT_ADDRESSES) == GO
+
+
+def test_slow_down_bounds_the_logins_waiting_at_once() -> None:
+    release = threading.Event()
+    slow_down = SlowDown(sleep=lambda _seconds: release.wait(5))
+    waiting = [threading.Thread(target=slow_down.wait, args=(1, 2)) for _ in range(2)]
+    for thread in waiting:
+        thread.start()
+    while slow_down._waiting < 2:
+        time.sleep(0.01)
+    started = time.monotonic()
+    assert not slow_down.wait(1, 2)  # refused at once, not queued
+    assert time.monotonic() - started < 0.5
+    release.set()
+    for thread in waiting:
+        thread.join()
+    assert slow_down.wait(1, 2)
 
 
 def test_throttle_counts_failures_for_the_whole_window() -> None:
@@ -323,19 +374,21 @@ def test_throttle_per_address_across_users() -> None:
     for name in ("u1", "u2", "u3"):
         throttle.failed(Attempt("acme", name, "198.51.100.1"), POLICY)
     assert not throttle.allowed(Attempt("acme", "alice", "198.51.100.1"))
+    assert throttle.check(Attempt("acme", "alice", "198.51.100.1"), POLICY).refused
     assert throttle.allowed(Attempt("acme", "alice", "198.51.100.2"))
 
 
-def test_success_clears_the_user_but_not_the_address() -> None:
+def test_success_clears_the_pair_but_not_the_address() -> None:
     throttle = LoginThrottle(clock=FakeClock())
     for _ in range(2):
         throttle.failed(Attempt("acme", "alice", "192.0.2.1"), POLICY)
     throttle.succeeded(Attempt("acme", "alice", "192.0.2.1"))
+    policy = POLICY.model_copy(update={"address_max_failures": 5})
     for _ in range(2):
-        throttle.failed(Attempt("acme", "alice", "192.0.2.2"), POLICY)
-    assert throttle.allowed(Attempt("acme", "alice", "192.0.2.3"))
-    throttle.failed(Attempt("acme", "mallory", "192.0.2.1"), POLICY)
-    assert not throttle.allowed(Attempt("acme", "alice", "192.0.2.1"))
+        throttle.failed(Attempt("acme", "alice", "192.0.2.1"), policy)
+    assert throttle.allowed(Attempt("acme", "alice", "192.0.2.1"))  # 2 of 3 since the success
+    throttle.failed(Attempt("acme", "mallory", "192.0.2.1"), policy)
+    assert not throttle.allowed(Attempt("acme", "alice", "192.0.2.1"))  # the address: 5 of 5
 
 
 def test_throttle_prunes_old_keys() -> None:
@@ -343,10 +396,10 @@ def test_throttle_prunes_old_keys() -> None:
     throttle = LoginThrottle(clock=clock)
     for i in range(50):
         throttle.failed(Attempt("acme", f"user{i}", None), POLICY)
-    assert len(throttle) == 50
+    assert len(throttle) == 100  # each user's count and its pair
     clock.now += 61
     throttle.failed(Attempt("acme", "late", None), POLICY)
-    assert len(throttle) == 1
+    assert len(throttle) == 2
 
 
 def test_throttle_memory_is_bounded_and_keeps_lockouts() -> None:

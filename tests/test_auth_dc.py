@@ -23,7 +23,7 @@ from mosaic.auth import passwords
 from mosaic.auth.domain_controller import MosaicDomainController
 from mosaic.auth.identity import Principal
 from mosaic.auth.middleware import BasicHeaderGuard, CanonicalUserMiddleware
-from mosaic.auth.throttle import LoginThrottle
+from mosaic.auth.throttle import LoginThrottle, SlowDown
 from mosaic.config.schema import Config
 
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
@@ -234,8 +234,45 @@ def test_throttled_login_is_refused_without_verifying(
     assert login(dc, "alice") is not None
 
 
+class RecordedSleeps(list[float]):
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def test_guessing_from_one_address_cannot_lock_the_user_out_elsewhere(
+        verify_calls: list[str]) -> None:
+    dc, _ = make_dc(make_config(max_failures=3, user_slowdown_after=3, slowdown_seconds=2))
+    dc.slow_down = SlowDown(sleep=(sleeps := RecordedSleeps()))
+    for _ in range(50):
+        assert login(dc, "alice", "guess", REMOTE_ADDR="192.0.2.66") is None
+    assert verify_calls.count("guess") == 3  # then refused before any password check
+    assert login(dc, "alice", REMOTE_ADDR="192.0.2.66") is None  # that pair is locked
+    assert login(dc, "alice", REMOTE_ADDR="192.0.2.10") is not None
+    assert sleeps == []  # and not even slowed down from an address without failures
+
+
+def test_a_failing_address_of_a_user_under_attack_is_slowed_down() -> None:
+    dc, _ = make_dc(make_config(max_failures=3, user_slowdown_after=3, slowdown_seconds=2,
+                                max_slowed_logins=1))
+    dc.slow_down = SlowDown(sleep=(sleeps := RecordedSleeps()))
+    for address in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
+        assert login(dc, "alice", "guess", REMOTE_ADDR=address) is None
+    assert login(dc, "alice", REMOTE_ADDR="192.0.2.1") is not None  # slowed, not refused
+    assert sleeps == [2]
+
+
+def test_a_slowed_login_finding_no_place_to_wait_is_refused() -> None:
+    dc, _ = make_dc(make_config(max_failures=3, user_slowdown_after=3, max_slowed_logins=0))
+    dc.slow_down = SlowDown(sleep=(sleeps := RecordedSleeps()))
+    for address in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
+        assert login(dc, "alice", "guess", REMOTE_ADDR=address) is None
+    assert login(dc, "alice", REMOTE_ADDR="192.0.2.1") is None
+    assert login(dc, "alice", REMOTE_ADDR="192.0.2.4") is not None
+    assert sleeps == []
+
+
 def test_unresolvable_logins_count_against_the_address() -> None:
-    dc, _ = make_dc(make_config(max_failures=2))
+    dc, _ = make_dc(make_config(address_max_failures=2))
     for name in ("x@nowhere.example", "y@nowhere.example"):
         assert login(dc, name) is None
     assert login(dc, "alice") is None
@@ -243,7 +280,8 @@ def test_unresolvable_logins_count_against_the_address() -> None:
 
 
 def test_concurrent_logins_get_their_own_answers(verify_calls: list[str]) -> None:
-    dc, _ = make_dc(make_config(max_failures=1000))
+    dc, _ = make_dc(make_config(max_failures=1000, address_max_failures=1000,
+                                user_slowdown_after=1000))
     errors: list[str] = []
 
     def worker(n: int) -> None:

@@ -22,7 +22,7 @@ from wsgidav.dc.base_dc import BaseDomainController
 from mosaic.auth.cache import CredentialCache
 from mosaic.auth.identity import Principal, identity_sources
 from mosaic.auth.login import ResolvedLogin, fold_case, resolve_login
-from mosaic.auth.throttle import Attempt, LoginThrottle
+from mosaic.auth.throttle import Attempt, LoginThrottle, SlowDown
 from mosaic.config.schema import Config
 
 REALM = "Mosaic"
@@ -48,6 +48,7 @@ class MosaicDomainController(BaseDomainController):
         self._get_config: Callable[[], Config] = get_config
         self.cache = CredentialCache()
         self.throttle = LoginThrottle()
+        self.slow_down = SlowDown()
         self._seen_config: Config | None = None
         self._seen_lock = threading.Lock()
         # Striped: bounded memory whatever the number of users.
@@ -82,12 +83,12 @@ class MosaicDomainController(BaseDomainController):
         return True
 
     def authenticate(self, login: str, password: str, environ: Environ) -> Principal | None:
-        """Resolve the tenant, apply throttling, then the cache, then the identity sources."""
+        """Resolve the tenant, apply the lockout, then the cache, then the identity sources."""
         generation = self.cache.generation  # read first: see CredentialCache.put
         config = self._current_config()
         target = resolve_login(config, login, environ)
         attempt = _attempt(target, login, environ)
-        if not self.throttle.allowed(attempt):
+        if not self._admitted(attempt, config):
             return None
         principal = self._verify(config, target, password, generation) if target else None
         if principal is None:
@@ -95,6 +96,17 @@ class MosaicDomainController(BaseDomainController):
         else:
             self.throttle.succeeded(attempt)
         return principal
+
+    def _admitted(self, attempt: Attempt, config: Config) -> bool:
+        """Whether to check this attempt's password at all (after any delay)."""
+        policy = config.server.auth
+        verdict = self.throttle.check(attempt, policy)
+        if verdict.refused:
+            return False
+        # A delayed attempt that finds every waiting place taken is refused:
+        # it comes from an address that failed for a user under attack.
+        return not verdict.delay or self.slow_down.wait(verdict.delay,
+                                                        policy.max_slowed_logins)
 
     def clear_cache(self) -> None:
         """Forget verified logins (the config reload calls this)."""

@@ -106,12 +106,73 @@ class TLS(Strict):
 
 
 class AuthSettings(Strict):
+    """Login caching and smart lockout (see docs/security.md).
+
+    Failures lock a (user, client address) pair and a client address, never a
+    user everywhere: the right password from an address without failures is
+    always accepted. A user's failures across all addresses only slow down
+    the addresses that fail.
+    """
+
     cache_seconds: float = Field(60, ge=0, description="How long a verified login is remembered")
-    max_failures: int = Field(5, ge=1, description="Failed logins before throttling starts")
+    max_failures: int = Field(
+        5, ge=1, description="Failed logins of one user from one client address that lock "
+                             "that user at that address")
+    address_max_failures: int = Field(
+        20, ge=1, description="Failed logins from one client address, whatever the user, "
+                              "that lock that address")
     failure_window_seconds: float = Field(
         300, gt=0, description="Window in which failed logins are counted"
     )
-    lockout_seconds: float = Field(60, ge=0, description="Delay imposed once throttled")
+    lockout_seconds: float = Field(
+        60, ge=0, description="How long a locked user-and-address or address is refused")
+    user_slowdown_after: int = Field(
+        10, ge=1, description="Failed logins of one user from all addresses after which the "
+                              "attempts for that user from addresses that failed are delayed")
+    slowdown_seconds: float = Field(
+        1, ge=0, le=10, description="The delay of such an attempt (it holds a request thread)")
+    max_slowed_logins: int = Field(
+        4, ge=0, description="Delayed attempts waiting at once per worker; beyond, an attempt "
+                             "that would wait is refused at once")
+
+
+class FairShare(Strict):
+    """Concurrent requests one tenant or one client address may hold in a worker.
+
+    A request holds one of the worker's ``threads`` from its first byte to
+    its last (a slow client holds it for as long as it is slow). Beyond its
+    share, a tenant or address is served only while more than
+    ``spare_threads`` threads would stay free; otherwise it is answered 503
+    with Retry-After at once.
+    """
+
+    per_tenant: int | None = Field(
+        None, ge=0,
+        description="Requests one tenant may have in flight per worker; "
+                    "default half of `threads`, 0 for no limit")
+    per_address: int | None = Field(
+        None, ge=0,
+        description="Requests (authenticated or not) one client address may have in flight "
+                    "per worker; default a quarter of `threads`, 0 for no limit (behind a "
+                    "reverse proxy every client has the proxy's address)")
+    spare_threads: int | None = Field(
+        None, ge=0,
+        description="Threads kept for the others: beyond its share a tenant or address is "
+                    "served only while more than this many stay free; default a quarter of "
+                    "`threads`")
+    retry_after_seconds: int = Field(
+        2, ge=1, le=3600, description="Retry-After of the 503 answered to the one over its share")
+
+    def tenant_limit(self, threads: int) -> int:
+        return max(1, threads // 2) if self.per_tenant is None else self.per_tenant
+
+    def address_limit(self, threads: int) -> int:
+        return max(1, threads // 4) if self.per_address is None else self.per_address
+
+    def room_to_spare(self, threads: int, busy: int) -> bool:
+        """Whether ``busy`` threads in use (this request's included) leave enough free."""
+        spare = threads // 4 if self.spare_threads is None else self.spare_threads
+        return busy <= threads - spare
 
 
 class Server(Strict):
@@ -132,6 +193,9 @@ class Server(Strict):
     )
     block_size: int = Field(262144, ge=4096, description="GET/PUT streaming block size in bytes")
     auth: AuthSettings = Field(AuthSettings(), description="Login caching and throttling")
+    fair_share: FairShare = Field(
+        FairShare(), description="Limits that keep one tenant or one client address from "
+                                 "starving the others")
     log_level: LogLevel = Field(
         "info", description="Minimum level of Mosaic's own log records (to stderr). A mount "
         "whose store goes down is logged once (warning) and once when it is back (info), "
