@@ -40,9 +40,10 @@ def make_server(holder: ConfigHolder, reuse_port: bool) -> wsgi.Server:
     # Imported here: the supervisor never serves, so it stays small (~30 MiB
     # instead of the whole application's ~65 MiB).
     from mosaic.app import build_app
+    from mosaic.front.request import FrontServer
 
     settings = holder.current.server
-    server = wsgi.Server(
+    server = FrontServer(
         (settings.host, settings.port),
         build_app(holder),
         numthreads=settings.threads,
@@ -50,6 +51,7 @@ def make_server(holder: ConfigHolder, reuse_port: bool) -> wsgi.Server:
         request_queue_size=REQUEST_QUEUE_SIZE,
         timeout=CONNECTION_TIMEOUT,
         reuse_port=reuse_port,
+        limits=lambda: holder.current.server.limits,
     )
     server.keep_alive_conn_limit = max(10, settings.threads * 4)
     if settings.tls:

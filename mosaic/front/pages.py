@@ -1,0 +1,49 @@
+"""Status pages that name Mosaic, and no second log line for a refused body.
+
+wsgidav renders every status page (errors through ErrorPrinter, the bodies of
+201/204/... through ``util.send_status_response``) with
+``DAVError.get_response_page``, which names ``WsgiDAV/<version>`` with its
+project URL and the server's local time. Replacing that one method is the one
+place that covers them all.
+"""
+
+from __future__ import annotations
+
+import logging
+from html import escape
+
+from wsgidav.dav_error import DAVError, get_http_status_string
+
+from mosaic.front.refusals import BodyRefusal
+
+#: What the server calls itself, in the Server header and in status pages.
+SERVER_NAME = "Mosaic"
+
+
+def _status_page(error: DAVError) -> tuple[str, bytes]:
+    if error.err_condition:  # a precondition: RFC 4918 wants it as XML
+        return "application/xml; charset=utf-8", error.err_condition.as_string().encode()
+    status = escape(get_http_status_string(error))
+    page = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{status}</title>"
+            f"</head><body>\n<h1>{status}</h1>\n<p>{escape(error.get_user_info())}</p>\n"
+            f"<hr/>{SERVER_NAME}\n</body></html>\n")
+    return "text/html; charset=utf-8", page.encode()
+
+
+class _DropBodyRefusalTracebacks(logging.Filter):
+    """wsgidav's PUT logs any failure of the body copy with a traceback; a
+    refused body is the client's fault and the front end logs it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], BodyRefusal))
+
+
+_FILTER = _DropBodyRefusalTracebacks()
+
+
+def install() -> None:
+    """Brand wsgidav's status pages and quiet its log of refused bodies (idempotent)."""
+    DAVError.get_response_page = _status_page  # type: ignore[method-assign]
+    logger = logging.getLogger("wsgidav.request_server")
+    if _FILTER not in logger.filters:
+        logger.addFilter(_FILTER)
