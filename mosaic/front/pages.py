@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 from html import escape
 
-from wsgidav.dav_error import DAVError, get_http_status_string
+from wsgidav.dav_error import ERROR_DESCRIPTIONS, DAVError, get_http_status_string
 
-from mosaic.front.refusals import BodyRefusal
+from mosaic.front.refusals import BodyRefusal, status_line
 
 #: What the server calls itself, in the Server header and in status pages.
 SERVER_NAME = "Mosaic"
@@ -44,6 +44,9 @@ _FILTER = _DropBodyRefusalTracebacks()
 def install() -> None:
     """Brand wsgidav's status pages and quiet its log of refused bodies (idempotent)."""
     DAVError.get_response_page = _status_page  # type: ignore[method-assign]
+    # wsgidav's status lines lack the codes the front end raises ("408 Status").
+    for code in (408, 413, 414, 431):
+        ERROR_DESCRIPTIONS.setdefault(code, status_line(code))
     logger = logging.getLogger("wsgidav.request_server")
     if _FILTER not in logger.filters:
         logger.addFilter(_FILTER)

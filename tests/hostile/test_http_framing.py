@@ -159,6 +159,23 @@ def test_a_chunked_propfind_body_is_read_and_the_connection_stays_in_step(server
     assert get.status == 200 and get.body == PREVIOUS
 
 
+def test_100_continue_is_sent_only_when_the_body_is_wanted(server, keep):
+    """An upload refused before its body is read (here 401) is never invited:
+    the client gets the refusal instead of a 100 Continue, and sends nothing."""
+    head = b"PUT /keep.txt HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n"
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.settimeout(10)
+        sock.sendall(head + b"Content-Length: 100000000\r\n\r\n")
+        assert read_reply(sock).status == 401
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.settimeout(10)
+        sock.sendall(head + AUTH + b"Content-Length: 3\r\n\r\n")
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"new")
+        assert read_reply(sock).status == 204
+    assert keep.read_bytes() == b"new"
+
+
 # --- item 6: conflicting or malformed framing is a 400 (501) before anything else -----
 
 BAD_FRAMING = {
