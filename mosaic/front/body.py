@@ -114,6 +114,29 @@ class LengthBody(Body):
         return data
 
 
+class ReadBody(Body):
+    """A body the front end has read already, served from memory."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(_no_wire)
+        self._pending = data
+
+    @property
+    def finished(self) -> bool:
+        return not self._pending
+
+    def _piece(self, wire: Wire, size: int) -> bytes:
+        return b""
+
+    def _next(self, size: int) -> bytes:
+        data, self._pending = self._pending[:size], self._pending[size:]
+        return data
+
+
+def _no_wire() -> Wire:
+    raise AssertionError("a body read already needs no wire")
+
+
 class ChunkedBody(Body):
     """A body in the chunked transfer coding, decoded strictly."""
 

@@ -8,7 +8,6 @@ answer) stays cheroot's. Limits are read from the live config per request.
 from __future__ import annotations
 
 import email.utils
-import logging
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -17,14 +16,12 @@ from cheroot import server as cheroot_server
 from cheroot import wsgi
 
 from mosaic.config.schema import Limits
-from mosaic.front.body import Body, ChunkedBody, LengthBody
+from mosaic.front.body import Body, ChunkedBody, LengthBody, ReadBody
 from mosaic.front.head import Head, read_head
 from mosaic.front.pages import SERVER_NAME
 from mosaic.front.refusals import BodyRefusal, Refusal, log_refusal, status_line
 from mosaic.front.target import parse_target
 from mosaic.front.wire import BodyClock, HeadClock, Wire
-
-log = logging.getLogger(__name__)
 
 
 class FrontRequest(cheroot_server.HTTPRequest):
@@ -51,8 +48,9 @@ class FrontRequest(cheroot_server.HTTPRequest):
         target = parse_target(head.method, head.target)
         self.method, self.uri, self.inheaders = head.method, head.target, head.headers
         self.path, self.qs = target.path, target.query
+        self.authority = target.authority or b""
         if target.authority is not None:  # RFC 9112 section 3.2.2: it replaces Host
-            self.authority = self.inheaders[b"Host"] = target.authority
+            self.inheaders[b"Host"] = target.authority
         self.request_protocol = b"HTTP/%d.%d" % head.version
         self.response_protocol = self.request_protocol.decode()
         tokens = {t.strip().lower() for t in self.inheaders.get(b"Connection", b"").split(b",")}
@@ -89,9 +87,7 @@ class FrontRequest(cheroot_server.HTTPRequest):
         del self.inheaders[b"Transfer-Encoding"]
         self.inheaders[b"Content-Length"] = str(len(data)).encode()
         self.chunked_read = False
-        whole = LengthBody(self._open_wire, 0)
-        whole._pending = data
-        return whole
+        return ReadBody(data)
 
     def _open_wire(self) -> Wire:
         """The body's wire: its clock starts now, after a 100 Continue if asked for."""

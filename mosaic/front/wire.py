@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from mosaic.front.refusals import BodyRefusal, Refusal
 
@@ -27,6 +28,11 @@ class Buffered(Protocol):
     def read1(self, size: int) -> bytes: ...
 
     def read(self, size: int) -> bytes: ...
+
+    def has_data(self) -> bool: ...
+
+    @property
+    def raw(self) -> Any: ...
 
 
 class Clock(Protocol):
@@ -102,10 +108,10 @@ class Wire:
         self.clock = clock
         self._restore = restore_timeout
 
-    def _receive(self, method: str, size: int) -> bytes:
+    def _receive(self, receive: Callable[[int], bytes], size: int) -> bytes:
         self._sock.settimeout(self.clock.arm())
         try:
-            data: bytes = getattr(self._rfile, method)(size)
+            data = receive(size)
         except TimeoutError:
             raise self.clock.expired() from None
         finally:
@@ -114,7 +120,11 @@ class Wire:
 
     def read_some(self, size: int) -> bytes:
         """Up to ``size`` bytes (at most one receive); b"" at the end of the stream."""
-        data = self._receive("read1", size)
+        # With nothing buffered, one receive of ``size`` straight from the
+        # socket: through the buffer every receive would be 8 KiB at most
+        # (a 256 MiB PUT: ~260 -> ~150 MiB/s measured here).
+        source = self._rfile.read1 if self._rfile.has_data() else self._rfile.raw.read
+        data = self._receive(source, size) or b""
         self.clock.received(len(data))
         return data
 
@@ -124,7 +134,7 @@ class Wire:
         parts: list[bytes] = []
         size = 0
         while size <= limit:
-            buffered = self._receive("peek", 1)
+            buffered = self._receive(self._rfile.peek, 1)
             if not buffered:
                 break
             end = buffered.find(b"\n", 0, limit + 1 - size)
