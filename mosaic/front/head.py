@@ -58,10 +58,14 @@ def read_head(wire: Wire, limits: Limits) -> Head | None:
     if not line:
         return None
     head = parse_request_line(_line(line, limits.max_request_line_bytes, 414))
-    budget = limits.max_head_bytes - len(line)
-    for name, value in read_fields(wire, budget, limits.max_header_fields):
-        add_field(head.headers, name, value)
-    check_framing(head, limits)
+    try:
+        budget = limits.max_head_bytes - len(line)
+        for name, value in read_fields(wire, budget, limits.max_header_fields):
+            add_field(head.headers, name, value)
+        check_framing(head, limits)
+    except Refusal as refusal:
+        refusal.head = head  # the log line names the request
+        raise
     return head
 
 

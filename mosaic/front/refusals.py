@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from http import HTTPStatus
+from typing import Any
 
 from wsgidav.dav_error import DAVError
 
@@ -26,6 +27,8 @@ class Refusal(Exception):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        #: the request's head (mosaic.front.head.Head) when its request line was valid
+        self.head: Any = None
 
 
 class BodyRefusal(DAVError):

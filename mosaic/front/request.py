@@ -37,6 +37,7 @@ class FrontRequest(cheroot_server.HTTPRequest):
             if head is not None:
                 self._adopt(head)
         except Refusal as refusal:
+            self.head = refusal.head or getattr(self, "head", None)
             self.refuse(refusal.status, refusal.reason)
         except OSError:  # the client reset the connection: nobody to answer
             self.close_connection = True
