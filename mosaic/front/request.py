@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import email.utils
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any
 
 from cheroot import server as cheroot_server
 from cheroot import wsgi
+from cheroot.makefile import MakeFile
 
 from mosaic.config.schema import Limits
 from mosaic.front.body import Body, ChunkedBody, LengthBody, ReadBody
@@ -21,6 +23,7 @@ from mosaic.front.head import Head, read_head
 from mosaic.front.pages import SERVER_NAME
 from mosaic.front.refusals import BodyRefusal, Refusal, log_refusal, status_line
 from mosaic.front.target import parse_target
+from mosaic.front.tls import HandshakeInWorker, handshake
 from mosaic.front.wire import BodyClock, HeadClock, Wire
 
 
@@ -30,6 +33,13 @@ class FrontRequest(cheroot_server.HTTPRequest):
 
     def parse_request(self) -> None:
         self.limits = self.server.limits()
+        conn = self.conn
+        if conn.handshake_pending:
+            conn.handshake_pending = False
+            if not handshake(conn, self.server.ssl_adapter, self.limits.head_timeout_seconds,
+                             self.server.timeout):
+                self.close_connection = True
+                return
         wire = Wire(self.conn.rfile, self.conn.socket, HeadClock(self.limits.head_timeout_seconds),
                     self.server.timeout)
         try:
@@ -137,6 +147,10 @@ class FrontRequest(cheroot_server.HTTPRequest):
 class FrontConnection(cheroot_server.HTTPConnection):
     RequestHandlerClass = FrontRequest
 
+    def __init__(self, server: FrontServer, sock: Any, makefile: Any = MakeFile) -> None:
+        super().__init__(server, sock, makefile)
+        self.handshake_pending = isinstance(sock, ssl.SSLSocket)
+
 
 class FrontServer(wsgi.Server):
     """cheroot's WSGI server with the strict front end; ``limits`` gives the live limits."""
@@ -146,3 +160,11 @@ class FrontServer(wsgi.Server):
     def __init__(self, *args: Any, limits: Callable[[], Limits], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.limits = limits
+
+    @property  # type: ignore[override]
+    def ssl_adapter(self) -> HandshakeInWorker | None:
+        return self.__dict__.get("_tls")
+
+    @ssl_adapter.setter
+    def ssl_adapter(self, adapter: Any) -> None:
+        self.__dict__["_tls"] = None if adapter is None else HandshakeInWorker(adapter)

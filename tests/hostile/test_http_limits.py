@@ -9,8 +9,11 @@ baseline), and that a slow client is cut off on time, its upload discarded.
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -263,3 +266,54 @@ def test_limits_come_from_the_live_config(server):
     finally:
         config["server"]["limits"] = LIMITS
         server.config_path.write_text(yaml.safe_dump(config))
+
+
+# --- item 16: a TLS handshake is part of the head -----------------------------------------
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    base = tmp_path_factory.mktemp("limits-tls")
+    cert, key = base / "cert.pem", base / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    process = two_tenant_process(base, workers=1, limits=LIMITS,
+                                 tls={"cert": str(cert), "key": str(key)})
+    process.start(wait=False)
+    deadline = time.monotonic() + 60
+    while True:
+        with contextlib.suppress(OSError):
+            https_options(process.port)
+            break
+        assert time.monotonic() < deadline, process.log()
+        time.sleep(0.2)
+    yield process
+    process.stop()
+
+
+def https_options(port: int) -> bytes:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+            context.wrap_socket(raw) as sock:
+        sock.sendall(b"OPTIONS / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return sock.recv(100)
+
+
+def test_silent_tls_connections_neither_block_others_nor_stay(tls_server):
+    """A TCP connection that never starts its TLS handshake held cheroot's one
+    acceptor thread for the connection timeout (60 s each): nobody else got in."""
+    silent = [socket.create_connection(("127.0.0.1", tls_server.port)) for _ in range(3)]
+    try:
+        time.sleep(0.3)
+        started = time.monotonic()
+        assert https_options(tls_server.port).startswith(b"HTTP/1.1 200 ")
+        assert time.monotonic() - started < 2
+        for sock in silent:  # each is closed at the head timeout
+            sock.settimeout(LIMITS["head_timeout_seconds"] + 3)
+            assert sock.recv(1) == b""
+        assert tls_server.log().count("TLS handshake failed") == 3
+        assert tls_server.tracebacks() == 0
+    finally:
+        for sock in silent:
+            sock.close()
