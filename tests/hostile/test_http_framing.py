@@ -120,6 +120,29 @@ def test_malformed_chunked_put_of_a_new_file_creates_nothing(server, chunks):
     assert upload_leftovers(server) == []
 
 
+LOCK_BODY = (b'<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
+             b"</D:lockscope><D:locktype><D:write/></D:locktype><D:owner>x</D:owner>"
+             b"</D:lockinfo>")
+PROPPATCH_BODY = (b'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:x">'
+                  b"<D:set><D:prop><Z:colour>ultramarine-42</Z:colour></D:prop></D:set>"
+                  b"</D:propertyupdate>")
+
+
+@pytest.mark.parametrize(("method", "body"), [(b"LOCK", LOCK_BODY), (b"PROPPATCH", PROPPATCH_BODY)],
+                         ids=["LOCK", "PROPPATCH"])
+def test_a_malformed_chunked_xml_body_is_not_acted_on(server, keep, method, body):
+    """The whole XML arrives in a valid chunk; the malformed chunk after it
+    still makes the request a 400: no lock is taken, no property stored."""
+    chunks = b"%x\r\n%s\r\n-5\r\nhello\r\n0\r\n\r\n" % (len(body), body)
+    assert_refused(server, request(method + b" /keep.txt HTTP/1.1\r\n"
+                                   b"Transfer-Encoding: chunked", chunks), 400)
+    put = raw_request(server.port, request(b"PUT /keep.txt HTTP/1.1\r\nContent-Length: 3", b"new"))
+    assert put.status == 204, put  # no lock holds the file
+    propfind = raw_request(server.port, request(b"PROPFIND /keep.txt HTTP/1.1\r\nDepth: 0\r\n"
+                                                b"Content-Length: 0"))
+    assert propfind.status == 207 and b"ultramarine-42" not in propfind.body
+
+
 def test_a_chunked_body_cut_off_stores_nothing(server, keep):
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(chunked_put(b"10\r\n0123456789"))
