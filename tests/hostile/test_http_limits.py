@@ -107,6 +107,16 @@ def test_request_line_over_the_limit_is_414(server):
     assert_refused(server, reply, 414, offset)
 
 
+def test_whitespace_inside_a_field_costs_linear_time(server):
+    """A valid field with 30 KB of inner whitespace: a backtracking parser spent
+    seconds of CPU on it, per line, unauthenticated."""
+    started = time.monotonic()
+    reply = raw_request(server.port, b"OPTIONS / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                        b"X-Padded: a" + b" " * 30_000 + b"b\r\n\r\n")
+    assert reply.status == 200
+    assert time.monotonic() - started < 1
+
+
 def test_huge_unauthenticated_header_leaves_worker_memory_at_baseline(server):
     baseline = server.rss_mib()
     offset = len(server.log())
