@@ -12,13 +12,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 
-from mosaic.front.head import read_fields
+from mosaic.front.head import TOKEN, read_fields
 from mosaic.front.refusals import BodyRefusal, Refusal, excerpt
 from mosaic.front.wire import MAX_CHUNK_LINE, Wire
 
 _QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
-_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_EXTENSION = rb"[ \t]*;[ \t]*%s(?:[ \t]*=[ \t]*(?:%s|%s))?" % (_TOKEN, _TOKEN, _QUOTED)
+_EXTENSION = rb"[ \t]*;[ \t]*%s(?:[ \t]*=[ \t]*(?:%s|%s))?" % (TOKEN, TOKEN, _QUOTED)
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})((?:%s)*)\r\n" % _EXTENSION)
 _MAX_CHUNK = 2**63 - 1
 _PIECE = 256 * 1024

@@ -15,8 +15,9 @@ from mosaic.config.schema import Limits
 from mosaic.front.refusals import Refusal, excerpt
 from mosaic.front.wire import Wire
 
-_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_TOKEN_ONLY = re.compile(_TOKEN)
+#: RFC 9110 token (method, field name, chunk extension name)
+TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_IS_TOKEN = re.compile(TOKEN)
 _TARGET = re.compile(rb"[\x21-\x7e\x80-\xff]+")
 _VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
 _FIELD_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
@@ -43,10 +44,6 @@ class Head:
     #: None: no Content-Length (no body, or chunked)
     content_length: int | None = None
     chunked: bool = False
-
-    @property
-    def has_body(self) -> bool:
-        return self.chunked or bool(self.content_length)
 
 
 def read_head(wire: Wire, limits: Limits) -> Head | None:
@@ -98,7 +95,7 @@ def parse_request_line(line: bytes) -> Head:
         raise Refusal(400, f"malformed request line {excerpt(line)}")
     method, target, version = parts
     match = _VERSION.fullmatch(version)
-    if not _TOKEN_ONLY.fullmatch(method) or not _TARGET.fullmatch(target) or not match:
+    if not _IS_TOKEN.fullmatch(method) or not _TARGET.fullmatch(target) or not match:
         raise Refusal(400, f"malformed request line {excerpt(line)}")
     major, minor = int(match.group(1)), int(match.group(2))
     if major != 1:
@@ -113,7 +110,7 @@ def parse_field(line: bytes) -> tuple[bytes, bytes]:
     # No regex over the value: "(.*?)[ \t]*" backtracks quadratically on
     # inner whitespace (32 KB of it took 5 s of CPU).
     name, colon, value = line[:-2].partition(b":")
-    if not colon or not _TOKEN_ONLY.fullmatch(name):
+    if not colon or not _IS_TOKEN.fullmatch(name):
         raise Refusal(400, f"malformed header field {excerpt(line)}")
     value = value.strip(b" \t")
     if _FIELD_CONTROL.search(value):

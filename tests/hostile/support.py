@@ -210,3 +210,13 @@ def read_replies(sock: socket.socket, count: int) -> list[Reply]:
         closed = headers.get("connection", "").lower() == "close"
         replies.append(Reply(int(lines[0].split()[1]), headers, body, closed))
     return replies
+
+
+def wait_until_every_worker_listens(process: ServerProcess, seconds: float = 60) -> None:
+    """``wait_until_up`` needs one worker; a test that reads the log needs them all
+    started, or a late worker's start-up lines land among its own."""
+    expected = int(process.config["server"].get("workers", 1))
+    deadline = time.monotonic() + seconds
+    while process.log().count("mosaic.server: listening on") < expected:
+        assert time.monotonic() < deadline, process.log()
+        time.sleep(0.1)

@@ -23,6 +23,7 @@ from tests.hostile.support import (
     read_replies,
     read_reply,
     two_tenant_process,
+    wait_until_every_worker_listens,
 )
 
 AUTH = basic("alice@acme.example", "alice-secret").encode()
@@ -35,6 +36,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process = two_tenant_process(base, workers=2)
     (base / "acme-root").mkdir(parents=True, exist_ok=True)
     with process:
+        wait_until_every_worker_listens(process)
         yield process
 
 

@@ -29,6 +29,7 @@ from tests.hostile.support import (
     raw_request,
     read_reply,
     two_tenant_process,
+    wait_until_every_worker_listens,
 )
 
 AUTH = basic("alice@acme.example", "alice-secret").encode()
@@ -54,6 +55,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process = two_tenant_process(base, workers=2, threads=4, limits=LIMITS)
     (base / "acme-root").mkdir(parents=True, exist_ok=True)
     with process:
+        wait_until_every_worker_listens(process)
         for _ in range(8):  # warm both workers up before any baseline is taken
             raw_request(process.port, request(b"PROPFIND / HTTP/1.1\r\nDepth: 1"))
         yield process
