@@ -23,6 +23,7 @@ from mosaic.dav.locks import SqlLockStorage, install_lock_manager
 from mosaic.dav.properties import SqlPropertyManager
 from mosaic.dav.provider import MosaicProvider
 from mosaic.dav.store import create_schema, make_engine
+from mosaic.front import pages
 from mosaic.front.tenant_share import TenantShare
 from mosaic.vfs.permissions import PermissionView
 from mosaic.vfs.storage import StorageRegistry
@@ -128,6 +129,7 @@ def wsgidav_config(holder: ConfigHolder, provider: MosaicProvider,
 
 
 def build_app(holder: ConfigHolder) -> WsgiDAVApp:
+    pages.install()  # status pages name Mosaic, not WsgiDAV/<version>
     engine = make_engine(database_url(holder.current))
     create_schema(engine)
     provider = MosaicProvider(SessionOpener(holder))

@@ -42,10 +42,10 @@ def make_server(holder: ConfigHolder, reuse_port: bool) -> wsgi.Server:
     # Imported here: the supervisor never serves, so it stays small (~30 MiB
     # instead of the whole application's ~65 MiB).
     from mosaic.app import build_app
-    from mosaic.gateway import RefusedBodyGateway
+    from mosaic.front.request import FrontServer
 
     settings = holder.current.server
-    server = wsgi.Server(
+    server = FrontServer(
         (settings.host, settings.port),
         build_app(holder),
         numthreads=settings.threads,
@@ -53,12 +53,12 @@ def make_server(holder: ConfigHolder, reuse_port: bool) -> wsgi.Server:
         request_queue_size=REQUEST_QUEUE_SIZE,
         timeout=CONNECTION_TIMEOUT,
         reuse_port=reuse_port,
+        limits=lambda: holder.current.server.limits,
     )
     server.keep_alive_conn_limit = max(10, settings.threads * 4)
-    server.gateway = RefusedBodyGateway  # answer a refused body at once, then close
     if settings.tls:
         server.ssl_adapter = _tls_adapter(settings.tls.cert, settings.tls.key)
-    admission.install(server, holder)  # a client address's share of the threads (and TLS)
+    admission.install(server, holder)  # a client address's share of the threads
     return server
 
 

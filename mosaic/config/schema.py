@@ -175,6 +175,37 @@ class FairShare(Strict):
         return busy <= threads - spare
 
 
+class Limits(Strict):
+    """What one request may send, and how slowly, before the WebDAV application
+    sees it. A request beyond a limit is refused with the status named (before
+    authentication, its body unread) and its connection closed."""
+
+    max_request_line_bytes: int = Field(
+        16384, ge=256, le=1048576,
+        description="Longest request line (method, target, version); longer: 414")
+    max_head_bytes: int = Field(
+        65536, ge=1024, le=16777216,
+        description="Largest request head (request line and header fields); larger: 431")
+    max_header_fields: int = Field(
+        100, ge=8, le=10000, description="Most header fields in one request; more: 431")
+    max_xml_body_bytes: int = Field(
+        4194304, ge=4096,
+        description="Largest body of any method but PUT (PROPFIND, PROPPATCH and LOCK bodies "
+                    "are parsed in memory); larger: 413, refused before it is read. PUT "
+                    "bodies stream to storage and have no limit here")
+    head_timeout_seconds: float = Field(
+        20, gt=0, description="Time a client has to send a whole request head; slower: 408")
+    body_idle_timeout_seconds: float = Field(
+        30, gt=0, description="Longest silence while a request body arrives; longer: 408 "
+                              "and the upload is discarded")
+    body_min_bytes_per_second: int = Field(
+        500, ge=0, description="Slowest average rate of a request body once "
+                               "`body_rate_grace_seconds` have passed; slower: 408 and the "
+                               "upload is discarded. 0: no minimum")
+    body_rate_grace_seconds: float = Field(
+        20, ge=0, description="Time a request body may take before its average rate counts")
+
+
 class Server(Strict):
     listen: str = Field("127.0.0.1:8080", description="host:port to bind")
     data_dir: Path = Field(Path("mosaic-data"), description="Locks, properties, default storage")
@@ -196,6 +227,7 @@ class Server(Strict):
     fair_share: FairShare = Field(
         FairShare(), description="Limits that keep one tenant or one client address from "
                                  "starving the others")
+    limits: Limits = Field(Limits(), description="Limits and timeouts on request heads and bodies")
     log_level: LogLevel = Field(
         "info", description="Minimum level of Mosaic's own log records (to stderr). A mount "
         "whose store goes down is logged once (warning) and once when it is back (info), "
@@ -406,4 +438,4 @@ def secret_fields(model: type[BaseModel]) -> set[str]:
             or f.annotation == SecretStr | None}
 
 
-__all__ = ["Access", "Config", "Mount", "ProviderSpec", "Server", "Tenant", "User"]
+__all__ = ["Access", "Config", "Limits", "Mount", "ProviderSpec", "Server", "Tenant", "User"]

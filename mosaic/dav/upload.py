@@ -5,28 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from wsgidav.dav_error import HTTP_INTERNAL_ERROR, DAVError
-
 from mosaic.dav.errors import to_dav_error
 
 log = logging.getLogger(__name__)
-
-
-class RefusedBodyFilter(logging.Filter):
-    """wsgidav logs every failure of a PUT body with its traceback ("PUT: byte
-    copy failed"); a body we refused on purpose (507 over quota, 413 beyond a
-    store's part limit, 503 store down) is one warning line instead."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, DAVError) and error.value != HTTP_INTERNAL_ERROR:
-            record.msg, record.args = "PUT refused: %s", (error.get_user_info(),)
-            record.exc_info, record.exc_text = None, None
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-        return True
-
-
-logging.getLogger("wsgidav.request_server").addFilter(RefusedBodyFilter())
 
 
 class AtomicUpload:

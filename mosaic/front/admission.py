@@ -27,7 +27,6 @@ from typing import Any
 from cheroot import server as cheroot_server
 
 from mosaic.config.holder import ConfigHolder
-from mosaic.front import tls
 from mosaic.front.shares import Shares, refusal_head
 
 #: Unread bytes we take from a refused connection before closing it: closing a
@@ -85,8 +84,7 @@ class AddressGate:
         _this_request.endings = []
         _this_request.busy = self.addresses
         try:
-            if not tls.handshake(self):
-                return False
+            # A TLS handshake is done in there too (mosaic.front.tls), behind this count.
             keep_open: bool = super().communicate()  # type: ignore[misc]
         finally:
             self.addresses.leave(address)
@@ -118,7 +116,7 @@ class CloseOnRequest:
 
 
 def _refuse(conn: Any, retry_after: int) -> None:
-    if tls.pending(conn):
+    if getattr(conn, "handshake_pending", False):
         # No answer can be sent before a handshake, and doing it would hold
         # this thread for as long as the client cares to take: just close.
         return
@@ -147,11 +145,9 @@ def _drain(sock: Any) -> None:
 def install(server: cheroot_server.HTTPServer, holder: ConfigHolder) -> None:
     """Count every connection of ``server`` against its client address's share.
 
-    Call it once ``server.ssl_adapter`` is set: TLS handshakes move from the
-    accept loop to the workers, behind the count.
+    The connection classes are ``server``'s own (mosaic.front.request) with the
+    count around them.
     """
-    if server.ssl_adapter is not None:
-        server.ssl_adapter = tls.deferring_handshakes(server.ssl_adapter)
     base = server.ConnectionClass
     requests = type("AdmittedRequest", (CloseOnRequest, base.RequestHandlerClass), {})
     server.ConnectionClass = type("AdmittedConnection", (AddressGate, base), {

@@ -1,13 +1,12 @@
-"""TLS handshakes in the worker thread that serves the connection, not in the accept loop.
+"""TLS handshakes in the request's thread, under the head deadline.
 
-cheroot's BuiltinSSLAdapter does the handshake inside ``accept``, in the one
-thread that accepts every connection: a client that opens a TCP connection and
-never says hello stops the whole server from accepting anything for the
-connection timeout (60 s, measured: no HTTPS request got through). Here
-``wrap`` only sets TLS up, and the worker thread that takes the connection
-does the handshake, after the address gate has counted it
-(:mod:`mosaic.front.admission`), so a silent client holds one thread of its
-own address's share and nothing else.
+cheroot's TLS adapters handshake inside ``wrap()``, which its single acceptor
+thread calls for every new connection with the connection timeout (60 s):
+one client that opens a TCP connection and sends nothing stops the whole
+server from accepting anyone for a minute (measured: three such connections
+kept an HTTPS request waiting over 90 s). Here ``wrap()`` only wraps; the
+handshake happens when the connection's first request is read, in a worker
+thread, as part of the head and within its deadline.
 """
 
 from __future__ import annotations
@@ -15,42 +14,37 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-
-class DeferredHandshake:
-    """Mixin over cheroot's BuiltinSSLAdapter: ``wrap`` without the handshake."""
-
-    context: ssl.SSLContext
-
-    def wrap(self, sock: Any) -> tuple[ssl.SSLSocket, dict[str, Any]]:
-        wrapped = self.context.wrap_socket(sock, do_handshake_on_connect=False,
-                                           server_side=True)
-        return wrapped, {}  # the environ entries come with the handshake
+from mosaic.front.refusals import log_refusal
 
 
-def deferring_handshakes(adapter: Any) -> Any:
-    """A copy of ``adapter`` (a cheroot BuiltinSSLAdapter) that leaves handshakes to the workers."""
-    kind = type("DeferredHandshakeAdapter", (DeferredHandshake, type(adapter)), {})
-    deferred = kind.__new__(kind)
-    deferred.__dict__.update(adapter.__dict__)  # the same context, certificate and settings
-    return deferred
+class HandshakeInWorker:
+    """Wraps a cheroot TLS adapter (``BuiltinSSLAdapter``) so that ``wrap``
+    returns a socket whose handshake is still to be done."""
+
+    def __init__(self, adapter: Any) -> None:
+        self.adapter = adapter
+
+    def wrap(self, sock: Any) -> tuple[ssl.SSLSocket, dict[str, str]]:
+        wrapped = self.adapter.context.wrap_socket(sock, server_side=True,
+                                                   do_handshake_on_connect=False)
+        return wrapped, {}
+
+    def __getattr__(self, name: str) -> Any:  # bind, makefile, context, ...
+        return getattr(self.adapter, name)
 
 
-def pending(conn: Any) -> bool:
-    """True for a TLS connection whose handshake has not been done yet."""
-    return isinstance(conn.socket, ssl.SSLSocket) and conn.socket.cipher() is None
-
-
-def handshake(conn: Any) -> bool:
-    """Finish a pending handshake (within the socket's timeout); False if it failed.
-
-    A failed handshake (a client speaking plain HTTP, a scanner, a timeout)
-    is the client's business: the connection is dropped without a log line.
-    """
-    if not pending(conn):
-        return True
+def handshake(conn: Any, adapter: HandshakeInWorker, seconds: float, restore: float) -> bool:
+    """Complete ``conn``'s handshake within ``seconds``; False (logged) if it fails."""
+    sock: ssl.SSLSocket = conn.socket
+    sock.settimeout(seconds)
     try:
-        conn.socket.do_handshake()
-    except (ssl.SSLError, OSError):
+        sock.do_handshake()  # one deadline for the whole handshake (CPython's _ssl)
+    except (OSError, ValueError) as error:  # ssl.SSLError and timeouts are OSErrors
+        client = conn.remote_addr or "?"
+        log_refusal(408 if isinstance(error, TimeoutError) else 400,
+                    f"TLS handshake failed: {error}", client, "")
         return False
-    conn.ssl_env = conn.server.ssl_adapter.get_environ(conn.socket)
+    finally:
+        sock.settimeout(restore)
+    conn.ssl_env = adapter.adapter.get_environ(sock)
     return True

@@ -187,3 +187,36 @@ def two_tenant_process(base: Path, **server: Any) -> ServerProcess:
     config = tenants.two_tenants(base)
     config["server"].update(listen=f"127.0.0.1:{free_port()}", **server)
     return ServerProcess(config, base)
+
+
+def read_replies(sock: socket.socket, count: int) -> list[Reply]:
+    """Read ``count`` answers from one connection (each framed by Content-Length),
+    leaving nothing of the next one consumed; ``closed`` says the server closed after it."""
+    buffer, replies = b"", []
+    while len(replies) < count:
+        while b"\r\n\r\n" not in buffer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return [*replies, Reply(0, {}, buffer, True)]
+            buffer += chunk
+        head, _, buffer = buffer.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {name.strip().lower(): value.strip() for name, _, value in
+                   (line.partition(":") for line in lines[1:])}
+        length = int(headers.get("content-length", 0))
+        while len(buffer) < length and (chunk := sock.recv(65536)):
+            buffer += chunk
+        body, buffer = buffer[:length], buffer[length:]
+        closed = headers.get("connection", "").lower() == "close"
+        replies.append(Reply(int(lines[0].split()[1]), headers, body, closed))
+    return replies
+
+
+def wait_until_every_worker_listens(process: ServerProcess, seconds: float = 60) -> None:
+    """``wait_until_up`` needs one worker; a test that reads the log needs them all
+    started, or a late worker's start-up lines land among its own."""
+    expected = int(process.config["server"].get("workers", 1))
+    deadline = time.monotonic() + seconds
+    while process.log().count("mosaic.server: listening on") < expected:
+        assert time.monotonic() < deadline, process.log()
+        time.sleep(0.1)
