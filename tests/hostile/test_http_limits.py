@@ -47,12 +47,16 @@ LIMITS = {
 }
 #: Worker growth tolerated across a refused request (allocator noise, caches).
 RSS_SLACK_MIB = 12
+#: Every client here is 127.0.0.1: this file tests the limits and timeouts alone,
+#: the shares of the threads are tested in test_fair_share.py.
+NO_SHARES = {"per_address": 0, "per_tenant": 0}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     base = tmp_path_factory.mktemp("limits")
-    process = two_tenant_process(base, workers=2, threads=4, limits=LIMITS)
+    process = two_tenant_process(base, workers=2, threads=4, limits=LIMITS,
+                                 fair_share=NO_SHARES)
     (base / "acme-root").mkdir(parents=True, exist_ok=True)
     with process:
         wait_until_every_worker_listens(process)
@@ -291,7 +295,7 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProce
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                     "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True)
-    process = two_tenant_process(base, workers=1, limits=LIMITS,
+    process = two_tenant_process(base, workers=1, limits=LIMITS, fair_share=NO_SHARES,
                                  tls={"cert": str(cert), "key": str(key)})
     process.start(wait=False)
     deadline = time.monotonic() + 60
