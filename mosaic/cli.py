@@ -14,7 +14,8 @@ from mosaic.config.schema import Config
 def _serve(args: argparse.Namespace) -> int:
     from mosaic.config.default import default_config
     from mosaic.config.loader import ConfigError, load_config
-    from mosaic.server import serve
+    from mosaic.preflight import StartupError
+    from mosaic.server import claim, serve
 
     if args.config:
         try:
@@ -28,12 +29,16 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"Created tenant 'default' with user 'admin', password: {password}\n"
                   "(shown once; only its hash is stored)", flush=True)
     config = _with_overrides(config, args)
+    try:
+        listener = claim(config)
+    except StartupError as problem:
+        print(f"{args.config or 'mosaic serve'}: {problem}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=config.server.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     print(f"Mosaic serving WebDAV on http{'s' if config.server.tls else ''}://"
           f"{config.server.listen}/", flush=True)
-    serve(args.config, config)
-    return 0
+    return serve(args.config, config, listener)
 
 
 def _with_overrides(config: Config, args: argparse.Namespace) -> Config:
@@ -49,11 +54,17 @@ def _with_overrides(config: Config, args: argparse.Namespace) -> Config:
 
 def _check_config(args: argparse.Namespace) -> int:
     from mosaic.config.loader import ConfigError, load_config
+    from mosaic.preflight import check
 
     try:
         config = load_config(args.file)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
+        return 1
+    problems = [] if args.schema_only else check(config.server, create=False)
+    for problem in problems:
+        print(f"{args.file}: {problem}", file=sys.stderr)
+    if problems:
         return 1
     print(f"{args.file}: OK ({len(config.tenants)} tenant(s))")
     return 0
@@ -88,6 +99,9 @@ def parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
     check = commands.add_parser("check-config", help="validate a YAML config")
     check.add_argument("file", type=Path)
+    check.add_argument("--schema-only", action="store_true",
+                       help="validate the file only, not this machine (TLS files, data_dir, "
+                            "listen address): for a config checked away from its server")
     check.set_defaults(run=_check_config)
     hashing = commands.add_parser("hash-password", help="print an argon2 hash for a config")
     hashing.add_argument("--stdin", action="store_true", help="read the password from stdin")
