@@ -13,13 +13,15 @@ from mosaic.config.schema import Config
 
 def _serve(args: argparse.Namespace) -> int:
     from mosaic.config.default import default_config
+    from mosaic.config.holder import ConfigHolder
     from mosaic.config.loader import ConfigError, load_config
     from mosaic.preflight import StartupError
     from mosaic.server import claim, serve
 
+    secret_files: set[Path] = set()
     if args.config:
         try:
-            config = load_config(args.config)
+            config = load_config(args.config, read_files=secret_files)
         except ConfigError as exc:
             print(exc, file=sys.stderr)
             return 2
@@ -38,7 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     print(f"Mosaic serving WebDAV on http{'s' if config.server.tls else ''}://"
           f"{config.server.listen}/", flush=True)
-    return serve(args.config, config, listener)
+    return serve(ConfigHolder(args.config, config, secret_files=secret_files), listener)
 
 
 def _with_overrides(config: Config, args: argparse.Namespace) -> Config:

@@ -172,12 +172,12 @@ def _die_with(supervisor_pid: int) -> None:
         os._exit(0)
 
 
-def _worker_main(config_path: str | None, config: Config, listener: socket.socket,
-                 supervisor_pid: int, reports: Connection) -> None:
+def _worker_main(holder: ConfigHolder, listener: socket.socket, supervisor_pid: int,
+                 reports: Connection) -> None:
     _die_with(supervisor_pid)
+    config = holder.current
     logging.basicConfig(level=config.server.log_level.upper(),
                         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
-    holder = ConfigHolder(Path(config_path) if config_path else None, config)
     try:
         server = start_serving(holder, listener)
     except Exception as exc:  # any start-up failure: one line, no traceback
@@ -224,10 +224,10 @@ class Supervisor:
     """Keeps ``workers`` processes serving one socket; forwards reload and stop
     signals; stops when workers keep failing before they serve."""
 
-    def __init__(self, config_path: Path | None, config: Config,
-                 listener: socket.socket) -> None:
-        self._path = str(config_path) if config_path else None
-        self._config = config
+    def __init__(self, holder: ConfigHolder, listener: socket.socket) -> None:
+        # Not watching yet: each worker watches (and reloads) on its own.
+        self._holder = holder
+        self._config = holder.current
         self._listener = listener
         # fork: the supervisor is lean and has started no threads, and forked
         # workers need no re-import nor multiprocessing's resource tracker.
@@ -241,7 +241,7 @@ class Supervisor:
         reader, writer = self._context.Pipe(duplex=False)
         process = self._context.Process(
             target=_worker_main, daemon=False,
-            args=(self._path, self._config, self._listener, os.getpid(), writer))
+            args=(self._holder, self._listener, os.getpid(), writer))
         process.start()
         writer.close()  # the worker's end: later workers must not inherit it
         return _Worker(process, reader)
@@ -319,12 +319,12 @@ def return_big_buffers_to_the_system() -> None:
         ctypes.CDLL(libc_name).mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
-def serve(config_path: Path | None, config: Config, listener: socket.socket) -> int:
-    """Serve on ``listener`` (from :func:`claim`) until stopped; the exit status."""
+def serve(holder: ConfigHolder, listener: socket.socket) -> int:
+    """Serve ``holder``'s config on ``listener`` (from :func:`claim`) until
+    stopped; the exit status."""
     return_big_buffers_to_the_system()  # before forking: every worker inherits it
-    if config.server.workers > 1:
-        return Supervisor(config_path, config, listener).run()
-    holder = ConfigHolder(config_path, config)
+    if holder.current.server.workers > 1:
+        return Supervisor(holder, listener).run()
     try:
         server = start_serving(holder, listener)
     except Exception as exc:  # one line, no traceback; nobody would restart us
