@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
@@ -164,16 +164,35 @@ def _on_signal(signals: tuple[int, ...], handler: Any) -> None:
 
 
 def _die_with(supervisor_pid: int) -> None:
-    """Have the kernel stop this worker when the supervisor dies, even by SIGKILL."""
+    """Have the kernel kill this worker when the supervisor dies, even by SIGKILL.
+
+    SIGKILL, not SIGTERM: a supervisor that stops normally has already asked
+    its workers to finish; this is for the one that was killed or crashed, and
+    then certainty beats grace (a worker stuck in a lock would otherwise keep
+    the port). Uploads cut short are swept at their mount's next start.
+    """
     libc_name = ctypes.util.find_library("c")
     with contextlib.suppress(OSError, AttributeError):  # not Linux: no prctl
-        ctypes.CDLL(libc_name).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        ctypes.CDLL(libc_name).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != supervisor_pid:  # it died before prctl took effect
         os._exit(0)
 
 
+def _forget_supervisor_signals() -> None:
+    """Drop the handlers fork copied from the supervisor (they act on its workers).
+
+    Until the worker serves and installs its own: SIGTERM ends it at once; a
+    terminal's Ctrl-C (SIGINT, sent to all) is left to the supervisor, which
+    then stops its workers; a reload (SIGHUP) before serving has nothing to do.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
 def _worker_main(holder: ConfigHolder, listener: socket.socket, supervisor_pid: int,
                  reports: Connection) -> None:
+    _forget_supervisor_signals()
     _die_with(supervisor_pid)
     config = holder.current
     logging.basicConfig(level=config.server.log_level.upper(),
@@ -185,10 +204,18 @@ def _worker_main(holder: ConfigHolder, listener: socket.socket, supervisor_pid: 
         log.error("worker could not start: %s", reason)
         log.debug("worker start-up failure", exc_info=True)
         reports.send(reason)
-        raise SystemExit(START_FAILED) from None
+        _exit_now(START_FAILED)
     reports.send(_READY)
     reports.close()
     run_server(server, holder)
+
+
+def _exit_now(status: int) -> NoReturn:
+    """Exit without waiting for threads: when prepare() fails to start its
+    request threads (a thread or memory limit), those it did start are in no
+    list cheroot keeps, wait for work for ever, and a normal exit waits for them."""
+    logging.shutdown()  # flushes the handlers
+    os._exit(status)
 
 
 def describe(exc: BaseException) -> str:
@@ -330,6 +357,6 @@ def serve(holder: ConfigHolder, listener: socket.socket) -> int:
     except Exception as exc:  # one line, no traceback; nobody would restart us
         log.error("could not start: %s", describe(exc))
         log.debug("start-up failure", exc_info=True)
-        return START_FAILED
+        _exit_now(START_FAILED)
     run_server(server, holder)
     return 0
