@@ -5,10 +5,11 @@ and be restarted, again and again. So ``check-config`` and ``serve`` both check
 here first, and each problem is one line naming the config key at fault:
 ``server.tls.cert: cannot read /etc/mosaic/cert.pem: No such file or directory``.
 
-``check-config`` must not disturb a running server: it creates nothing and
-binds only an ephemeral port (is the host an address of this machine?).
-``serve`` goes further: it creates ``data_dir`` and binds the real port, once,
-in the process that then hands the socket to its workers.
+:func:`check` must not disturb a running server (``check-config`` runs it
+beside one): it creates nothing and binds only an ephemeral port (is the host
+an address of this machine?). ``serve`` then goes further: it binds the real
+port, once, in the process that hands the socket to its workers
+(:func:`bind`), and creates ``data_dir`` (:func:`make_data_dir`).
 """
 
 from __future__ import annotations
@@ -46,14 +47,11 @@ class StartupError(Exception):
         return f"{self.key}: {self.message}"
 
 
-def check(server: Server, *, create: bool) -> list[StartupError]:
-    """Every start-up problem of ``server`` that can be found without serving.
-
-    ``create=False`` (check-config) leaves the disk as it is; ``create=True``
-    (serve) makes ``data_dir`` and proves it writable.
-    """
+def check(server: Server) -> list[StartupError]:
+    """Every start-up problem of ``server`` that can be found without serving
+    or changing anything (``serve`` then binds and calls :func:`make_data_dir`)."""
     problems = [*_tls_problems(server.tls), *_listen_problems(server)]
-    data_dir = _data_dir_problem(Path(server.data_dir), create)
+    data_dir = _data_dir_problem(Path(server.data_dir))
     return [*problems, *([data_dir] if data_dir else [])]
 
 
@@ -105,16 +103,26 @@ def _no_password() -> bytes:
 # -- data_dir ---------------------------------------------------------------------
 
 
-def _data_dir_problem(path: Path, create: bool) -> StartupError | None:
+def _data_dir_problem(path: Path) -> StartupError | None:
     try:
         _could_write(path)
-        if create:
-            path.mkdir(parents=True, exist_ok=True)
-            _prove_writable(path)
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        return StartupError("server.data_dir", f"{path}: {reason}")
+        return _data_dir_error(path, exc)
     return None
+
+
+def make_data_dir(server: Server) -> None:
+    """Create ``data_dir`` and prove it writable; StartupError if it is not."""
+    path = Path(server.data_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        _prove_writable(path)
+    except OSError as exc:
+        raise _data_dir_error(path, exc) from None
+
+
+def _data_dir_error(path: Path, exc: OSError) -> StartupError:
+    return StartupError("server.data_dir", f"{path}: {exc.strerror or exc}")
 
 
 def _prove_writable(path: Path) -> None:

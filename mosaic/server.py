@@ -98,11 +98,18 @@ def claim(config: Config) -> socket.socket:
 
     Raises the first :class:`StartupError`.
     """
-    problems = preflight.check(config.server, create=True)
+    problems = preflight.check(config.server)
     if problems:
         raise problems[0]
-    _prepare_database(config)
-    return preflight.bind(config.server)
+    # Bound before anything is created: a second instance changes nothing.
+    listener = preflight.bind(config.server)
+    try:
+        preflight.make_data_dir(config.server)
+        _prepare_database(config)
+    except BaseException:
+        listener.close()
+        raise
+    return listener
 
 
 def _prepare_database(config: Config) -> None:
@@ -171,9 +178,9 @@ def _die_with(supervisor_pid: int) -> None:
     then certainty beats grace (a worker stuck in a lock would otherwise keep
     the port). Uploads cut short are swept at their mount's next start.
     """
-    libc_name = ctypes.util.find_library("c")
     with contextlib.suppress(OSError, AttributeError):  # not Linux: no prctl
-        ctypes.CDLL(libc_name).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        # The process's own symbols: find_library() would run ldconfig per worker.
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != supervisor_pid:  # it died before prctl took effect
         os._exit(0)
 

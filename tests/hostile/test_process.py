@@ -11,6 +11,7 @@ import resource
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -84,7 +85,7 @@ def wait_for(condition: Any, seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
         assert time.monotonic() < deadline, what
-        time.sleep(0.1)
+        time.sleep(0.01)
 
 
 def wait_for_workers(server: ServerProcess, count: int) -> None:
@@ -118,6 +119,7 @@ def test_a_second_instance_on_the_port_exits_at_once_naming_the_address(
         assert "address in use" in lines[0] and f"127.0.0.1:{first.port}" in lines[0], lines
         assert "server.listen" in lines[0]
         assert listeners(first.port) <= family(first)
+        assert not Path(second.config["server"]["data_dir"]).exists()  # it changed nothing
         assert raw_request(first.port, b"PROPFIND / HTTP/1.1\r\nHost: x\r\nDepth: 0\r\n"
                            + ALICE + b"Connection: close\r\n\r\n").status == 207
     assert first.tracebacks() == 0
@@ -309,6 +311,26 @@ def test_a_live_upload_of_another_process_is_not_swept(tmp_path: Path) -> None:
             assert read_reply(sock).status == 201
         assert (root / "live.bin").read_bytes() == body * 2
         assert _temp_files(root) == []
+
+
+def test_the_database_is_made_before_any_worker_exists(tmp_path: Path) -> None:
+    server = two_tenant_process(tmp_path, workers=2).start(wait=False)
+    try:
+        assert server.process is not None
+        master = psutil.Process(server.process.pid)
+        wait_for(master.children, 30, f"no worker started:\n{server.log()}")
+        database = Path(server.config["server"]["data_dir"]) / "mosaic.db"
+        assert database.exists(), "the workers were started before the database existed"
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as conn:
+            tables = {name for (name,) in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        conn.close()
+        assert {"dav_locks", "dav_properties", "dav_active_writes"} <= tables
+        assert mode == "wal"
+        server.wait_until_up()
+    finally:
+        server.stop()
 
 
 def test_ten_fresh_starts_with_two_workers_lose_no_worker(tmp_path: Path) -> None:
