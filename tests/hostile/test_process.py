@@ -150,17 +150,19 @@ def test_kill_9_of_the_master_leaves_no_worker_and_a_restart_serves_alone(
     assert "Traceback" not in server.log()
 
 
-def test_a_worker_that_served_and_died_is_restarted(tmp_path: Path) -> None:
+def test_workers_that_served_and_died_are_restarted_however_often(tmp_path: Path) -> None:
     with two_tenant_process(tmp_path, workers=2) as server:
         wait_for_workers(server, 2)
-        victim = server.serving_processes()[0]
-        victim.kill()
-        wait_for(lambda: len(server.serving_processes()) == 2
-                 and victim.pid not in {p.pid for p in server.serving_processes()}, 10,
-                 f"the worker was not replaced:\n{server.log()}")
-        wait_for_workers(server, 3)
-        assert "restarting" in server.log()
+        for kill in range(MAX_START_FAILURES + 1):  # more deaths than start failures allowed
+            victim = server.serving_processes()[0]
+            victim.kill()
+            wait_for(lambda gone=victim.pid: len(server.serving_processes()) == 2
+                     and gone not in {p.pid for p in server.serving_processes()}, 10,
+                     f"the worker was not replaced:\n{server.log()}")
+            wait_for_workers(server, 3 + kill)
         assert server.process is not None and server.process.poll() is None
+        assert server.log().count("restarting") == MAX_START_FAILURES + 1
+        assert "failed to start" not in server.log()
 
 
 # -- 3. start-up problems: named by check-config and serve, no loop -----------------
