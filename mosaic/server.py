@@ -67,7 +67,7 @@ class _Server(wsgi.Server):
 
 def make_server(holder: ConfigHolder, listener: socket.socket | None = None) -> wsgi.Server:
     """A server for the live config; on ``listener`` if given, else it binds itself."""
-    # Imported here: the supervisor never serves, so it stays small.
+    # Imported here: only serving processes build the application.
     from mosaic.app import build_app
 
     settings = holder.current.server
