@@ -51,7 +51,7 @@ def check(server: Server) -> list[StartupError]:
     """Every start-up problem of ``server`` that can be found without serving
     or changing anything (``serve`` then binds and calls :func:`make_data_dir`)."""
     problems = [*_tls_problems(server.tls), *_listen_problems(server)]
-    data_dir = _data_dir_problem(Path(server.data_dir))
+    data_dir = data_dir_problem(Path(server.data_dir))
     return [*problems, *([data_dir] if data_dir else [])]
 
 
@@ -103,7 +103,8 @@ def _no_password() -> bytes:
 # -- data_dir ---------------------------------------------------------------------
 
 
-def _data_dir_problem(path: Path) -> StartupError | None:
+def data_dir_problem(path: Path) -> StartupError | None:
+    """Why ``path`` cannot be (made) a writable directory, or None."""
     try:
         _could_write(path)
     except OSError as exc:

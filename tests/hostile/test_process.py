@@ -226,6 +226,20 @@ def test_start_up_problems_are_one_line_naming_the_key(
     assert len(lines) == 1 and f": {key}: " in lines[0], lines
 
 
+@pytest.mark.parametrize(("options", "named"), [
+    (["--data-dir", "{base}/a-file"], "--data-dir"),
+    (["--data-dir", "{base}/data", "--listen", "nowhere"], "--listen"),
+    (["--data-dir", "{base}/data", "--workers", "0"], "--workers"),
+])
+def test_serve_options_are_checked_like_the_file(tmp_path: Path, options: list[str],
+                                                  named: str) -> None:
+    (tmp_path / "a-file").write_text("x")
+    result = mosaic("serve", *(option.format(base=tmp_path) for option in options))
+    assert result.returncode != 0
+    lines = output_lines(result)
+    assert len(lines) == 1 and f": {named}: " in lines[0], lines
+
+
 def test_check_config_creates_nothing_and_accepts_a_good_machine(
         tmp_path: Path, pairs: list[tuple[Path, Path]]) -> None:
     cert, key = pairs[0]
