@@ -293,7 +293,12 @@ class Supervisor:
                     self._workers[index] = self._check(worker)
         for worker in self._workers:
             worker.process.join(timeout=10)
-        return START_FAILED if self.failure else 0
+        if self.failure is None:
+            return 0
+        # Last, after the workers' own lines: the one line that says why.
+        log.error("stopping: %d workers in a row failed to start: %s", self._start_failures,
+                  self.failure)
+        return START_FAILED
 
     def _check(self, worker: _Worker) -> _Worker:
         """The worker itself while it lives, else its replacement (or none: stop)."""
@@ -311,8 +316,6 @@ class Supervisor:
         reason = worker.error or f"exit status {worker.process.exitcode}"
         if self._start_failures >= MAX_START_FAILURES:
             self.failure = reason
-            log.error("stopping: %d workers in a row failed to start: %s",
-                      self._start_failures, reason)
             self._stop()
             return worker
         log.warning("worker %s failed to start (%s); restarting", worker.process.pid, reason)
