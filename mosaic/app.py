@@ -22,7 +22,7 @@ from mosaic.config.schema import Config
 from mosaic.dav.locks import SqlLockStorage, install_lock_manager
 from mosaic.dav.properties import SqlPropertyManager
 from mosaic.dav.provider import MosaicProvider
-from mosaic.dav.store import create_schema, make_engine
+from mosaic.dav.store import database_url, make_engine
 from mosaic.front import pages
 from mosaic.front.tenant_share import TenantShare
 from mosaic.vfs.permissions import PermissionView
@@ -30,11 +30,6 @@ from mosaic.vfs.storage import StorageRegistry
 from mosaic.vfs.tenantfs import TenantFileSystem
 
 log = logging.getLogger(__name__)
-
-
-def database_url(config: Config) -> str:
-    server = config.server
-    return server.database_url or f"sqlite:///{Path(server.data_dir).resolve() / 'mosaic.db'}"
 
 
 class SessionOpener:
@@ -130,8 +125,9 @@ def wsgidav_config(holder: ConfigHolder, provider: MosaicProvider,
 
 def build_app(holder: ConfigHolder) -> WsgiDAVApp:
     pages.install()  # status pages name Mosaic, not WsgiDAV/<version>
-    engine = make_engine(database_url(holder.current))
-    create_schema(engine)
+    # No schema creation here: the starting process made it before any worker
+    # existed (mosaic.server.claim); the lock and property stores check again.
+    engine = make_engine(database_url(holder.current.server))
     provider = MosaicProvider(SessionOpener(holder))
     holder.on_change(logs.on_reload)  # new secrets to mask, new levels
     app = WsgiDAVApp(wsgidav_config(holder, provider, engine))

@@ -12,47 +12,83 @@ from mosaic.config.schema import Config
 
 def _serve(args: argparse.Namespace) -> int:
     from mosaic import logs
-    from mosaic.config.default import default_config
-    from mosaic.config.loader import ConfigError, load_config
-    from mosaic.server import serve
+    from mosaic.config.holder import ConfigHolder
+    from mosaic.config.loader import ConfigError
+    from mosaic.preflight import StartupError
+    from mosaic.server import claim, serve
 
-    if args.config:
-        try:
-            config = load_config(args.config)
-        except ConfigError as exc:
-            print(exc, file=sys.stderr)
-            return 2
-    else:
-        config, password = default_config(Path(args.data_dir), args.listen)
-        if password:
-            print(f"Created tenant 'default' with user 'admin', password: {password}\n"
-                  "(shown once; only its hash is stored)", flush=True)
-    config = _with_overrides(config, args)
+    secret_files: set[Path] = set()
+    try:
+        overrides = _overrides(args)  # before the default config writes anything
+        config = _serve_config(args, secret_files)
+        if overrides:
+            server = config.server.model_copy(update=overrides)
+            config = config.model_copy(update={"server": server})
+        listener = claim(config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except StartupError as problem:
+        print(f"{args.config or 'mosaic serve'}: {problem}", file=sys.stderr)
+        return 2
     logs.configure(config)
     print(f"Mosaic serving WebDAV on http{'s' if config.server.tls else ''}://"
           f"{config.server.listen}/", flush=True)
-    serve(args.config, config)
-    return 0
+    return serve(ConfigHolder(args.config, config, secret_files=secret_files), listener)
 
 
-def _with_overrides(config: Config, args: argparse.Namespace) -> Config:
-    changes = {}
+def _serve_config(args: argparse.Namespace, secret_files: set[Path]) -> Config:
+    """The config file's, or the embedded default over ``--data-dir``."""
+    from mosaic.config.default import default_config
+    from mosaic.config.loader import load_config
+    from mosaic.preflight import StartupError, data_dir_problem
+
+    if args.config:
+        return load_config(args.config, read_files=secret_files)
+    data_dir = Path(args.data_dir)
+    problem = data_dir_problem(data_dir)  # the default writes its admin hash there
+    if problem is not None:
+        raise StartupError("--data-dir", problem.message)
+    config, password = default_config(data_dir, args.listen)
+    if password:
+        print(f"Created tenant 'default' with user 'admin', password: {password}\n"
+              "(shown once; only its hash is stored)", flush=True)
+    return config
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    """``--listen`` and ``--workers``, validated like the file's keys."""
+    from pydantic import ValidationError
+
+    from mosaic.config.schema import Server
+    from mosaic.preflight import StartupError
+
+    changes: dict[str, object] = {}
     if args.listen:
         changes["listen"] = args.listen
-    if args.workers:
+    if args.workers is not None:
         changes["workers"] = args.workers
-    if not changes:
-        return config
-    return config.model_copy(update={"server": config.server.model_copy(update=changes)})
+    try:
+        Server.model_validate(changes)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise StartupError(f"--{error['loc'][0]}", error["msg"]) from None
+    return changes
 
 
 def _check_config(args: argparse.Namespace) -> int:
     from mosaic.config.loader import ConfigError, load_config
+    from mosaic.preflight import check
 
     try:
         config = load_config(args.file)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
+        return 1
+    problems = [] if args.schema_only else check(config.server)
+    for problem in problems:
+        print(f"{args.file}: {problem}", file=sys.stderr)
+    if problems:
         return 1
     print(f"{args.file}: OK ({len(config.tenants)} tenant(s))")
     return 0
@@ -87,6 +123,9 @@ def parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
     check = commands.add_parser("check-config", help="validate a YAML config")
     check.add_argument("file", type=Path)
+    check.add_argument("--schema-only", action="store_true",
+                       help="validate the file only, not this machine (TLS files, data_dir, "
+                            "listen address): for a config checked away from its server")
     check.set_defaults(run=_check_config)
     hashing = commands.add_parser("hash-password", help="print an argon2 hash for a config")
     hashing.add_argument("--stdin", action="store_true", help="read the password from stdin")

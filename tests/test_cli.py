@@ -93,7 +93,8 @@ def test_check_config_accepts_the_examples(monkeypatch, tmp_path):
     env = {**os.environ, "MOSAIC_BOB_HASH": "$argon2id$v=19$m=8,t=1,p=1$c2FsdA$aGFzaA",
            "MOSAIC_SECRETS": str(secrets)}
     for example in ("config/single-tenant.yaml", "config/msp.yaml"):
-        result = mosaic("check-config", example, env=env)
+        # The examples name a production machine's files (TLS, /var/lib).
+        result = mosaic("check-config", "--schema-only", example, env=env)
         assert result.returncode == 0, result.stderr
         assert "OK" in result.stdout
 

@@ -1,4 +1,4 @@
-"""Several worker processes on one port agree on locks (SO_REUSEPORT + SQL locks)."""
+"""Several worker processes on one port agree on locks (one shared socket + SQL locks)."""
 
 from __future__ import annotations
 

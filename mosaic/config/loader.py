@@ -175,10 +175,11 @@ def key_path(loc: Loc) -> str:
     return text
 
 
-def load_config(path: Path | str) -> Config:
+def load_config(path: Path | str, read_files: set[Path] | None = None) -> Config:
     """Read, resolve and validate the config at ``path``.
 
-    Raises ConfigError listing every problem, sorted by line.
+    Raises ConfigError listing every problem, sorted by line. ``read_files``,
+    if given, receives the secret files the config names (also on failure).
     """
     source = _Source(Path(path))
     try:
@@ -190,6 +191,8 @@ def load_config(path: Path | str) -> Config:
     if source.data is None:
         raise ConfigError(source.problems)
     resolution = secrets.resolve(source.data, source.path.parent)
+    if read_files is not None:
+        read_files.update(resolution.files)
     for target, origin in resolution.moved.items():
         source.index[target] = source.index.pop(origin)
     for loc, message in resolution.problems:

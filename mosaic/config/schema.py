@@ -216,7 +216,7 @@ class Server(Strict):
         default_factory=lambda: os.cpu_count() or 1,
         ge=1,
         le=64,
-        description="Processes sharing the port (SO_REUSEPORT); default one per core",
+        description="Processes sharing one listening socket; default one per core",
     )
     threads: int = Field(32, ge=1, le=1024, description="Request threads per process")
     tls: TLS | None = Field(

@@ -50,6 +50,8 @@ class Resolution:
     secrets: set[str] = field(default_factory=set)
     #: ``<key>`` location -> the ``<key>_file`` location it was read through
     moved: dict[Loc, Loc] = field(default_factory=dict)
+    #: every ``<key>_file`` the config names, read or not (a reload watches them)
+    files: set[Path] = field(default_factory=set)
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -203,6 +205,7 @@ class _Walker:
         return True
 
     def _read(self, path: Path, loc: Loc) -> str | None:
+        self.result.files.add(path)
         try:
             with open(path, "rb") as f:
                 raw = f.read(MAX_SECRET_BYTES + 1)

@@ -37,6 +37,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from mosaic.config.schema import Server
+
 #: How long a SQLite writer waits for another process's transaction (seconds).
 SQLITE_BUSY_TIMEOUT_S = 60.0
 
@@ -162,6 +164,26 @@ def serialise(conn: Connection) -> None:
     """
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+
+
+def database_url(server: Server) -> str:
+    """The configured database, else SQLite in the data directory."""
+    return server.database_url or f"sqlite:///{Path(server.data_dir).resolve() / 'mosaic.db'}"
+
+
+def prepare_database(url: str) -> None:
+    """Create the schema (and switch SQLite to WAL) before any worker opens it.
+
+    Workers opening a fresh SQLite file together both try to switch it to WAL,
+    which takes the file's exclusive lock; the loser failed with "database is
+    locked" instead of waiting. Once the file is in WAL mode the switch is a
+    no-op. The engine is closed again: no connection may cross a fork.
+    """
+    engine = make_engine(url)
+    try:
+        create_schema(engine)
+    finally:
+        engine.dispose()
 
 
 def create_schema(engine: Engine) -> None:

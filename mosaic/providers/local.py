@@ -30,12 +30,14 @@ import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from mosaic.providers.base import BuildContext, Capabilities
 from mosaic.providers.common import Parts, ProviderFileSystem, Upload, oserror
+from mosaic.providers.upload_register import UploadRegister, lock_for_writing, remove_if_abandoned
 from mosaic.vfs import paths
 from mosaic.vfs.errors import (
     CrossDeviceError,
@@ -98,8 +100,11 @@ def build(options: Options, context: BuildContext) -> LocalFileSystem:
         # The message names the mount, never the server directory.
         raise MountUnavailableError(context.tenant, context.mount,
                                     "root directory is missing or cannot be created")
-    return LocalFileSystem(options.root, tenant=context.tenant, mount=context.mount,
-                           owner=context.user)
+    fs = LocalFileSystem(options.root, tenant=context.tenant, mount=context.mount,
+                         owner=context.user,
+                         uploads=UploadRegister(context.data_dir, options.root))
+    fs.sweep_abandoned_uploads()
+    return fs
 
 
 def split_path(path: str) -> Parts:
@@ -171,14 +176,27 @@ def _entry(rel: str, st: os.stat_result) -> dict[str, Any]:
 class _TempSlot:
     """The hidden temp file of one upload and the directory it is published in."""
 
-    def __init__(self, dir_fd: int, name: str, rel: str) -> None:
+    def __init__(self, dir_fd: int, name: str, rel: str,
+                 uploads: UploadRegister | None = None) -> None:
         self.dir_fd = os.dup(dir_fd)  # the upload outlives the caller's descriptor
         self.name = name
         self.rel = rel
         self.temp = TEMP_PREFIX + secrets.token_hex(8)
+        self._uploads = uploads
+        self._marker: Path | None = None
 
     def create(self) -> BinaryIO:
         fd = os.open(self.temp, _TEMP_FLAGS, 0o666, dir_fd=self.dir_fd)
+        try:
+            # Held until the file is closed, i.e. after it is published: the
+            # next start of this mount, in any process, leaves it alone.
+            lock_for_writing(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if self._uploads is not None:
+            folder = self.rel.rpartition("/")[0]
+            self._marker = self._uploads.add(f"{folder}/{self.temp}" if folder else self.temp)
         return os.fdopen(fd, "wb")
 
     def publish(self) -> None:
@@ -191,6 +209,7 @@ class _TempSlot:
                 os.unlink(self.temp, dir_fd=self.dir_fd)
         finally:
             os.close(self.dir_fd)
+            UploadRegister.remove(self._marker)
 
 
 class LocalFileSystem(ProviderFileSystem):
@@ -199,12 +218,13 @@ class LocalFileSystem(ProviderFileSystem):
     protocol = "mosaic-local"
 
     def __init__(self, root: str, tenant: str = "", mount: str = "",
-                 owner: str | None = None) -> None:
+                 owner: str | None = None, uploads: UploadRegister | None = None) -> None:
         super().__init__()
         self._root = os.path.realpath(root)  # the configured root itself is trusted
         self._tenant = tenant
         self._mount = mount
         self._owner = owner  # of a per-user mount
+        self._uploads = uploads
 
     def _split(self, path: str) -> Parts:
         return split_path(path)
@@ -270,6 +290,30 @@ class LocalFileSystem(ProviderFileSystem):
         with self._at(parts) as (parent, name):
             return _checked(os.stat(name, dir_fd=parent, follow_symlinks=False), join(parts))
 
+    def sweep_abandoned_uploads(self) -> None:
+        """Remove the temp files of uploads whose process died (see upload_register)."""
+        if self._uploads is None:
+            return
+        for marker, temp_rel in self._uploads.entries():
+            folder, _, name = temp_rel.rpartition("/")
+            try:
+                # The marker is ours, but it still never leads out of the root.
+                parts = split_path(folder)
+                if not name.startswith(TEMP_PREFIX):
+                    raise InvalidPathError("not an upload temp file")
+            except InvalidPathError:
+                self._uploads.remove(marker)
+                continue
+            try:
+                with self._dir(parts) as parent:
+                    gone = remove_if_abandoned(parent, name)
+            except (FileNotFoundError, NotADirectoryError):
+                gone = True  # its folder went, and the file with it
+            except OSError:
+                gone = False  # cannot tell now: try again at the next start
+            if gone:
+                self._uploads.remove(marker)
+
     # -- reading ------------------------------------------------------------------
 
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
@@ -310,7 +354,7 @@ class LocalFileSystem(ProviderFileSystem):
             raise oserror(errno.EISDIR, rel)
         with self._at(parts) as (parent, name):
             self._refuse_dir_or_link(parent, name, rel)
-            slot = _TempSlot(parent, name, rel)
+            slot = _TempSlot(parent, name, rel, self._uploads)
             try:
                 raw = slot.create()
             except BaseException:

@@ -32,7 +32,7 @@ class Live:
 @contextmanager
 def live_server(config: Config) -> Iterator[Live]:
     holder = ConfigHolder(None, config)
-    server = make_server(holder, reuse_port=False)
+    server = make_server(holder)
     server.prepare()
     port = server.bind_addr[1]
     thread = threading.Thread(target=server.serve, name="mosaic-test-server", daemon=True)
