@@ -14,14 +14,15 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
-from yaml.nodes import MappingNode, Node, SequenceNode
+from yaml.nodes import Node
 
-from mosaic.config import secrets
+from mosaic.config import secrets, yaml_reader
 from mosaic.config.schema import Config
+from mosaic.config.yaml_reader import MarkedDict, MarkedList, MarkedLoader, Marks
 
 Loc = tuple[Any, ...]
 KEY = "[key]"  # pydantic's loc marker for an error in a mapping key
@@ -53,65 +54,12 @@ class ConfigError(Exception):
         return ConfigError, (self.problems,)  # survives pickling between processes
 
 
-class _Marks(NamedTuple):
-    key: yaml.Mark | None  # None for the document root
-    value: yaml.Mark
-
-
-class _MarkedDict(dict[Any, Any]):
-    """A mapping as read from YAML, with the marks of its keys and values."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.marks: dict[Any, _Marks] = {}
-        self.duplicates: list[tuple[Any, yaml.Mark]] = []
-
-
-class _MarkedList(list[Any]):
-    def __init__(self) -> None:
-        super().__init__()
-        self.marks: list[yaml.Mark] = []
-
-
-class _MarkedLoader(yaml.SafeLoader):
-    """SafeLoader whose mappings and sequences record marks and duplicate keys."""
-
-    def construct_marked_map(self, node: MappingNode) -> Any:
-        data = _MarkedDict()
-        yield data
-        explicit = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
-        self.flatten_mapping(node)  # resolves "<<" merge keys into node.value
-        seen = set()  # keys written out in this mapping; merged ones may be overridden
-        for key_node, value_node in node.value:
-            key = self.construct_object(key_node, deep=False)
-            if not isinstance(key, str | int | float | bool | None):
-                raise yaml.constructor.ConstructorError(
-                    None, None, "a mapping key must be a plain scalar", key_node.start_mark)
-            if id(key_node) in explicit:
-                if key in seen:
-                    data.duplicates.append((key, key_node.start_mark))
-                seen.add(key)
-            data[key] = self.construct_object(value_node, deep=False)
-            data.marks[key] = _Marks(key_node.start_mark, value_node.start_mark)
-
-    def construct_marked_seq(self, node: SequenceNode) -> Any:
-        data = _MarkedList()
-        yield data
-        for child in node.value:
-            data.append(self.construct_object(child, deep=False))
-            data.marks.append(child.start_mark)
-
-
-_MarkedLoader.add_constructor("tag:yaml.org,2002:map", _MarkedLoader.construct_marked_map)
-_MarkedLoader.add_constructor("tag:yaml.org,2002:seq", _MarkedLoader.construct_marked_seq)
-
-
 class _Source:
     """One parsed file: plain data, the marks of every location, problems so far."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.index: dict[Loc, _Marks] = {}
+        self.index: dict[Loc, Marks] = {}
         self.problems: list[Problem] = []
         self.data: Any = None
 
@@ -119,8 +67,11 @@ class _Source:
         line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
         self.problems.append(Problem(str(self.path), line, column, key_path(loc), message))
 
+    def problem_at(self, line: int, column: int, message: str) -> None:
+        self.problems.append(Problem(str(self.path), line, column, "", message))
+
     def parse(self, text: str) -> None:
-        loader = _MarkedLoader(text)
+        loader = MarkedLoader(text)  # the size, depth and alias limits live there
         try:
             root_node: Node | None = loader.get_single_node()
             raw = loader.construct_document(root_node) if root_node is not None else None
@@ -131,19 +82,36 @@ class _Source:
             loader.dispose()
         if not isinstance(raw, dict):
             mark = root_node.start_mark if root_node is not None else None
-            self.problem(mark, (), "expected a mapping with at least `tenants`")
+            empty = "the file is empty (or only comments): " if root_node is None else ""
+            self.problem(mark, (), f"{empty}expected a mapping with at least `tenants`")
             return
-        self.data = self._plain(raw, (), _Marks(None, root_node.start_mark))
+        self.data = self._plain(raw, (), Marks(None, root_node.start_mark))
 
-    def _plain(self, value: Any, loc: Loc, marks: _Marks) -> Any:
+    def read(self) -> str | None:
+        """The file's text; None (and a problem noted) if it cannot be config text."""
+        try:
+            text = yaml_reader.read_text(self.path)
+            # PyYAML refuses control characters with a bare position: give the line.
+            bad = yaml.reader.Reader.NON_PRINTABLE.search(text)
+        except yaml_reader.FileProblem as exc:
+            self.problem_at(exc.line, exc.column, exc.message)
+            return None
+        if bad:
+            line, column = yaml_reader.position(text, bad.start())
+            self.problem_at(line, column, f"character U+{ord(bad.group()):04X} is not allowed "
+                            "in YAML (a control character)")
+            return None
+        return text
+
+    def _plain(self, value: Any, loc: Loc, marks: Marks) -> Any:
         """Copy ``value`` into plain dicts and lists, filling the mark index."""
         self.index[loc] = marks
-        if isinstance(value, _MarkedDict):
+        if isinstance(value, MarkedDict):
             for key, mark in value.duplicates:
                 self.problem(mark, (*loc, key), "duplicate key (an earlier line sets it too)")
             return {k: self._plain(v, (*loc, k), value.marks[k]) for k, v in value.items()}
-        if isinstance(value, _MarkedList):
-            return [self._plain(v, (*loc, i), _Marks(m, m))
+        if isinstance(value, MarkedList):
+            return [self._plain(v, (*loc, i), Marks(m, m))
                     for i, (v, m) in enumerate(zip(value, value.marks, strict=True))]
         return value
 
@@ -159,7 +127,8 @@ class _Source:
 
 def _yaml_message(exc: yaml.MarkedYAMLError) -> str:
     parts = [exc.context, exc.problem]
-    return "YAML syntax error: " + "; ".join(p for p in parts if p)
+    kind = "YAML refused" if isinstance(exc, yaml_reader.LimitError) else "YAML syntax error"
+    return f"{kind}: " + "; ".join(p for p in parts if p)
 
 
 def key_path(loc: Loc) -> str:
@@ -181,11 +150,9 @@ def load_config(path: Path | str) -> Config:
     Raises ConfigError listing every problem, sorted by line.
     """
     source = _Source(Path(path))
-    try:
-        text = source.path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        source.problem(None, (), f"cannot read config: {getattr(exc, 'strerror', None) or exc}")
-        raise ConfigError(source.problems) from None
+    text = source.read()
+    if text is None:
+        raise ConfigError(source.problems)
     source.parse(text)
     if source.data is None:
         raise ConfigError(source.problems)

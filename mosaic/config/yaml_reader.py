@@ -1,0 +1,196 @@
+"""Reading a config file safely: its bytes, its text and its YAML, within limits.
+
+A config is written by an admin, but it is also what a compromised account or
+a careless copy-paste writes over a live server, which reloads it at once. So
+no file may cost more than it is big:
+
+* the file must be a regular file of at most ``MAX_FILE_BYTES`` (a FIFO or
+  ``/dev/zero`` would block or fill memory) and valid UTF-8, else the line
+  and column of the first bad byte is reported;
+* YAML aliases share one node among many places. Expanded, nested anchors
+  grow exponentially (a 250-byte "billion laughs" file holds 10^9 nodes) and
+  an alias inside its own anchor never ends. While composing, every node is
+  counted as often as it will be visited once aliases are expanded: aliases
+  may add at most ``max(ALIAS_NODE_BUDGET, nodes written in the file)``
+  nodes, and an alias to an anchor still being composed is refused;
+* nesting deeper than ``MAX_DEPTH`` is refused before Python's recursion
+  limit is near (PyYAML composes recursively).
+
+Each refusal is a ``MarkedYAMLError`` at the alias or node at fault, so it is
+reported like any syntax error: file, line, column, one line.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import yaml
+from yaml.composer import ComposerError
+from yaml.events import AliasEvent
+from yaml.nodes import MappingNode, Node, SequenceNode
+
+#: Far above any real config (1,000 tenants x 5 mounts is ~1.5 MiB), far below trouble.
+MAX_FILE_BYTES = 32 * 2**20
+#: A real config is about 8 levels deep; Python's recursion limit is ~330 levels here.
+MAX_DEPTH = 64
+#: Nodes aliases may add (merge keys included) when the file itself is smaller.
+ALIAS_NODE_BUDGET = 100_000
+
+
+class FileProblem(Exception):
+    """The file cannot be read as config text; ``line`` and ``column`` are 1-based, 0 if none."""
+
+    def __init__(self, message: str, line: int = 0, column: int = 0) -> None:
+        super().__init__(message)
+        self.message, self.line, self.column = message, line, column
+
+
+def read_text(path: Path) -> str:
+    """The file's text, refusing what is not a regular, bounded, UTF-8 file."""
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise FileProblem(f"cannot read config: {exc.strerror}") from None
+    try:
+        _check_regular(os.fstat(fd))
+    except FileProblem:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as file:
+        try:
+            raw = file.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise FileProblem(f"cannot read config: {exc.strerror}") from None
+    if len(raw) > MAX_FILE_BYTES:  # it grew after fstat
+        raise FileProblem(_too_big(len(raw)))
+    return decode(raw)
+
+
+def _check_regular(info: os.stat_result) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise FileProblem("cannot read config: not a regular file")
+    if info.st_size > MAX_FILE_BYTES:
+        raise FileProblem(_too_big(info.st_size))
+
+
+def _too_big(size: int) -> str:
+    return (f"config file is {size:,} bytes; at most {MAX_FILE_BYTES:,} "
+            f"({MAX_FILE_BYTES // 2**20} MiB) are read")
+
+
+def decode(raw: bytes) -> str:
+    """UTF-8 text (one leading BOM dropped), or a problem at the first bad byte."""
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line, column = position(raw[:exc.start].decode("utf-8"), exc.start)
+        raise FileProblem(f"not UTF-8 text: byte 0x{raw[exc.start]:02x} cannot start "
+                          "or continue a character here", line, column) from None
+
+
+def position(text: str, index: int) -> tuple[int, int]:
+    """1-based line and column of character ``index`` of ``text``."""
+    before = text[:index]
+    return before.count("\n") + 1, index - (before.rfind("\n") + 1) + 1
+
+
+class LimitError(ComposerError):
+    """The YAML is well-formed but exceeds a limit of this module."""
+
+    def __init__(self, message: str, mark: yaml.Mark) -> None:
+        super().__init__(None, None, message, mark)
+
+
+class Marks(NamedTuple):
+    key: yaml.Mark | None  # None for the document root
+    value: yaml.Mark
+
+
+class MarkedDict(dict[Any, Any]):
+    """A mapping as read from YAML, with the marks of its keys and values."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.marks: dict[Any, Marks] = {}
+        self.duplicates: list[tuple[Any, yaml.Mark]] = []
+
+
+class MarkedList(list[Any]):
+    def __init__(self) -> None:
+        super().__init__()
+        self.marks: list[yaml.Mark] = []
+
+
+class MarkedLoader(yaml.SafeLoader):
+    """SafeLoader that records marks and duplicate keys, within the limits above."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._written = 0  # nodes as written in the file
+        self._aliased = 0  # nodes added by expanding aliases
+        self._expanded_size: dict[str, int] = {}  # anchor -> its node count, aliases expanded
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node:
+        event = self.peek_event()
+        if isinstance(event, AliasEvent):
+            self._count_alias(event)
+            return super().compose_node(parent, index)
+        if self._depth >= MAX_DEPTH:
+            raise LimitError(f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
+        visits_before = self._written + self._aliased
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        self._written += 1
+        if event.anchor is not None:
+            self._expanded_size[event.anchor] = self._written + self._aliased - visits_before
+        return node
+
+    def _count_alias(self, event: AliasEvent) -> None:
+        if event.anchor not in self.anchors:
+            return  # undefined: PyYAML reports it
+        size = self._expanded_size.get(event.anchor)
+        if size is None:
+            raise LimitError(f"alias *{event.anchor} refers to its own anchor "
+                             "(a recursive structure)", event.start_mark)
+        self._aliased += size
+        budget = max(ALIAS_NODE_BUDGET, self._written)
+        if self._aliased > budget:
+            raise LimitError(f"aliases expand to more than {budget:,} nodes (at *{event.anchor}); "
+                             "write the values out", event.start_mark)
+
+    def construct_marked_map(self, node: MappingNode) -> Any:
+        data = MarkedDict()
+        yield data
+        explicit = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
+        self.flatten_mapping(node)  # resolves "<<" merge keys into node.value
+        seen = set()  # keys written out in this mapping; merged ones may be overridden
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=False)
+            if not isinstance(key, str | int | float | bool | None):
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a mapping key must be a plain scalar", key_node.start_mark)
+            if id(key_node) in explicit:
+                if key in seen:
+                    data.duplicates.append((key, key_node.start_mark))
+                seen.add(key)
+            data[key] = self.construct_object(value_node, deep=False)
+            data.marks[key] = Marks(key_node.start_mark, value_node.start_mark)
+
+    def construct_marked_seq(self, node: SequenceNode) -> Any:
+        data = MarkedList()
+        yield data
+        for child in node.value:
+            data.append(self.construct_object(child, deep=False))
+            data.marks.append(child.start_mark)
+
+
+MarkedLoader.add_constructor("tag:yaml.org,2002:map", MarkedLoader.construct_marked_map)
+MarkedLoader.add_constructor("tag:yaml.org,2002:seq", MarkedLoader.construct_marked_seq)
