@@ -5,8 +5,9 @@ key or value at fault and its key path (``tenants.acme.mounts./p.provider.root``
 The YAML is read by a loader that remembers the mark of every key and value,
 refuses duplicate keys (PyYAML would silently keep the last), and hands the
 data to pydantic; each pydantic error's ``loc`` is then mapped back to a mark.
-Error messages never contain input values, so a secret cannot leak through
-them.
+A message may quote a value it refuses (``unknown provider 'ftp'``), but never
+one that an environment variable or a secret gave: those are shown as their
+reference (``${NAME}``) or ``***`` (see ``secrets.Resolution.redact``).
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ def load_config(path: Path | str) -> Config:
     config = _validate(source, {loc for loc, _ in resolution.problems})
     if source.problems or config is None:
         problems = sorted(source.problems, key=lambda p: (p.line, p.column))
-        raise ConfigError([_scrub(p, resolution.secrets) for p in problems])
+        raise ConfigError([_scrub(p, resolution) for p in problems])
     return config
 
 
@@ -213,12 +214,9 @@ def _yaml_type(value: Any) -> str:
     return _YAML_TYPES.get(type(value), type(value).__name__)
 
 
-def _scrub(problem: Problem, secret_values: set[str]) -> Problem:
-    """Belt and braces: mask any secret that a validator put into a message."""
-    message = problem.message
-    for secret in sorted(secret_values, key=len, reverse=True):
-        if len(secret) >= 3:
-            message = message.replace(secret, "***")
+def _scrub(problem: Problem, resolution: secrets.Resolution) -> Problem:
+    """Belt and braces: no value from the environment or a secret in a message."""
+    message = resolution.redact(problem.message)
     if message == problem.message:
         return problem
     return Problem(problem.file, problem.line, problem.column, problem.key, message)

@@ -44,12 +44,36 @@ class Shape:
 
 @dataclass
 class Resolution:
-    """Outcome of :func:`resolve`: problems (loc, message) and the secret values seen."""
+    """Outcome of :func:`resolve`: problems (loc, message) and the values to keep quiet."""
 
     problems: list[tuple[Loc, str]] = field(default_factory=list)
     secrets: set[str] = field(default_factory=set)
+    #: every value an environment variable gave -> its reference, ``${NAME}``
+    references: dict[str, str] = field(default_factory=dict)
     #: ``<key>`` location -> the ``<key>_file`` location it was read through
     moved: dict[Loc, Loc] = field(default_factory=dict)
+
+    def redact(self, message: str) -> str:
+        """``message`` with each environment value as its reference and each secret as ``***``.
+
+        A validator may quote any value it refuses (``unknown provider 'x'``), and
+        the value may be a secret that was put in an unexpected key. Quoted
+        values are replaced whatever their length; bare ones from 4 characters
+        on, so that a short value does not garble the words around it.
+        """
+        for value, reference in _longest_first(self.references.items()):
+            message = message.replace(repr(value), repr(reference))
+            if len(value) >= 4:
+                message = message.replace(value, reference)
+        for secret, _ in _longest_first((s, s) for s in self.secrets):
+            message = message.replace(repr(secret), "'***'")
+            if len(secret) >= 3:
+                message = message.replace(secret, "***")
+        return message
+
+
+def _longest_first(pairs: Any) -> list[tuple[str, str]]:
+    return sorted((p for p in pairs if p[0]), key=lambda pair: len(pair[0]), reverse=True)
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -154,16 +178,24 @@ class _Walker:
         return value
 
     def _walk_mapping(self, value: dict[Any, Any], annotation: Any, loc: Loc) -> None:
+        done = self._provider_type(value, annotation, loc)
         shape = shape_of(annotation, value)
         secrets = shape.secrets if shape else frozenset()
-        inlined = {name for name in secrets if self._inline_file(value, name, loc)}
+        done |= {name for name in secrets if self._inline_file(value, name, loc)}
         for key in list(value):
-            if key in inlined:
+            if key in done:
                 continue  # a file's content is literal: no ${VAR} expansion
             value[key] = self.walk(value[key], child_annotation(annotation, key, value),
                                    (*loc, key))
             if key in secrets and isinstance(value[key], str):
                 self.result.secrets.add(value[key])
+
+    def _provider_type(self, value: dict[Any, Any], annotation: Any, loc: Loc) -> set[str]:
+        """Expand a provider spec's ``type`` first: it decides which keys are secrets."""
+        if _unwrap(annotation) is not ProviderSpec or not isinstance(value.get("type"), str):
+            return set()
+        value["type"] = self.substitute(value["type"], (*loc, "type"))
+        return {"type"}
 
     def substitute(self, text: str, loc: Loc) -> str:
         def replace(match: re.Match[str]) -> str:
@@ -173,6 +205,7 @@ class _Walker:
             if name not in self.environ:
                 self.result.problems.append((loc, f"environment variable {name} is not set"))
                 return match.group(0)
+            self.result.references.setdefault(self.environ[name], match.group(0))
             return self.environ[name]
 
         return ENV_REF.sub(replace, text)

@@ -87,7 +87,8 @@ def decode(raw: bytes) -> str:
     try:
         return raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
-        line, column = position(raw[:exc.start].decode("utf-8"), exc.start)
+        before = raw[:exc.start].decode("utf-8")
+        line, column = position(before, len(before))
         raise FileProblem(f"not UTF-8 text: byte 0x{raw[exc.start]:02x} cannot start "
                           "or continue a character here", line, column) from None
 
