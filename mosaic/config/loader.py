@@ -12,18 +12,21 @@ reference (``${NAME}``) or ``***`` (see ``secrets.Resolution.redact``).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import gc
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
-from yaml.nodes import Node
+from yaml.nodes import MappingNode, Node
 
 from mosaic.config import secrets, yaml_reader
 from mosaic.config.schema import Config
-from mosaic.config.yaml_reader import MarkedDict, MarkedList, MarkedLoader, Marks
+from mosaic.config.yaml_reader import MarkedLoader, Marks, PlainData
 
 Loc = tuple[Any, ...]
 KEY = "[key]"  # pydantic's loc marker for an error in a mapping key
@@ -75,18 +78,24 @@ class _Source:
         loader = MarkedLoader(text)  # the size, depth and alias limits live there
         try:
             root_node: Node | None = loader.get_single_node()
-            raw = loader.construct_document(root_node) if root_node is not None else None
+            if root_node is None or not isinstance(root_node, MappingNode):
+                self._not_a_mapping(root_node)
+                return
+            plain = PlainData(loader)
+            self.data = plain.build(root_node, (), Marks(None, root_node.start_mark))
         except yaml.MarkedYAMLError as exc:
             self.problem(exc.problem_mark or exc.context_mark, (), _yaml_message(exc))
             return
         finally:
             loader.dispose()
-        if not isinstance(raw, dict):
-            mark = root_node.start_mark if root_node is not None else None
-            empty = "the file is empty (or only comments): " if root_node is None else ""
-            self.problem(mark, (), f"{empty}expected a mapping with at least `tenants`")
-            return
-        self.data = self._plain(raw, (), Marks(None, root_node.start_mark))
+        self.index = plain.index
+        for loc, mark in plain.duplicates:
+            self.problem(mark, loc, "duplicate key (an earlier line sets it too)")
+
+    def _not_a_mapping(self, root_node: Node | None) -> None:
+        mark = root_node.start_mark if root_node is not None else None
+        empty = "the file is empty (or only comments): " if root_node is None else ""
+        self.problem(mark, (), f"{empty}expected a mapping with at least `tenants`")
 
     def read(self) -> str | None:
         """The file's text; None (and a problem noted) if it cannot be config text."""
@@ -103,18 +112,6 @@ class _Source:
                             "in YAML (a control character)")
             return None
         return text
-
-    def _plain(self, value: Any, loc: Loc, marks: Marks) -> Any:
-        """Copy ``value`` into plain dicts and lists, filling the mark index."""
-        self.index[loc] = marks
-        if isinstance(value, MarkedDict):
-            for key, mark in value.duplicates:
-                self.problem(mark, (*loc, key), "duplicate key (an earlier line sets it too)")
-            return {k: self._plain(v, (*loc, k), value.marks[k]) for k, v in value.items()}
-        if isinstance(value, MarkedList):
-            return [self._plain(v, (*loc, i), Marks(m, m))
-                    for i, (v, m) in enumerate(zip(value, value.marks, strict=True))]
-        return value
 
     def locate(self, loc: Loc, on_key: bool = False) -> yaml.Mark | None:
         """The mark for an error at ``loc``: the key for keys and collections, else the value."""
@@ -150,6 +147,25 @@ def load_config(path: Path | str) -> Config:
 
     Raises ConfigError listing every problem, sorted by line.
     """
+    with _collector_paused():
+        return _load(path)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Loading makes ~10 objects per YAML node and no reference cycles (recursive
+    aliases are refused), yet each of them counts towards the collector's next
+    full pass: 1,000 tenants took 0.7-1.3 s to compose with it, 0.35 s without."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _load(path: Path | str) -> Config:
     source = _Source(Path(path))
     text = source.read()
     if text is None:

@@ -14,6 +14,7 @@ Problems name the variable or the file, never a value.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import types
@@ -78,6 +79,13 @@ def _longest_first(pairs: Any) -> list[tuple[str, str]]:
 
 def _unwrap(annotation: Any) -> Any:
     """Strip ``Annotated`` and ``X | None`` down to the type that shapes the data."""
+    try:
+        return _unwrap_cached(annotation)
+    except TypeError:  # an unhashable annotation: work it out each time
+        return _unwrap_uncached(annotation)
+
+
+def _unwrap_uncached(annotation: Any) -> Any:
     while True:
         origin = typing.get_origin(annotation)
         if origin is typing.Annotated:
@@ -89,6 +97,11 @@ def _unwrap(annotation: Any) -> Any:
             annotation = arms[0]
         else:
             return annotation
+
+
+# The schema is fixed at run time: a config of 1,000 tenants asks the same
+# questions about the same few types tens of thousands of times.
+_unwrap_cached = functools.cache(_unwrap_uncached)
 
 
 def _provider_options(value: Mapping[str, Any]) -> type[BaseModel] | None:
@@ -111,14 +124,23 @@ def shape_of(annotation: Any, value: Mapping[str, Any]) -> Shape | None:
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
         return None
     if model is ProviderSpec:
-        options = _provider_options(value)
-        fields = {"type": str}
-        if options is None:
-            return Shape(fields, frozenset())
-        fields.update((name, f.annotation) for name, f in options.model_fields.items())
-        return Shape(fields, frozenset(secret_fields(options)))
+        return _provider_shape(_provider_options(value))
+    return _model_shape(model)
+
+
+@functools.cache
+def _model_shape(model: type[BaseModel]) -> Shape:
     fields = {name: f.annotation for name, f in model.model_fields.items()}
     return Shape(fields, frozenset(secret_fields(model)))
+
+
+@functools.cache
+def _provider_shape(options: type[BaseModel] | None) -> Shape:
+    """A provider spec: ``type`` plus the options of the provider it names, if known."""
+    if options is None:
+        return Shape({"type": str}, frozenset())
+    options_shape = _model_shape(options)
+    return Shape({"type": str, **options_shape.fields}, options_shape.secrets)
 
 
 def child_annotation(annotation: Any, key: Any, value: Any) -> Any:

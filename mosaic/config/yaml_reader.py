@@ -28,9 +28,29 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import yaml
-from yaml.composer import ComposerError
+from yaml.composer import Composer, ComposerError
+from yaml.constructor import SafeConstructor
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, SequenceNode
+from yaml.parser import Parser
+from yaml.reader import Reader
+from yaml.resolver import Resolver
+from yaml.scanner import Scanner
+
+
+class _PythonParser(Reader, Scanner, Parser):
+    """PyYAML's own scanner and parser, for a PyYAML built without libyaml."""
+
+    def __init__(self, stream: str) -> None:
+        Reader.__init__(self, stream)
+        Scanner.__init__(self)
+        Parser.__init__(self)
+
+
+try:  # libyaml scans and parses ~5x faster than the Python parser
+    from yaml.cyaml import CParser as _Parser
+except ImportError:  # pragma: no cover - depends on how PyYAML was built
+    _Parser = _PythonParser  # type: ignore[assignment,misc]
 
 #: Far above any real config (1,000 tenants x 5 mounts is ~1.5 MiB), far below trouble.
 MAX_FILE_BYTES = 32 * 2**20
@@ -111,26 +131,18 @@ class Marks(NamedTuple):
     value: yaml.Mark
 
 
-class MarkedDict(dict[Any, Any]):
-    """A mapping as read from YAML, with the marks of its keys and values."""
+class MarkedLoader(Composer, _Parser, SafeConstructor, Resolver):
+    """A safe loader composing nodes within the limits above; see :class:`PlainData`.
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.marks: dict[Any, Marks] = {}
-        self.duplicates: list[tuple[Any, yaml.Mark]] = []
-
-
-class MarkedList(list[Any]):
-    def __init__(self) -> None:
-        super().__init__()
-        self.marks: list[yaml.Mark] = []
-
-
-class MarkedLoader(yaml.SafeLoader):
-    """SafeLoader that records marks and duplicate keys, within the limits above."""
+    Events come from the parser (libyaml's when present); nodes are composed
+    here in Python, because that is where aliases and depth are counted.
+    """
 
     def __init__(self, stream: str) -> None:
-        super().__init__(stream)
+        _Parser.__init__(self, stream)
+        Composer.__init__(self)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
         self._depth = 0
         self._written = 0  # nodes as written in the file
         self._aliased = 0  # nodes added by expanding aliases
@@ -167,31 +179,55 @@ class MarkedLoader(yaml.SafeLoader):
             raise LimitError(f"aliases expand to more than {budget:,} nodes (at *{event.anchor}); "
                              "write the values out", event.start_mark)
 
-    def construct_marked_map(self, node: MappingNode) -> Any:
-        data = MarkedDict()
-        yield data
-        explicit = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
-        self.flatten_mapping(node)  # resolves "<<" merge keys into node.value
+
+Loc = tuple[Any, ...]
+_MAP, _SEQ, _STR = (f"tag:yaml.org,2002:{name}" for name in ("map", "seq", "str"))
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+class PlainData:
+    """Plain dicts, lists and scalars from a composed node tree, in one pass.
+
+    ``index`` maps every location (``("tenants", "acme", "root")``) to the
+    marks of its key and value; ``duplicates`` lists keys written twice in
+    one mapping (PyYAML would silently keep the last). An alias is copied at
+    each place it is used, which the composer's budget has already bounded.
+    """
+
+    def __init__(self, loader: MarkedLoader) -> None:
+        self._loader = loader
+        self.index: dict[Loc, Marks] = {}
+        self.duplicates: list[tuple[Loc, yaml.Mark]] = []
+
+    def build(self, node: Node, loc: Loc, marks: Marks) -> Any:
+        self.index[loc] = marks
+        if node.tag == _STR:  # most values: skip the constructor's machinery
+            return node.value
+        if node.tag == _MAP and isinstance(node, MappingNode):
+            return self._mapping(node, loc)
+        if node.tag == _SEQ and isinstance(node, SequenceNode):
+            return [self.build(child, (*loc, i), Marks(child.start_mark, child.start_mark))
+                    for i, child in enumerate(node.value)]
+        return self._loader.construct_object(node, deep=True)  # int, bool, null, !!set...
+
+    def _mapping(self, node: MappingNode, loc: Loc) -> dict[Any, Any]:
+        explicit = {id(k) for k, _ in node.value if k.tag != _MERGE}
+        self._loader.flatten_mapping(node)  # resolves "<<" merge keys into node.value
+        data: dict[Any, Any] = {}
         seen = set()  # keys written out in this mapping; merged ones may be overridden
         for key_node, value_node in node.value:
-            key = self.construct_object(key_node, deep=False)
-            if not isinstance(key, str | int | float | bool | None):
-                raise yaml.constructor.ConstructorError(
-                    None, None, "a mapping key must be a plain scalar", key_node.start_mark)
+            key = self._key(key_node)
             if id(key_node) in explicit:
                 if key in seen:
-                    data.duplicates.append((key, key_node.start_mark))
+                    self.duplicates.append(((*loc, key), key_node.start_mark))
                 seen.add(key)
-            data[key] = self.construct_object(value_node, deep=False)
-            data.marks[key] = Marks(key_node.start_mark, value_node.start_mark)
+            data[key] = self.build(value_node, (*loc, key),
+                                   Marks(key_node.start_mark, value_node.start_mark))
+        return data
 
-    def construct_marked_seq(self, node: SequenceNode) -> Any:
-        data = MarkedList()
-        yield data
-        for child in node.value:
-            data.append(self.construct_object(child, deep=False))
-            data.marks.append(child.start_mark)
-
-
-MarkedLoader.add_constructor("tag:yaml.org,2002:map", MarkedLoader.construct_marked_map)
-MarkedLoader.add_constructor("tag:yaml.org,2002:seq", MarkedLoader.construct_marked_seq)
+    def _key(self, node: Node) -> Any:
+        key = node.value if node.tag == _STR else self._loader.construct_object(node, deep=True)
+        if not isinstance(key, str | int | float | bool | None):
+            raise yaml.constructor.ConstructorError(
+                None, None, "a mapping key must be a plain scalar", node.start_mark)
+        return key

@@ -89,7 +89,9 @@ def test_hostile_yaml_is_one_problem_at_its_line_at_once(tmp_path: Path, name: s
     problems, seconds = refused(path)
     assert len(problems) == 1, problems
     [problem] = problems
-    assert problem.message.startswith("YAML refused: "), problem
+    # libyaml's own limit (1,000 flow levels) may stop a nesting before ours does.
+    assert problem.message.startswith(("YAML refused: ", "YAML syntax error: ")), problem
+    assert re.search(r"nest|alias", problem.message), problem
     assert_points_at_the_fault(problem, text)
     assert "\n" not in str(problem)
     assert seconds < LOAD_SECONDS, f"{name}: {seconds:.2f} s"
@@ -160,8 +162,8 @@ def test_reload_refuses_hostile_yaml_keeps_config_without_traceback(
     messages = [r.getMessage() for r in caplog.records]
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
     assert len(messages) == 2, messages  # the problem, then "keeping the running config"
-    assert re.match(rf"config reload: {re.escape(str(path))}:\d+:\d+: YAML refused: ",
-                    messages[0])
+    assert re.match(rf"config reload: {re.escape(str(path))}:\d+:\d+: YAML (refused|syntax "
+                    r"error): .*(nest|alias)", messages[0])
 
 
 def test_bomb_written_over_a_live_config_leaves_workers_small(tmp_path: Path) -> None:
@@ -262,8 +264,6 @@ LEAKS = {
     "provider option path": (
         tenant("    root: {type: gcs, bucket: b, credentials_file: '/nonexistent/${LEAK}'}\n"),
         "credentials_file /nonexistent/${LEAK}"),
-    "not a hash": (tenant("    root: {type: memory}\n    users: {bob: {password_hash: "
-                          "'${LEAK}'}}\n"), "expected an argon2 hash"),
 }
 
 
