@@ -15,13 +15,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
 
+from mosaic.auth import identity
+from mosaic.auth import login as login_module
 from mosaic.config import yaml_reader
 from mosaic.config.holder import ConfigHolder
 from mosaic.config.loader import ConfigError, Problem, load_config
+from mosaic.config.schema import Config
 from tests.hostile.support import basic, raw_request, two_tenant_process
 
 HASH = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash("pw")
@@ -310,3 +314,71 @@ def test_check_config_and_reload_never_echo_an_environment_value(
     assert holder.reload() is False
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "'${LEAK}'" in logged and SECRET not in logged
+
+
+# --- item 18: lookups by map, not by scanning the tenants or users ----------------------------
+
+class CallCounter:
+    """Wraps a helper of the module under test and counts its calls."""
+
+    def __init__(self, function: Any) -> None:
+        self.function, self.calls = function, 0
+
+    def __call__(self, *args: Any) -> Any:
+        self.calls += 1
+        return self.function(*args)
+
+
+def many_tenants(count: int, users: int = 1) -> Config:
+    return Config.model_validate({"tenants": {f"t{i}": {
+        "domains": [f"t{i}.example"], "netbios": [f"T{i}"], "hosts": [f"t{i}.files.example"],
+        "root": {"type": "memory"},
+        "users": {f"user{u}": {"password_hash": HASH} for u in range(users)},
+    } for i in range(count)}})
+
+
+@pytest.mark.parametrize(("login", "host", "tenant_id"), [
+    ("user0@T999.example", "", "t999"),
+    ("t999\\user0", "", "t999"),
+    ("user0@t500", "t500.files.example:8443", "t500"),
+    ("user0", "T999.Files.Example", "t999"),
+    ("user0@nowhere.example", "", None),
+])
+def test_login_finds_its_tenant_without_scanning(monkeypatch: pytest.MonkeyPatch, login: str,
+                                                 host: str, tenant_id: str | None) -> None:
+    config = many_tenants(1000)
+    environ = {"HTTP_HOST": host} if host else {}
+    login_module.resolve_login(config, "user0@t0", {})  # the index is built here, once
+    folds = CallCounter(login_module.fold_case)
+    monkeypatch.setattr(login_module, "fold_case", folds)
+    for _ in range(10):
+        resolved = login_module.resolve_login(config, login, environ)
+        assert (resolved.tenant_id if resolved else None) == tenant_id
+    assert folds.calls <= 2 * 10, "names are folded per tenant: the tenants are scanned"
+    builds = login_module.tenant_index.builds
+    login_module.resolve_login(config, login, environ)
+    assert login_module.tenant_index.builds == builds
+
+
+def test_a_new_config_gets_a_new_index() -> None:
+    first = many_tenants(2)
+    assert login_module.resolve_login(first, "user0@t1.example", {}).tenant_id == "t1"
+    builds = login_module.tenant_index.builds
+    reloaded = first.model_copy(update={"tenants": {"t7": first.tenants["t1"]}})
+    for _ in range(3):
+        assert login_module.resolve_login(reloaded, "user0@t1.example", {}).tenant_id == "t7"
+        assert login_module.resolve_login(first, "user0@t1.example", {}).tenant_id == "t1"
+    assert login_module.tenant_index.builds == builds + 1  # one for the new config, once
+
+
+def test_user_is_found_without_scanning_the_users(monkeypatch: pytest.MonkeyPatch) -> None:
+    tenant = many_tenants(1, users=2000).tenants["t0"]
+    source = identity.LocalIdentitySource("t0", tenant)
+    assert source.authenticate("user0", "pw") is not None  # the user map is built here, once
+    folds = CallCounter(identity.fold_case)
+    monkeypatch.setattr(identity, "fold_case", folds)
+    for name in ("USER1999", "user1000", "nobody"):
+        principal = source.authenticate(name, "pw")
+        assert (principal.user if principal else None) == \
+            (None if name == "nobody" else name.lower())
+    assert folds.calls <= 3, "user names are folded per user: the users are scanned"
