@@ -30,8 +30,14 @@ from typing import Any, NamedTuple
 import yaml
 from yaml.composer import Composer, ComposerError
 from yaml.constructor import SafeConstructor
-from yaml.events import AliasEvent
-from yaml.nodes import MappingNode, Node, SequenceNode
+from yaml.events import (
+    AliasEvent,
+    MappingEndEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+)
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.parser import Parser
 from yaml.reader import Reader
 from yaml.resolver import Resolver
@@ -52,8 +58,9 @@ try:  # libyaml scans and parses ~5x faster than the Python parser
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
     _Parser = _PythonParser  # type: ignore[assignment,misc]
 
-#: Far above any real config (1,000 tenants x 5 mounts is ~1.5 MiB), far below trouble.
-MAX_FILE_BYTES = 32 * 2**20
+#: Far above any real config (1,000 tenants x 5 mounts, 3 users each: 1.25 MB), far below
+#: trouble: a served config costs ~30 bytes of memory per byte of YAML (bench/tenants.py).
+MAX_FILE_BYTES = 16 * 2**20
 #: A real config is about 8 levels deep; Python's recursion limit is ~330 levels here.
 MAX_DEPTH = 64
 #: Nodes aliases may add (merge keys included) when the file itself is smaller.
@@ -149,26 +156,67 @@ class MarkedLoader(Composer, _Parser, SafeConstructor, Resolver):
         self._expanded_size: dict[str, int] = {}  # anchor -> its node count, aliases expanded
 
     def compose_node(self, parent: Node | None, index: Any) -> Node:
-        event = self.peek_event()
+        """PyYAML's composer, flattened (a fifth of the calls per node), plus the limits.
+
+        No path resolvers are registered on a safe loader, so PyYAML's
+        descend/ascend hooks are left out.
+        """
+        event = self.get_event()
         if isinstance(event, AliasEvent):
-            self._count_alias(event)
-            return super().compose_node(parent, index)
+            return self._alias(event)
         if self._depth >= MAX_DEPTH:
             raise LimitError(f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
+        anchor = event.anchor
+        if anchor is not None and anchor in self.anchors:
+            raise ComposerError(f"found duplicate anchor {anchor!r}; first occurrence",
+                                self.anchors[anchor].start_mark, "second occurrence",
+                                event.start_mark)
         visits_before = self._written + self._aliased
-        self._depth += 1
-        try:
-            node = super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
+        if isinstance(event, ScalarEvent):
+            node: Node = ScalarNode(self._tag(ScalarNode, event, event.value), event.value,
+                                    event.start_mark, event.end_mark, style=event.style)
+            if anchor is not None:
+                self.anchors[anchor] = node
+        else:
+            node = self._collection(event, anchor)
         self._written += 1
-        if event.anchor is not None:
-            self._expanded_size[event.anchor] = self._written + self._aliased - visits_before
+        if anchor is not None:
+            self._expanded_size[anchor] = self._written + self._aliased - visits_before
         return node
 
-    def _count_alias(self, event: AliasEvent) -> None:
+    def _tag(self, kind: type[Node], event: Any, value: str | None) -> str:
+        tag = event.tag
+        return self.resolve(kind, value, event.implicit) if tag is None or tag == "!" else tag
+
+    def _collection(self, event: Any, anchor: str | None) -> Node:
+        is_sequence = isinstance(event, SequenceStartEvent)
+        kind = SequenceNode if is_sequence else MappingNode
+        node = kind(self._tag(kind, event, None), [], event.start_mark, None,
+                    flow_style=event.flow_style)
+        if anchor is not None:
+            self.anchors[anchor] = node  # before the children: an alias to it is recursive
+        self._depth += 1
+        try:
+            if is_sequence:
+                while not self.check_event(SequenceEndEvent):
+                    node.value.append(self.compose_node(node, None))
+            else:
+                while not self.check_event(MappingEndEvent):
+                    key = self.compose_node(node, None)
+                    node.value.append((key, self.compose_node(node, key)))
+        finally:
+            self._depth -= 1
+        node.end_mark = self.get_event().end_mark
+        return node
+
+    def _alias(self, event: AliasEvent) -> Node:
         if event.anchor not in self.anchors:
-            return  # undefined: PyYAML reports it
+            raise ComposerError(None, None, f"found undefined alias {event.anchor!r}",
+                                event.start_mark)
+        self._count_alias(event)
+        return self.anchors[event.anchor]
+
+    def _count_alias(self, event: AliasEvent) -> None:
         size = self._expanded_size.get(event.anchor)
         if size is None:
             raise LimitError(f"alias *{event.anchor} refers to its own anchor "

@@ -173,6 +173,11 @@ def test_reload_refuses_hostile_yaml_keeps_config_without_traceback(
 def test_bomb_written_over_a_live_config_leaves_workers_small(tmp_path: Path) -> None:
     server = two_tenant_process(tmp_path, workers=2)
     with server:
+        deadline = time.monotonic() + 30
+        while server.log().count("mosaic.server: listening on") < 2:
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.05)  # each worker watches the file from its start on
+        time.sleep(0.5)  # the watch is set up by the observer's thread, just after
         baseline_mib = server.rss_mib()
         write(server.config_path, bomb())
         deadline = time.monotonic() + 15
