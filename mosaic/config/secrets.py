@@ -149,6 +149,18 @@ def child_annotation(annotation: Any, key: Any, value: Any) -> Any:
         shape = shape_of(annotation, value)
         if shape is not None:
             return shape.fields.get(key)
+    return _item_annotation(annotation)
+
+
+def _item_annotation(annotation: Any) -> Any:
+    """The annotation of the values of a ``dict[K, V]`` or items of a ``list[T]``, else None."""
+    try:
+        return _item_annotation_cached(annotation)
+    except TypeError:  # unhashable
+        return _item_annotation_uncached(annotation)
+
+
+def _item_annotation_uncached(annotation: Any) -> Any:
     container = _unwrap(annotation)
     args = typing.get_args(container)
     if typing.get_origin(container) is dict and len(args) == 2:
@@ -156,6 +168,9 @@ def child_annotation(annotation: Any, key: Any, value: Any) -> Any:
     if typing.get_origin(container) is list and args:
         return args[0]
     return None
+
+
+_item_annotation_cached = functools.cache(_item_annotation_uncached)
 
 
 def shape_at(loc: Loc, data: Any) -> Shape | None:
@@ -193,8 +208,9 @@ class _Walker:
         if isinstance(value, dict):
             self._walk_mapping(value, annotation, loc)
         elif isinstance(value, list):
+            item_annotation = _item_annotation(annotation)
             for i, item in enumerate(value):
-                value[i] = self.walk(item, child_annotation(annotation, i, value), (*loc, i))
+                value[i] = self.walk(item, item_annotation, (*loc, i))
         elif isinstance(value, str):
             return self.substitute(value, loc)
         return value
@@ -204,11 +220,12 @@ class _Walker:
         shape = shape_of(annotation, value)
         secrets = shape.secrets if shape else frozenset()
         done |= {name for name in secrets if self._inline_file(value, name, loc)}
+        item_annotation = None if shape else _item_annotation(annotation)
         for key in list(value):
             if key in done:
                 continue  # a file's content is literal: no ${VAR} expansion
-            value[key] = self.walk(value[key], child_annotation(annotation, key, value),
-                                   (*loc, key))
+            child = shape.fields.get(key) if shape else item_annotation
+            value[key] = self.walk(value[key], child, (*loc, key))
             if key in secrets and isinstance(value[key], str):
                 self.result.secrets.add(value[key])
 
@@ -220,6 +237,9 @@ class _Walker:
         return {"type"}
 
     def substitute(self, text: str, loc: Loc) -> str:
+        if "$" not in text:
+            return text  # most values: skip the regular expression
+
         def replace(match: re.Match[str]) -> str:
             escaped, name = match.groups()
             if escaped:
