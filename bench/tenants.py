@@ -8,10 +8,12 @@ permission rule); the measured user belongs to the LAST tenant, where a scan
 would cost most. For each, in this order:
 
 * ``check-config``: wall time and peak RSS (kernel ``ru_maxrss`` of the child);
-* ``serve`` (``workers: 1``): time until it answers ``OPTIONS /`` and its RSS then;
+* ``serve`` (``workers: 1``): time until it answers ``OPTIONS /`` and its RSS
+  then; started alone and stopped again;
 * PROPFIND Depth 0 of ``/`` on one keep-alive connection, logged in as
-  ``user@domain``: both servers run at once and take turns in rounds, so that
-  noise hits both alike; the figure is the median per request.
+  ``user@domain``: both servers are started again and take turns in ABBA
+  rounds, so that noise hits both alike; the figures are the median and the
+  90th percentile per request.
 
 The ratio column is many/one: 1.00x means the number of tenants costs nothing.
 """
@@ -142,13 +144,16 @@ def measure(args: argparse.Namespace, work: Path) -> dict[int, Figures]:
     counts = sorted({1, args.tenants})
     figures = {n: Figures() for n in counts}
     paths = {n: write_config(work / f"{n}-tenants", n, args.mounts) for n in counts}
-    for n in counts:
+    for n in counts:  # each start on its own: nothing else of ours runs meanwhile
         check_config(paths[n], figures[n])
-        print(f"check-config, {n} tenant(s): {figures[n].check_seconds:.2f} s", file=sys.stderr)
+        with serving(paths[n], figures[n]):
+            pass
+        print(f"{n} tenant(s): check-config {figures[n].check_seconds:.2f} s, serve "
+              f"{figures[n].listen_seconds:.2f} s", file=sys.stderr)
     with ExitStack() as stack:
         clients = {}
         for n in counts:
-            port = stack.enter_context(serving(paths[n], figures[n]))
+            port = stack.enter_context(serving(paths[n], Figures()))
             login = f"{USER}@t{n - 1}.example"  # the last tenant: a scan's worst case
             clients[n] = stack.enter_context(Dav("127.0.0.1", port, _basic(login)))
             propfind_round(clients[n], 20, Figures())  # warm-up: login cached, imports done
