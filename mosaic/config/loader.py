@@ -149,7 +149,7 @@ def load_config(path: Path | str) -> Config:
 
 @contextlib.contextmanager
 def _collector_paused() -> Iterator[None]:
-    """Loading makes ~10 objects per YAML node and no reference cycles (recursive
+    """Loading makes several objects per YAML value and no reference cycles (recursive
     aliases are refused), yet each of them counts towards the collector's next
     full pass: reading 1,000 tenants took about twice as long with it."""
     was_enabled = gc.isenabled()
