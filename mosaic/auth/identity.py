@@ -15,6 +15,7 @@ from typing import Protocol
 
 from mosaic.auth import passwords
 from mosaic.auth.login import fold_case
+from mosaic.config.derived import PerObject
 from mosaic.config.schema import Tenant, User
 
 _log = logging.getLogger(__name__)
@@ -68,9 +69,7 @@ class LocalIdentitySource:
 
     def _lookup(self, user: str) -> tuple[str, User] | None:
         """Case-insensitive lookup returning the configured name."""
-        wanted = fold_case(user)
-        matches = [(name, rec) for name, rec in self._tenant.users.items()
-                   if fold_case(name) == wanted]
+        matches = users_by_folded_name(self._tenant).get(fold_case(user), ())
         if len(matches) > 1:
             # Two configured users differ only in case: refuse both rather
             # than guess which one the client meant.
@@ -78,6 +77,18 @@ class LocalIdentitySource:
                        self._tenant_id, sorted(name for name, _ in matches))
             return None
         return matches[0] if matches else None
+
+
+def _users_by_folded_name(tenant: Tenant) -> dict[str, tuple[tuple[str, User], ...]]:
+    users: dict[str, tuple[tuple[str, User], ...]] = {}
+    for name, record in tenant.users.items():
+        folded = fold_case(name)
+        users[folded] = (*users.get(folded, ()), (name, record))
+    return users
+
+
+#: A tenant's users by ASCII-folded name, built once per (immutable) Tenant.
+users_by_folded_name = PerObject(_users_by_folded_name)
 
 
 def identity_sources(tenant_id: str, tenant: Tenant) -> list[IdentitySource]:

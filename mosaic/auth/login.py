@@ -20,9 +20,12 @@ must never become a door into another tenant.
 from __future__ import annotations
 
 import string
+from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from mosaic.config.derived import PerObject
 from mosaic.config.schema import Config
 
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
@@ -58,12 +61,38 @@ def resolve_login(config: Config, login: str, environ: Mapping[str, Any]) -> Res
 def host_tenant_id(config: Config, environ: Mapping[str, Any]) -> str | None:
     """The tenant whose ``hosts`` lists the request's Host header (port ignored)."""
     host = _host_name(environ.get("HTTP_HOST", ""))
-    if not host:
-        return None
+    return tenant_index(config).by_host.get(host) if host else None
+
+
+@dataclass(frozen=True)
+class TenantIndex:
+    """Login qualifiers and host names -> tenant ids, built once per Config."""
+
+    #: "domains" / "netbios" -> folded qualifier -> every tenant it could name
+    qualifiers: dict[str, dict[str, frozenset[str]]]
+    by_host: dict[str, str]
+    only_tenant: str | None
+
+
+def _build_index(config: Config) -> TenantIndex:
+    qualifiers: dict[str, dict[str, frozenset[str]]] = {}
+    for kind in ("domains", "netbios"):
+        owners: defaultdict[str, set[str]] = defaultdict(set)
+        for tenant_id, tenant in config.tenants.items():
+            owners[tenant_id].add(tenant_id)  # the id is an implicit domain and NetBIOS name
+            for name in getattr(tenant, kind):
+                owners[fold_case(name)].add(tenant_id)
+        qualifiers[kind] = {name: frozenset(ids) for name, ids in owners.items()}
+    by_host: dict[str, str] = {}
     for tenant_id, tenant in config.tenants.items():
-        if any(_host_name(name) == host for name in tenant.hosts):
-            return tenant_id
-    return None
+        for name in tenant.hosts:
+            by_host.setdefault(_host_name(name), tenant_id)  # the first tenant wins, as listed
+    only = next(iter(config.tenants)) if len(config.tenants) == 1 else None
+    return TenantIndex(qualifiers, by_host, only)
+
+
+#: A reload makes a new Config, and with it a new index.
+tenant_index = PerObject(_build_index)
 
 
 def _split(login: str) -> tuple[str, str | None, str] | None:
@@ -90,17 +119,12 @@ def _split(login: str) -> tuple[str, str | None, str] | None:
 
 def _qualified_tenant(config: Config, kind: str, qualifier: str) -> str | None:
     """The one tenant whose ``kind`` list (domains or netbios) or id is ``qualifier``."""
-    wanted = fold_case(qualifier)
-    owners = {
-        tenant_id
-        for tenant_id, tenant in config.tenants.items()
-        if wanted == tenant_id or any(fold_case(name) == wanted for name in getattr(tenant, kind))
-    }
-    return owners.pop() if len(owners) == 1 else None
+    owners = tenant_index(config).qualifiers[kind].get(fold_case(qualifier), frozenset())
+    return next(iter(owners)) if len(owners) == 1 else None
 
 
 def _only_tenant(config: Config) -> str | None:
-    return next(iter(config.tenants)) if len(config.tenants) == 1 else None
+    return tenant_index(config).only_tenant
 
 
 def _host_name(host: str) -> str:

@@ -14,6 +14,7 @@ Problems name the variable or the file, never a value.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import types
@@ -44,18 +45,49 @@ class Shape:
 
 @dataclass
 class Resolution:
-    """Outcome of :func:`resolve`: problems (loc, message) and the secret values seen."""
+    """Outcome of :func:`resolve`: problems (loc, message) and the values to keep quiet."""
 
     problems: list[tuple[Loc, str]] = field(default_factory=list)
     secrets: set[str] = field(default_factory=set)
+    #: every value an environment variable gave -> its reference, ``${NAME}``
+    references: dict[str, str] = field(default_factory=dict)
     #: ``<key>`` location -> the ``<key>_file`` location it was read through
     moved: dict[Loc, Loc] = field(default_factory=dict)
     #: every ``<key>_file`` the config names, read or not (a reload watches them)
     files: set[Path] = field(default_factory=set)
 
+    def redact(self, message: str) -> str:
+        """``message`` with each environment value as its reference and each secret as ``***``.
+
+        A validator may quote any value it refuses (``unknown provider 'x'``), and
+        the value may be a secret that was put in an unexpected key. Quoted
+        values are replaced whatever their length; bare ones from 4 characters
+        on, so that a short value does not garble the words around it.
+        """
+        for value, reference in _longest_first(self.references.items()):
+            message = message.replace(repr(value), repr(reference))
+            if len(value) >= 4:
+                message = message.replace(value, reference)
+        for secret, _ in _longest_first((s, s) for s in self.secrets):
+            message = message.replace(repr(secret), "'***'")
+            if len(secret) >= 3:
+                message = message.replace(secret, "***")
+        return message
+
+
+def _longest_first(pairs: Any) -> list[tuple[str, str]]:
+    return sorted((p for p in pairs if p[0]), key=lambda pair: len(pair[0]), reverse=True)
+
 
 def _unwrap(annotation: Any) -> Any:
     """Strip ``Annotated`` and ``X | None`` down to the type that shapes the data."""
+    try:
+        return _unwrap_cached(annotation)
+    except TypeError:  # an unhashable annotation: work it out each time
+        return _unwrap_uncached(annotation)
+
+
+def _unwrap_uncached(annotation: Any) -> Any:
     while True:
         origin = typing.get_origin(annotation)
         if origin is typing.Annotated:
@@ -67,6 +99,11 @@ def _unwrap(annotation: Any) -> Any:
             annotation = arms[0]
         else:
             return annotation
+
+
+# The schema is fixed at run time: a config of 1,000 tenants asks the same
+# questions about the same few types tens of thousands of times.
+_unwrap_cached = functools.cache(_unwrap_uncached)
 
 
 def _provider_options(value: Mapping[str, Any]) -> type[BaseModel] | None:
@@ -89,14 +126,23 @@ def shape_of(annotation: Any, value: Mapping[str, Any]) -> Shape | None:
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
         return None
     if model is ProviderSpec:
-        options = _provider_options(value)
-        fields = {"type": str}
-        if options is None:
-            return Shape(fields, frozenset())
-        fields.update((name, f.annotation) for name, f in options.model_fields.items())
-        return Shape(fields, frozenset(secret_fields(options)))
+        return _provider_shape(_provider_options(value))
+    return _model_shape(model)
+
+
+@functools.cache
+def _model_shape(model: type[BaseModel]) -> Shape:
     fields = {name: f.annotation for name, f in model.model_fields.items()}
     return Shape(fields, frozenset(secret_fields(model)))
+
+
+@functools.cache
+def _provider_shape(options: type[BaseModel] | None) -> Shape:
+    """A provider spec: ``type`` plus the options of the provider it names, if known."""
+    if options is None:
+        return Shape({"type": str}, frozenset())
+    options_shape = _model_shape(options)
+    return Shape({"type": str, **options_shape.fields}, options_shape.secrets)
 
 
 def child_annotation(annotation: Any, key: Any, value: Any) -> Any:
@@ -105,6 +151,18 @@ def child_annotation(annotation: Any, key: Any, value: Any) -> Any:
         shape = shape_of(annotation, value)
         if shape is not None:
             return shape.fields.get(key)
+    return _item_annotation(annotation)
+
+
+def _item_annotation(annotation: Any) -> Any:
+    """The annotation of the values of a ``dict[K, V]`` or items of a ``list[T]``, else None."""
+    try:
+        return _item_annotation_cached(annotation)
+    except TypeError:  # unhashable
+        return _item_annotation_uncached(annotation)
+
+
+def _item_annotation_uncached(annotation: Any) -> Any:
     container = _unwrap(annotation)
     args = typing.get_args(container)
     if typing.get_origin(container) is dict and len(args) == 2:
@@ -112,6 +170,9 @@ def child_annotation(annotation: Any, key: Any, value: Any) -> Any:
     if typing.get_origin(container) is list and args:
         return args[0]
     return None
+
+
+_item_annotation_cached = functools.cache(_item_annotation_uncached)
 
 
 def shape_at(loc: Loc, data: Any) -> Shape | None:
@@ -149,25 +210,38 @@ class _Walker:
         if isinstance(value, dict):
             self._walk_mapping(value, annotation, loc)
         elif isinstance(value, list):
+            item_annotation = _item_annotation(annotation)
             for i, item in enumerate(value):
-                value[i] = self.walk(item, child_annotation(annotation, i, value), (*loc, i))
+                value[i] = self.walk(item, item_annotation, (*loc, i))
         elif isinstance(value, str):
             return self.substitute(value, loc)
         return value
 
     def _walk_mapping(self, value: dict[Any, Any], annotation: Any, loc: Loc) -> None:
+        done = self._provider_type(value, annotation, loc)
         shape = shape_of(annotation, value)
         secrets = shape.secrets if shape else frozenset()
-        inlined = {name for name in secrets if self._inline_file(value, name, loc)}
+        done |= {name for name in secrets if self._inline_file(value, name, loc)}
+        item_annotation = None if shape else _item_annotation(annotation)
         for key in list(value):
-            if key in inlined:
+            if key in done:
                 continue  # a file's content is literal: no ${VAR} expansion
-            value[key] = self.walk(value[key], child_annotation(annotation, key, value),
-                                   (*loc, key))
+            child = shape.fields.get(key) if shape else item_annotation
+            value[key] = self.walk(value[key], child, (*loc, key))
             if key in secrets and isinstance(value[key], str):
                 self.result.secrets.add(value[key])
 
+    def _provider_type(self, value: dict[Any, Any], annotation: Any, loc: Loc) -> set[str]:
+        """Expand a provider spec's ``type`` first: it decides which keys are secrets."""
+        if _unwrap(annotation) is not ProviderSpec or not isinstance(value.get("type"), str):
+            return set()
+        value["type"] = self.substitute(value["type"], (*loc, "type"))
+        return {"type"}
+
     def substitute(self, text: str, loc: Loc) -> str:
+        if "$" not in text:
+            return text  # most values: skip the regular expression
+
         def replace(match: re.Match[str]) -> str:
             escaped, name = match.groups()
             if escaped:
@@ -175,6 +249,7 @@ class _Walker:
             if name not in self.environ:
                 self.result.problems.append((loc, f"environment variable {name} is not set"))
                 return match.group(0)
+            self.result.references.setdefault(self.environ[name], match.group(0))
             return self.environ[name]
 
         return ENV_REF.sub(replace, text)
