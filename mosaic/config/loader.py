@@ -145,7 +145,7 @@ def load_config(path: Path | str, read_files: set[Path] | None = None) -> Config
     if given, receives the secret files the config names (also on failure).
     """
     with _collector_paused():
-        return _load(path)
+        return _load(path, read_files)
 
 
 @contextlib.contextmanager
@@ -162,7 +162,7 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _load(path: Path | str) -> Config:
+def _load(path: Path | str, read_files: set[Path] | None) -> Config:
     source = _Source(Path(path))
     text = source.read()
     if text is None:
