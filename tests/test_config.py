@@ -282,6 +282,26 @@ def test_unknown_provider_points_at_type(tmp_path: Path) -> None:
     assert "unknown provider 'ftp' (known: " in problem.message
 
 
+@pytest.mark.parametrize(("provider", "key"), [
+    ("{type: s3, bucket: files, endpoint_url: 'http://admin:hunter22@127.0.0.1:9000'}",
+     "endpoint_url"),
+    ("{type: gcs, bucket: files, endpoint_url: 'https://admin:hunter22@gcs.example'}",
+     "endpoint_url"),
+    ("{type: azure_blob, container: files, account: acme, account_key: k,"
+     " account_url: 'https://admin:hunter22@acme.blob.example'}", "account_url"),
+    ("{type: swift, container: files, user: u, key: k,"
+     " auth_url: 'https://admin:hunter22@swift.example/auth/v1.0'}", "auth_url"),
+])
+def test_service_urls_carrying_credentials_are_refused_without_echo(
+        tmp_path: Path, provider: str, key: str) -> None:
+    """botocore answers such an endpoint with an error on every request, and every
+    library logs or echoes endpoints: credentials go in the masked secret keys."""
+    [problem] = problems_of(write(tmp_path, f"tenants:\n  acme:\n    root: {provider}\n"))
+    assert (problem.line, problem.key) == (3, f"tenants.acme.root.{key}")
+    assert "must not carry a user or password" in problem.message
+    assert "hunter22" not in str(problem) and "admin" not in str(problem)
+
+
 # --- mounts, references -----------------------------------------------------------------------
 
 @pytest.mark.parametrize(("mount", "message"), [

@@ -66,6 +66,7 @@ from mosaic.providers.primitives import (
     Listing,
     ObjectStore,
     ObjectStoreOptions,
+    ServiceUrl,
     StoredObject,
 )
 from mosaic.providers.transfers import BodyPipe, PartedUpload
@@ -86,8 +87,8 @@ class Options(ObjectStoreOptions):
                            description="Container name")
     account: str | None = Field(None, pattern=r"^[a-z0-9]{3,24}$",
                                 description="Storage account name (not with connection_string)")
-    account_url: str | None = Field(
-        None, pattern=r"^https?://",
+    account_url: ServiceUrl | None = Field(
+        None,
         description="Blob endpoint, default https://<account>.blob.core.windows.net "
                     "(Azurite: http://127.0.0.1:10000/devstoreaccount1)")
     account_key: SecretStr | None = Field(None, description="Shared key of the account")

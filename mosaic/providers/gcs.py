@@ -46,6 +46,7 @@ from mosaic.providers.primitives import (
     Listing,
     ObjectStore,
     ObjectStoreOptions,
+    ServiceUrl,
     StoredObject,
 )
 from mosaic.providers.transfers import BodyPipe, PartedUpload
@@ -84,8 +85,8 @@ class Options(ObjectStoreOptions):
     bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9._\-]{1,220}[a-z0-9]$",
                         description="Bucket name")
     project: str | None = Field(None, description="Project id (billing of requests)")
-    endpoint_url: str | None = Field(
-        None, pattern=r"^https?://", description="JSON API endpoint, e.g. of an emulator; "
+    endpoint_url: ServiceUrl | None = Field(
+        None, description="JSON API endpoint, e.g. of an emulator; "
         "default https://storage.googleapis.com")
     credentials_file: str | None = Field(
         None, description="Service-account key or authorized-user JSON file; "

@@ -14,8 +14,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Annotated
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from mosaic.providers.transfers import PartedUpload
 from mosaic.vfs import paths
@@ -28,6 +30,27 @@ MIB = 1024 * 1024
 #: download hands each chunk to the client whole, never sliced into new copies
 #: (GET 256 MiB through Mosaic on fake-gcs-server: 1 MiB chunks 1,160 MB/s, 1,400)
 STREAM_CHUNK = 256 * 1024
+
+
+def _service_url(value: str) -> str:
+    # The messages never quote the value: it may carry a password.
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ValueError("not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL with a host name")
+    if parts.username is not None or parts.password is not None:
+        # Libraries log and echo endpoints (botocore refuses them outright):
+        # credentials belong in the provider's secret keys, which are masked.
+        raise ValueError("the URL must not carry a user or password: give credentials "
+                         "with the provider's own keys (they take ${ENV} and *_file)")
+    return value
+
+
+#: The URL of a store's service or identity endpoint: http(s), a host, no credentials.
+ServiceUrl = Annotated[str, AfterValidator(_service_url)]
 
 
 class ObjectStoreOptions(BaseModel):

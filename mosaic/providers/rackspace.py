@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from mosaic.providers.base import BuildContext
 from mosaic.providers.objectstore import CAPABILITIES, ObjectStoreFileSystem
+from mosaic.providers.primitives import ServiceUrl
 from mosaic.providers.swift import SwiftOptions, SwiftStore
 from mosaic.providers.swift_identity import Auth, identity_post, pick_endpoint
 
@@ -31,7 +32,7 @@ class Options(SwiftOptions):
     region: str = Field(pattern=r"^[A-Za-z0-9]{2,16}$", description="Region, e.g. DFW, LON")
     interface: Literal["public", "internal"] = Field(
         "public", description="internal: the ServiceNet endpoint (from Rackspace servers)")
-    identity_url: str = Field(IDENTITY_URL, description="Identity service (v2.0)")
+    identity_url: ServiceUrl = Field(IDENTITY_URL, description="Identity service (v2.0)")
 
     @field_validator("identity_url")
     @classmethod

@@ -48,6 +48,7 @@ from mosaic.providers.primitives import (
     Listing,
     ObjectStore,
     ObjectStoreOptions,
+    ServiceUrl,
     StoredObject,
 )
 from mosaic.providers.transfers import BodyPipe, PartedUpload
@@ -68,7 +69,7 @@ COPY_PART = 512 * MIB
 class Options(ObjectStoreOptions):
     bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.\-_]{1,254}$", description="Bucket name")
     region: str | None = Field(None, description="Region, e.g. eu-west-1")
-    endpoint_url: str | None = Field(None, description="Endpoint of an S3-compatible store")
+    endpoint_url: ServiceUrl | None = Field(None, description="Endpoint of an S3-compatible store")
     path_style: bool = Field(False, description="Path-style addressing (MinIO, Ceph, moto)")
     key: SecretStr | None = Field(None, description="Access key id; default: AWS chain")
     secret: SecretStr | None = Field(None, description="Secret access key")

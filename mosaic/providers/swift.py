@@ -65,6 +65,7 @@ from mosaic.providers.primitives import (
     Listing,
     ObjectStore,
     ObjectStoreOptions,
+    ServiceUrl,
     StoredObject,
 )
 from mosaic.providers.swift_identity import Auth, keystone_v3_auth, v1_auth
@@ -107,7 +108,7 @@ class SwiftOptions(ObjectStoreOptions):
 
 
 class Options(SwiftOptions):
-    auth_url: str = Field(description="Auth v1 URL (…/auth/v1.0) or Keystone's (…/v3)")
+    auth_url: ServiceUrl = Field(description="Auth v1 URL (…/auth/v1.0) or Keystone's (…/v3)")
     user: str | None = Field(None, description="Auth v1 user, e.g. account:user")
     key: SecretStr | None = Field(None, description="Auth v1 key")
     username: str | None = Field(None, description="Keystone v3 user name")
