@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import socket
 import sys
 from pathlib import Path
 
@@ -20,11 +21,14 @@ def _serve(args: argparse.Namespace) -> int:
     secret_files: set[Path] = set()
     try:
         overrides = _overrides(args)  # before the default config writes anything
+        # The embedded default writes its admin password on first start: a second
+        # instance must find the port taken before that, not after.
+        listener = None if args.config else _bind_for_default(overrides)
         config = _serve_config(args, secret_files)
         if overrides:
             server = config.server.model_copy(update=overrides)
             config = config.model_copy(update={"server": server})
-        listener = claim(config)
+        listener = claim(config, listener)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -54,6 +58,13 @@ def _serve_config(args: argparse.Namespace, secret_files: set[Path]) -> Config:
         print(f"Created tenant 'default' with user 'admin', password: {password}\n"
               "(shown once; only its hash is stored)", flush=True)
     return config
+
+
+def _bind_for_default(overrides: dict[str, object]) -> socket.socket:
+    from mosaic.config.schema import Server
+    from mosaic.preflight import bind
+
+    return bind(Server.model_validate({"listen": overrides.get("listen", Server().listen)}))
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:

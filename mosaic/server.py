@@ -97,9 +97,10 @@ def _tls_adapter(cert: Path, key: Path) -> BuiltinSSLAdapter:
     return adapter
 
 
-def claim(config: Config) -> socket.socket:
+def claim(config: Config, listener: socket.socket | None = None) -> socket.socket:
     """What serving needs, before any worker exists: the checks of
-    :mod:`mosaic.preflight`, the database schema and the bound port.
+    :mod:`mosaic.preflight`, the database schema and the bound port (``listener``
+    if the caller bound it already).
 
     Raises the first :class:`StartupError`.
     """
@@ -107,7 +108,7 @@ def claim(config: Config) -> socket.socket:
     if problems:
         raise problems[0]
     # Bound before anything is created: a second instance changes nothing.
-    listener = preflight.bind(config.server)
+    listener = listener or preflight.bind(config.server)
     try:
         preflight.make_data_dir(config.server)
         _prepare_database(config)

@@ -125,6 +125,20 @@ def test_a_second_instance_on_the_port_exits_at_once_naming_the_address(
     assert first.tracebacks() == 0
 
 
+def test_a_second_embedded_default_on_the_port_writes_no_password(tmp_path: Path) -> None:
+    """The embedded default makes its admin password on first start: a second
+    instance must find the port taken before it writes (and prints) one."""
+    (tmp_path / "a").mkdir()
+    first = two_tenant_process(tmp_path / "a", workers=1)
+    with first:
+        result = mosaic("serve", "--data-dir", str(tmp_path / "b"),
+                        "--listen", first.config["server"]["listen"], "--workers", "1")
+        assert result.returncode != 0
+        lines = output_lines(result)
+        assert len(lines) == 1 and "address in use" in lines[0], lines
+        assert not (tmp_path / "b").exists()
+
+
 # -- 2. workers die with their master --------------------------------------------
 
 
