@@ -1,0 +1,509 @@
+"""``smb``: a share of an SMB/CIFS file server (Samba, Windows Server, a NAS).
+
+Built on smbprotocol's ``smbclient`` API, with the pooling traps it has closed
+off (see docs/smb.md):
+
+* Sessions never leak: every filesystem (one per tenant, mount and, for a
+  ``{user}`` mount, user) has a ``connection_cache`` of its own and passes its
+  credentials on every call. smbclient's global pool picks a session by user
+  name only, so one tenant's calls could run under another's session, and a
+  wrong password would be accepted once a session of that name existed.
+* A listing is one directory enumeration: ``scandir`` and each entry's own
+  ``smb_info`` (``SMBDirEntry.stat()`` would reconnect to port 445 without
+  credentials, and a stat per entry is a round trip per entry).
+* Files open with the sharing a file server expects: a reader lets other
+  readers in, and lets a finished upload replace the file it reads.
+* An upload goes to a hidden temp name beside its target and is published by
+  a rename over it (``smbclient.replace``); a discarded one is deleted.
+  A copy within the share is server-side (SMB copy-chunk), into a temp name too.
+* Errors are the VFS vocabulary: ACCESS_DENIED (share or file ACL) is a
+  PermissionError; the server unreachable or refusing the account is
+  :class:`MountUnavailableError` for this mount only, and the next call tries
+  again. No message carries the server's address or a secret.
+
+Names follow Windows' rules on every SMB server: ``<>:"|?*``, control
+characters, a trailing dot or space and device names (``CON``, ``aux.txt``)
+are refused with InvalidPathError before anything is sent; names compare
+case-insensitively (declared in :data:`CAPABILITIES`).
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import secrets
+import stat
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, timedelta
+from typing import Any, BinaryIO, Literal
+
+import smbclient
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from smbprotocol.connection import Connection
+from smbprotocol.exceptions import (
+    SMBAuthenticationError,
+    SMBConnectionClosed,
+    SMBException,
+    SMBOSError,
+    SMBResponseException,
+)
+from smbprotocol.header import NtStatus
+
+from mosaic.providers.base import BuildContext, Capabilities
+from mosaic.providers.common import Parts, ProviderFileSystem, Upload, oserror
+from mosaic.vfs import paths
+from mosaic.vfs.errors import InvalidPathError, MountUnavailableError
+
+MIB = 1024 * 1024
+CAPABILITIES = Capabilities(
+    empty_directories=True,
+    atomic_rename=True,
+    server_side_copy=True,
+    mtime_precision=1e-6,  # SMB keeps 100 ns; smbprotocol's listings give microseconds
+    settable_mtime=True,
+    case_insensitive_names=True,
+    reserved_names=True,
+)
+
+#: Prefix of in-flight upload and copy files: never listed, never accepted in a path.
+TEMP_PREFIX = ".~mosaic-upload-"
+FILE_ATTRIBUTE_DIRECTORY = 0x10
+DIALECTS = {"2.0.2": 0x0202, "2.1": 0x0210, "3.0": 0x0300, "3.0.2": 0x0302, "3.1.1": 0x0311}
+# Windows' naming rules (what an SMB server refuses, or a Windows client cannot open)
+_RESERVED_CHARS = re.compile(r'[<>:"|?*\x01-\x1f]')
+_DEVICE_NAMES = re.compile(r"(?:CON|PRN|AUX|NUL|COM[0-9¹²³]|LPT[0-9¹²³])(?:\..*)?", re.IGNORECASE)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MICROSECOND = timedelta(microseconds=1)
+
+
+class ServiceAccount(BaseModel):
+    """One account of the file server for every user of the mount."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # A discriminator: the signed-in user's own credentials ("pass_through") will be
+    # the other kind, so existing configs keep their meaning.
+    kind: Literal["service_account"] = Field(
+        "service_account", description="Whose credentials: `service_account` (the only kind yet)")
+    username: str = Field(min_length=1, description="Account name on the file server")
+    password: SecretStr = Field(description="Its password")
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field(min_length=1, description="File server: host name or IP address")
+    port: int = Field(445, ge=1, le=65535, description="SMB port")
+    share: str = Field(min_length=1, description="Share name")
+    path: str = Field("", description="Folder of the share served as the mount's root; "
+                                      "`{user}` is replaced by the signed-in user")
+    domain: str | None = Field(None, description="Windows domain (workgroup) of the account")
+    credentials: ServiceAccount = Field(description="How Mosaic signs in to the file server")
+    encrypt: bool = Field(False, description="Require SMB 3 encryption of all traffic")
+    min_dialect: Literal["2.0.2", "2.1", "3.0", "3.0.2", "3.1.1"] = Field(
+        "2.1", description="Lowest SMB dialect accepted from the server")
+    require_signing: bool = Field(
+        True, description="Require signed messages (SMB 3.1.1 needs it for tree connects)")
+    connect_timeout_s: float = Field(10.0, gt=0, description="Seconds to connect and sign in")
+    io_block_size: int = Field(4 * MIB, ge=MIB, le=4 * MIB,
+                               description="Bytes per read and write request (1-4 MiB)")
+
+    @field_validator("host", "share")
+    @classmethod
+    def _one_component(cls, value: str) -> str:
+        if any(c in value for c in "/\\\x00") or value != value.strip():
+            raise ValueError("must be a single name without slashes")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        normal = paths.normalize(value)  # refuses "..", NUL and backslashes
+        for part in filter(None, normal.split("/")):
+            problem = windows_name_problem(part)
+            if problem:
+                raise ValueError(problem)
+        return normal
+
+
+def build(options: Options, context: BuildContext) -> SMBFileSystem:
+    """Builds without connecting: an unreachable server fails the mount's calls (503),
+    and the mount works as soon as the server answers."""
+    return SMBFileSystem(options, tenant=context.tenant, mount=context.mount)
+
+
+def windows_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a file name on an SMB share, or None."""
+    if _RESERVED_CHARS.search(name):
+        return f"name {name!r} contains a character Windows reserves (<>:\"|?* or control)"
+    if name.endswith((".", " ")):
+        return f"name {name!r} ends with a dot or a space (Windows drops them)"
+    if _DEVICE_NAMES.fullmatch(name):
+        return f"name {name!r} is a Windows device name (CON, PRN, AUX, NUL, COMn, LPTn)"
+    return None
+
+
+# -- errors ----------------------------------------------------------------------
+
+# NTSTATUS values smbprotocol's NtStatus does not name ([MS-ERREF] 2.3.1)
+STATUS_MEDIA_WRITE_PROTECTED = 0xC00000A2
+STATUS_FILE_LOCK_CONFLICT = 0xC0000054
+STATUS_ACCOUNT_DISABLED = 0xC0000072
+STATUS_ACCOUNT_LOCKED_OUT = 0xC0000234
+STATUS_NETWORK_SESSION_EXPIRED = 0xC000035C
+
+_ERRNO_BY_STATUS = {
+    NtStatus.STATUS_OBJECT_NAME_NOT_FOUND: errno.ENOENT,
+    NtStatus.STATUS_OBJECT_PATH_NOT_FOUND: errno.ENOENT,
+    NtStatus.STATUS_NO_SUCH_FILE: errno.ENOENT,
+    NtStatus.STATUS_NOT_FOUND: errno.ENOENT,
+    NtStatus.STATUS_DELETE_PENDING: errno.ENOENT,
+    NtStatus.STATUS_OBJECT_NAME_COLLISION: errno.EEXIST,
+    NtStatus.STATUS_FILE_IS_A_DIRECTORY: errno.EISDIR,
+    NtStatus.STATUS_NOT_A_DIRECTORY: errno.ENOTDIR,
+    NtStatus.STATUS_DIRECTORY_NOT_EMPTY: errno.ENOTEMPTY,
+    NtStatus.STATUS_ACCESS_DENIED: errno.EACCES,
+    NtStatus.STATUS_PRIVILEGE_NOT_HELD: errno.EACCES,
+    NtStatus.STATUS_CANNOT_DELETE: errno.EACCES,
+    STATUS_MEDIA_WRITE_PROTECTED: errno.EROFS,
+    NtStatus.STATUS_DISK_FULL: errno.ENOSPC,
+    NtStatus.STATUS_SHARING_VIOLATION: errno.EBUSY,
+    STATUS_FILE_LOCK_CONFLICT: errno.EBUSY,
+}
+_INVALID_NAME = {NtStatus.STATUS_OBJECT_NAME_INVALID, NtStatus.STATUS_OBJECT_PATH_INVALID,
+                 NtStatus.STATUS_OBJECT_PATH_SYNTAX_BAD}
+# The share or the account cannot be used at all: the whole mount is unavailable.
+_MOUNT_DOWN = {
+    NtStatus.STATUS_LOGON_FAILURE: "the file server refused the account",
+    STATUS_ACCOUNT_DISABLED: "the file server refused the account",
+    STATUS_ACCOUNT_LOCKED_OUT: "the file server refused the account",
+    STATUS_NETWORK_SESSION_EXPIRED: "the file server ended the session",
+    NtStatus.STATUS_PASSWORD_EXPIRED: "the file server refused the account",
+    NtStatus.STATUS_BAD_NETWORK_NAME: "the share does not exist",
+    NtStatus.STATUS_USER_SESSION_DELETED: "the file server ended the session",
+    NtStatus.STATUS_NETWORK_NAME_DELETED: "the file server ended the session",
+}
+
+
+def _status(exc: SMBException) -> int | None:
+    if isinstance(exc, SMBOSError):
+        return exc.ntstatus
+    if isinstance(exc, SMBResponseException):
+        return exc.status
+    return None
+
+
+class SMBFileSystem(ProviderFileSystem):
+    """One share (below an optional folder) as a provider filesystem."""
+
+    protocol = "mosaic-smb"
+
+    def __init__(self, options: Options, tenant: str = "", mount: str = "") -> None:
+        super().__init__()
+        self._options = options
+        self._tenant, self._mount = tenant, mount
+        root = "\\".join(filter(None, (options.share, *options.path.split("/"))))
+        self._root = f"\\\\{options.host}\\{root}"
+        self._block = options.io_block_size
+        self._lock = threading.Lock()
+        # This filesystem's own pool: never smbclient's global one (see the module doc).
+        self._cache: dict[str, Connection] = {}
+        account = options.credentials
+        user = f"{options.domain}\\{account.username}" if options.domain else account.username
+        self._call = {  # passed on every smbclient call
+            "username": user, "password": account.password.get_secret_value(),
+            "port": options.port, "encrypt": options.encrypt or None,
+            "connection_timeout": options.connect_timeout_s, "connection_cache": self._cache,
+            "require_signing": options.require_signing, "auth_protocol": "ntlm",
+        }
+
+    def close(self) -> None:
+        """Log off and disconnect (the mount was dropped, e.g. by a config reload)."""
+        with suppress(Exception):
+            smbclient.reset_connection_cache(fail_on_error=False, connection_cache=self._cache)
+
+    # -- paths and errors -----------------------------------------------------------
+
+    def _split(self, path: str) -> Parts:
+        parts = super()._split(path)
+        for part in parts:
+            if part.startswith(TEMP_PREFIX):
+                raise InvalidPathError("path uses a name reserved for uploads")
+            problem = windows_name_problem(part)
+            if problem:
+                raise InvalidPathError(problem)
+        return parts
+
+    def _unc(self, parts: Parts) -> str:
+        return "\\".join((self._root, *parts)) if parts else self._root
+
+    def _unavailable(self, reason: str) -> MountUnavailableError:
+        return MountUnavailableError(self._tenant, self._mount, reason)
+
+    @contextmanager
+    def _errors(self, parts: Parts) -> Iterator[None]:
+        """Connect if needed; re-raise smbprotocol's errors as the VFS vocabulary."""
+        try:
+            self._ensure_session()
+            yield
+        except SMBException as exc:
+            raise self._translated(exc, parts) from None
+        except (ConnectionError, TimeoutError) as exc:
+            self._drop_connection()
+            raise self._unavailable("the file server cannot be reached") from exc
+
+    def _translated(self, exc: SMBException, parts: Parts) -> OSError:
+        rel = "/".join(parts)
+        if isinstance(exc, SMBConnectionClosed):
+            self._drop_connection()
+            return self._unavailable("the connection to the file server was lost")
+        if isinstance(exc, SMBAuthenticationError):
+            return self._unavailable("the file server refused the account")
+        status = _status(exc)
+        if status in _MOUNT_DOWN:
+            self._drop_connection()
+            return self._unavailable(_MOUNT_DOWN[status])
+        if status in _INVALID_NAME:
+            return InvalidPathError(f"the file server refuses the name {rel!r}")
+        code = _ERRNO_BY_STATUS.get(status, errno.EIO)  # type: ignore[arg-type]
+        if code == errno.ENOENT and len(parts) > 1 and self._is_file(parts[:-1]):
+            code = errno.ENOTDIR  # "f/x" below a file: Windows says "path not found"
+        return oserror(code, rel)
+
+    def _is_file(self, parts: Parts) -> bool:
+        try:
+            return not stat.S_ISDIR(smbclient.lstat(self._unc(parts), **self._call).st_mode)
+        except (SMBException, OSError):
+            return False
+
+    # -- connection -------------------------------------------------------------------
+
+    def _ensure_session(self) -> None:
+        """A connection of this filesystem's own, of an acceptable dialect, signed in.
+
+        smbclient's calls then find both in ``self._cache`` (keyed "host:port")."""
+        options = self._options
+        key = f"{options.host.lower()}:{options.port}"
+        with self._lock:
+            connection = self._cache.get(key)
+            if connection is not None and connection.transport.connected:
+                return
+            connection = Connection(uuid.uuid4(), options.host, options.port,
+                                    require_signing=options.require_signing)
+            try:
+                connection.connect(timeout=options.connect_timeout_s)
+            except ValueError as exc:  # smbprotocol's "Failed to connect to host:port"
+                raise self._unavailable("the file server cannot be reached") from exc
+            if connection.dialect < DIALECTS[options.min_dialect]:
+                connection.disconnect()
+                raise self._unavailable(f"the file server offers no SMB {options.min_dialect} "
+                                        "or later")
+            self._cache[key] = connection
+            try:
+                smbclient.register_session(options.host, **self._call)
+            except BaseException:
+                self._cache.pop(key, None)
+                with suppress(Exception):
+                    connection.disconnect()
+                raise
+
+    def _drop_connection(self) -> None:
+        """Forget a broken connection: the next call connects and signs in again."""
+        with self._lock:
+            broken = self._cache.pop(f"{self._options.host.lower()}:{self._options.port}", None)
+        if broken is not None:
+            with suppress(Exception):
+                broken.disconnect(close=False)
+
+    # -- reading ------------------------------------------------------------------------
+
+    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        parts = self._split(path)
+        with self._errors(parts):
+            st = smbclient.lstat(self._unc(parts), **self._call)
+        is_dir = stat.S_ISDIR(st.st_mode)
+        return _entry("/".join(parts), is_dir, 0 if is_dir else st.st_size,
+                      st.st_mtime_ns // 1000, st.st_ino)
+
+    def ls(self, path: str = "", detail: bool = True, **kwargs: Any) -> list[Any]:
+        """One directory enumeration; each entry from its own directory information."""
+        parts = self._split(path)
+        entries = []
+        with self._errors(parts), smbclient.scandir(self._unc(parts), **self._call) as scan:
+            for item in scan:
+                if not item.name.startswith(TEMP_PREFIX):
+                    entries.append(_scan_entry(parts, item.name, item.smb_info))
+        return entries if detail else [e["name"] for e in entries]
+
+    def _open_read(self, parts: Parts, fresh_info: dict[str, Any] | None = None) -> BinaryIO:
+        if not parts:
+            raise oserror(errno.EISDIR, "")
+        with self._errors(parts):
+            # "rd": other readers come in, and a finished upload may replace the file;
+            # a writer in place (which would change what is being sent) is kept out.
+            return smbclient.open_file(self._unc(parts), mode="rb", buffering=self._block,
+                                       share_access="rd", **self._call)
+
+    # -- writing ------------------------------------------------------------------------
+
+    def _open_write(self, parts: Parts, autocommit: bool, size: int | None = None) -> Upload:
+        rel = "/".join(parts)
+        if not parts or self._kind_of(parts) == "directory":
+            raise oserror(errno.EISDIR, rel)
+        temp = (*parts[:-1], TEMP_PREFIX + secrets.token_hex(8))
+        with self._errors(parts):
+            raw = smbclient.open_file(self._unc(temp), mode="xb", buffering=self._block,
+                                      share_access="r", **self._call)
+        writer = _TempWriter(raw)
+
+        def publish() -> None:
+            writer.close()  # SMB renames a file only once its writer has closed it
+            self._replace(temp, parts)
+
+        def cleanup() -> None:
+            writer.close()
+            self._remove_quietly(temp)
+
+        return Upload(writer, rel, publish, cleanup, autocommit)  # type: ignore[arg-type]
+
+    def _kind_of(self, parts: Parts) -> str | None:
+        try:
+            return self.info("/".join(parts))["type"]
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def _replace(self, src: Parts, dst: Parts) -> None:
+        with self._errors(dst):
+            smbclient.replace(self._unc(src), self._unc(dst), **self._call)
+
+    def _remove_quietly(self, parts: Parts) -> None:
+        with suppress(OSError), self._errors(parts):
+            smbclient.remove(self._unc(parts), **self._call)
+
+    def mkdir(self, path: str, create_parents: bool = False, **kwargs: Any) -> None:
+        parts = self._split(path)
+        if not parts:
+            raise oserror(errno.EEXIST, "")
+        if create_parents and len(parts) > 1:
+            with suppress(FileExistsError):
+                self.mkdir("/".join(parts[:-1]), create_parents=True)
+        with self._errors(parts):
+            smbclient.mkdir(self._unc(parts), **self._call)
+
+    def touch(self, path: str, truncate: bool = True, **kwargs: Any) -> None:
+        parts = self._split(path)
+        if not truncate and self._kind_of(parts) == "file":
+            self.set_mtime("/".join(parts), time.time())
+            return
+        self._open_write(parts, autocommit=True).close()
+
+    def set_mtime(self, path: str, mtime: float) -> None:
+        parts = self._split(path)
+        ns = _float_to_ns(mtime)
+        with self._errors(parts):
+            smbclient.utime(self._unc(parts), ns=(time.time_ns(), ns), follow_symlinks=False,
+                            **self._call)
+
+    # -- removing -----------------------------------------------------------------------
+
+    def rmdir(self, path: str) -> None:
+        parts = self._split(path)
+        if not parts:
+            raise InvalidPathError("the root cannot be removed")
+        with self._errors(parts):
+            smbclient.rmdir(self._unc(parts), **self._call)
+
+    def rm_file(self, path: str) -> None:
+        parts = self._split(path)
+        if not parts:
+            raise oserror(errno.EISDIR, "")
+        with self._errors(parts):
+            smbclient.remove(self._unc(parts), **self._call)
+
+    def _rmtree(self, parts: Parts) -> None:
+        with self._errors(parts), smbclient.scandir(self._unc(parts), **self._call) as scan:
+            children = [(item.name, item.smb_info.file_attributes) for item in scan]
+        for name, attributes in children:
+            child = (*parts, name)
+            if attributes & FILE_ATTRIBUTE_DIRECTORY:
+                self._rmtree(child)
+            else:
+                with self._errors(child):
+                    smbclient.remove(self._unc(child), **self._call)
+        with self._errors(parts):
+            smbclient.rmdir(self._unc(parts), **self._call)
+
+    # -- moving and copying ---------------------------------------------------------------
+
+    def mv(self, path1: str, path2: str, recursive: bool = False, maxdepth: int | None = None,
+           **kwargs: Any) -> None:
+        """A rename on the server; an existing file at ``path2`` is replaced."""
+        src, dst = self._check_transfer(path1, path2)
+        self.info(path1)  # a missing source names the source, not the target
+        self._replace(src, dst)
+
+    def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
+        """Server-side (SMB copy-chunk) into a temp name, then published by a rename."""
+        src, dst = self._check_transfer(path1, path2)
+        if self.info(path1)["type"] == "directory":
+            raise oserror(errno.EISDIR, "/".join(src))
+        if self._kind_of(dst) == "directory":
+            raise oserror(errno.EISDIR, "/".join(dst))
+        temp = (*dst[:-1], TEMP_PREFIX + secrets.token_hex(8))
+        try:
+            with self._errors(src):
+                smbclient.copyfile(self._unc(src), self._unc(temp), **self._call)
+            self._replace(temp, dst)
+        except BaseException:
+            self._remove_quietly(temp)
+            raise
+
+
+class _TempWriter:
+    """The buffered writer of an upload's temp file; closing it twice is harmless."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._written = 0
+
+    def write(self, data: bytes) -> int:
+        count = self._raw.write(data)
+        self._written += count
+        return count
+
+    def tell(self) -> int:
+        return self._written
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+def _entry(rel: str, is_dir: bool, size: int, micros: int, file_id: int) -> dict[str, Any]:
+    return {
+        "name": rel,
+        "type": "directory" if is_dir else "file",
+        "size": size,
+        # whole microseconds in both listing and info: they must agree exactly
+        "mtime": micros / 1_000_000,
+        "etag": f"{file_id:x}-{micros:x}-{size:x}",
+    }
+
+
+def _scan_entry(parts: Parts, name: str, info: Any) -> dict[str, Any]:
+    is_dir = bool(info.file_attributes & FILE_ATTRIBUTE_DIRECTORY)
+    micros = (info.last_write_time - _EPOCH) // _ONE_MICROSECOND
+    return _entry("/".join((*parts, name)), is_dir, 0 if is_dir else info.end_of_file,
+                  micros, info.file_id)
+
+
+def _float_to_ns(mtime: float) -> int:
+    # Whole seconds first: mtime * 1e9 as one float would lose ~100 ns at today's dates.
+    seconds, fraction = divmod(mtime, 1)
+    return int(seconds) * 1_000_000_000 + round(fraction * 1_000_000_000)
