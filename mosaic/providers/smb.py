@@ -30,6 +30,7 @@ case-insensitively (declared in :data:`CAPABILITIES`).
 from __future__ import annotations
 
 import errno
+import logging
 import re
 import secrets
 import stat
@@ -58,6 +59,13 @@ from mosaic.providers.common import Parts, ProviderFileSystem, Upload, oserror
 from mosaic.vfs import paths
 from mosaic.vfs.errors import InvalidPathError, MountUnavailableError
 
+log = logging.getLogger(__name__)
+# smbprotocol logs every request at INFO: at the server's usual level that would be
+# several lines per WebDAV request. An administrator may still set its level.
+for _chatty in ("smbprotocol", "smbclient", "spnego"):
+    if logging.getLogger(_chatty).level == logging.NOTSET:
+        logging.getLogger(_chatty).setLevel(logging.WARNING)
+
 MIB = 1024 * 1024
 CAPABILITIES = Capabilities(
     empty_directories=True,
@@ -71,6 +79,8 @@ CAPABILITIES = Capabilities(
 
 #: Prefix of in-flight upload and copy files: never listed, never accepted in a path.
 TEMP_PREFIX = ".~mosaic-upload-"
+#: a server that failed (unreachable, account refused) is not asked again before this
+RETRY_AFTER_FAILURE_S = 5.0
 FILE_ATTRIBUTE_DIRECTORY = 0x10
 DIALECTS = {"2.0.2": 0x0202, "2.1": 0x0210, "3.0": 0x0300, "3.0.2": 0x0302, "3.1.1": 0x0311}
 # Windows' naming rules (what an SMB server refuses, or a Windows client cannot open)
@@ -197,6 +207,12 @@ def _status(exc: SMBException) -> int | None:
     return None
 
 
+def _session_failure(exc: SMBException) -> str:
+    if isinstance(exc, SMBAuthenticationError):
+        return "the file server refused the account"
+    return _MOUNT_DOWN.get(_status(exc) or 0, "the file server cannot be reached")
+
+
 class SMBFileSystem(ProviderFileSystem):
     """One share (below an optional folder) as a provider filesystem."""
 
@@ -209,7 +225,12 @@ class SMBFileSystem(ProviderFileSystem):
         root = "\\".join(filter(None, (options.share, *options.path.split("/"))))
         self._root = f"\\\\{options.host}\\{root}"
         self._block = options.io_block_size
-        self._lock = threading.Lock()
+        self._key = f"{options.host.lower()}:{options.port}"
+        self._lock = threading.Lock()  # connecting and signing in: one thread at a time
+        self._retry_at = 0.0  # monotonic time before which a failed server is not retried
+        self._failure = ""
+        self._state_lock = threading.Lock()
+        self._down = False  # logged once when the server goes away, once when it is back
         # This filesystem's own pool: never smbclient's global one (see the module doc).
         self._cache: dict[str, Connection] = {}
         account = options.credentials
@@ -242,7 +263,20 @@ class SMBFileSystem(ProviderFileSystem):
         return "\\".join((self._root, *parts)) if parts else self._root
 
     def _unavailable(self, reason: str) -> MountUnavailableError:
-        return MountUnavailableError(self._tenant, self._mount, reason)
+        error = MountUnavailableError(self._tenant, self._mount, reason)
+        with self._state_lock:
+            first, self._down = not self._down, True
+            self._failure = reason
+        if first:  # one line per outage, not one per request
+            log.warning("tenant %s: mount %s (smb) unavailable: %s", self._tenant, self._mount,
+                        reason)
+        return error
+
+    def _mark_up(self) -> None:
+        with self._state_lock:
+            was_down, self._down = self._down, False
+        if was_down:
+            log.warning("tenant %s: mount %s (smb) available again", self._tenant, self._mount)
 
     @contextmanager
     def _errors(self, parts: Parts) -> Iterator[None]:
@@ -283,38 +317,51 @@ class SMBFileSystem(ProviderFileSystem):
     # -- connection -------------------------------------------------------------------
 
     def _ensure_session(self) -> None:
-        """A connection of this filesystem's own, of an acceptable dialect, signed in.
+        """A connection of this filesystem's own, of an acceptable dialect, signed in;
+        smbclient's calls then find both in ``self._cache`` (keyed "host:port").
 
-        smbclient's calls then find both in ``self._cache`` (keyed "host:port")."""
-        options = self._options
-        key = f"{options.host.lower()}:{options.port}"
+        After a failure the server is left alone for :data:`RETRY_AFTER_FAILURE_S`:
+        a wrong password tried on every request would lock the account out."""
         with self._lock:
-            connection = self._cache.get(key)
+            connection = self._cache.get(self._key)
             if connection is not None and connection.transport.connected:
                 return
-            connection = Connection(uuid.uuid4(), options.host, options.port,
-                                    require_signing=options.require_signing)
+            if time.monotonic() < self._retry_at:
+                raise self._unavailable(self._failure)
             try:
-                connection.connect(timeout=options.connect_timeout_s)
-            except ValueError as exc:  # smbprotocol's "Failed to connect to host:port"
-                raise self._unavailable("the file server cannot be reached") from exc
+                self._cache[self._key] = self._connect()
+            except MountUnavailableError:
+                self._retry_at = time.monotonic() + RETRY_AFTER_FAILURE_S
+                raise
+        self._mark_up()
+
+    def _connect(self) -> Connection:
+        options = self._options
+        connection = Connection(uuid.uuid4(), options.host, options.port,
+                                require_signing=options.require_signing)
+        try:
+            connection.connect(timeout=options.connect_timeout_s)
+        except (ValueError, OSError, SMBException) as exc:  # ValueError: "Failed to connect"
+            raise self._unavailable("the file server cannot be reached") from exc
+        try:
             if connection.dialect < DIALECTS[options.min_dialect]:
-                connection.disconnect()
                 raise self._unavailable(f"the file server offers no SMB {options.min_dialect} "
                                         "or later")
-            self._cache[key] = connection
-            try:
-                smbclient.register_session(options.host, **self._call)
-            except BaseException:
-                self._cache.pop(key, None)
-                with suppress(Exception):
-                    connection.disconnect()
-                raise
+            # register_session finds the new connection in the cache it is given
+            own = {self._key: connection}
+            smbclient.register_session(options.host, **{**self._call, "connection_cache": own})
+        except BaseException as exc:
+            with suppress(Exception):
+                connection.disconnect()
+            if isinstance(exc, SMBException):
+                raise self._unavailable(_session_failure(exc)) from None
+            raise
+        return connection
 
     def _drop_connection(self) -> None:
         """Forget a broken connection: the next call connects and signs in again."""
         with self._lock:
-            broken = self._cache.pop(f"{self._options.host.lower()}:{self._options.port}", None)
+            broken = self._cache.pop(self._key, None)
         if broken is not None:
             with suppress(Exception):
                 broken.disconnect(close=False)

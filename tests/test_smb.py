@@ -1,0 +1,142 @@
+"""SMB shares as tenant mounts, served over WebDAV, against a real smbd.
+
+The test smbd (tests/support/samba.py) has one account per tenant; its share
+ACLs differ: ``acme`` and ``globex`` admit only their own account, ``common``
+lets globex read only. What a user sees through WebDAV must follow those
+ACLs exactly, sessions must never leak between tenants, and a change made on
+the file server by someone else (Samba's own ``smbclient``) must show.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+import requests
+import smbclient._pool
+
+from tests.support import emulator, samba, tenants
+from tests.support.live import Live, live_server
+
+ACME_LOGIN = ("alice@acme.example", "alice-secret")
+GLOBEX_LOGIN = ("dave@globex.example", "dave-secret")
+WRONG = samba.Account(samba.ACME.user, "not-" + samba.ACME.password)
+HREF = re.compile(r"<(?:\w+:)?href>([^<]+)</(?:\w+:)?href>")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    data = tenants.two_tenants(tmp_path_factory.mktemp("smb"))
+    acme, globex = data["tenants"]["acme"]["mounts"], data["tenants"]["globex"]
+    acme["/smb"] = {"provider": samba.provider("acme", samba.ACME)}
+    acme["/common"] = {"provider": samba.provider("common", samba.ACME)}
+    globex["mounts"] = {
+        "/smb": {"provider": samba.provider("globex", samba.GLOBEX)},
+        "/common": {"provider": samba.provider("common", samba.GLOBEX)},
+        # acme's share with globex's own account: the share's ACL refuses it
+        "/acme-share": {"provider": samba.provider("acme", samba.GLOBEX)},
+        # acme's account with a wrong password, in the process where acme's session lives
+        "/guessed": {"provider": samba.provider("acme", WRONG)},
+        # nothing listens there
+        "/down": {"provider": {**samba.provider("acme", samba.GLOBEX),
+                               "port": emulator.free_port()}},
+    }
+    with live_server(tenants.build(data)) as live:
+        yield live
+
+
+def dav(live: Live, login: tuple[str, str], method: str, path: str,
+        **kwargs: Any) -> requests.Response:
+    headers = kwargs.pop("headers", {})
+    if method == "PROPFIND":
+        headers.setdefault("Depth", "1")
+    return requests.request(method, live.url + path, auth=login, headers=headers, timeout=30,
+                            **kwargs)
+
+
+def listed(live: Live, login: tuple[str, str], folder: str) -> set[str]:
+    """The member names of a PROPFIND Depth 1 of ``folder`` (ending in "/")."""
+    reply = dav(live, login, "PROPFIND", folder)
+    assert reply.status_code == 207, reply.text
+    hrefs = {unquote(h) for h in HREF.findall(reply.text)}
+    return {h[len(folder):].rstrip("/") for h in hrefs if h != folder}
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def test_each_tenant_sees_its_own_share_only(server: Live) -> None:
+    mine, theirs = unique("acme") + ".txt", unique("globex") + ".txt"
+    samba.smbclient_command("acme", samba.ACME, f"mkdir {mine}")
+    samba.smbclient_command("globex", samba.GLOBEX, f"mkdir {theirs}")
+    acme_sees = listed(server, ACME_LOGIN, "/smb/")
+    globex_sees = listed(server, GLOBEX_LOGIN, "/smb/")
+    assert mine in acme_sees and theirs not in acme_sees
+    assert theirs in globex_sees and mine not in globex_sees
+    # acme's share under globex's own account: refused by the share's ACL, for every method
+    for method, path in [("PROPFIND", "/acme-share/"), ("PROPFIND", f"/acme-share/{mine}"),
+                         ("GET", f"/acme-share/{mine}"), ("PUT", "/acme-share/planted.txt"),
+                         ("DELETE", f"/acme-share/{mine}")]:
+        reply = dav(server, GLOBEX_LOGIN, method, path, data=b"x" if method == "PUT" else None)
+        assert reply.status_code == 403, (method, path, reply.status_code)
+    assert mine in listed(server, ACME_LOGIN, "/smb/")
+    assert "planted.txt" not in listed(server, ACME_LOGIN, "/smb/")
+
+
+def test_wrong_password_is_refused_while_the_right_session_is_pooled(
+        server: Live, caplog: pytest.LogCaptureFixture) -> None:
+    name = unique("pooled") + ".txt"
+    assert dav(server, ACME_LOGIN, "PUT", f"/smb/{name}", data=b"acme's").status_code == 201
+    with caplog.at_level(logging.INFO):
+        for method in ("PROPFIND", "GET"):  # the session of acme's account is open meanwhile
+            reply = dav(server, GLOBEX_LOGIN, method, f"/guessed/{name}")
+            assert reply.status_code == 503, (method, reply.status_code)
+            assert b"acme's" not in reply.content
+    assert WRONG.password not in caplog.text and samba.ACME.password not in caplog.text
+    # one line naming tenant and mount; the server is not asked again at once (lockouts)
+    assert caplog.text.count("tenant globex: mount /guessed (smb) unavailable") == 1
+    assert dav(server, ACME_LOGIN, "GET", f"/smb/{name}").content == b"acme's"
+    # smbclient's process-wide pool was never used: every mount keeps its own
+    assert smbclient._pool._SMB_CONNECTIONS == {}
+
+
+def test_change_made_on_the_file_server_shows_in_the_next_listing(server: Live) -> None:
+    folder = unique("outside")
+    assert dav(server, ACME_LOGIN, "MKCOL", f"/smb/{folder}").status_code == 201
+    assert dav(server, ACME_LOGIN, "PUT", f"/smb/{folder}/old.txt", data=b"old").status_code == 201
+    assert listed(server, ACME_LOGIN, f"/smb/{folder}/") == {"old.txt"}
+    outside = f"cd {folder}; mkdir new-folder; del old.txt; rename new-folder renamed"
+    samba.smbclient_command("acme", samba.ACME, outside)
+    assert listed(server, ACME_LOGIN, f"/smb/{folder}/") == {"renamed"}
+    assert dav(server, ACME_LOGIN, "GET", f"/smb/{folder}/old.txt").status_code == 404
+
+
+def test_access_denied_by_the_share_is_403_never_500(server: Live) -> None:
+    name = unique("common") + ".txt"
+    assert dav(server, ACME_LOGIN, "PUT", f"/common/{name}", data=b"from acme").status_code == 201
+    # globex may read the common share, not write it (the share's read list)
+    assert dav(server, GLOBEX_LOGIN, "GET", f"/common/{name}").content == b"from acme"
+    denied = [("PUT", f"/common/{name}"), ("PUT", "/common/new.txt"), ("DELETE", f"/common/{name}"),
+              ("MKCOL", "/common/folder")]
+    for method, path in denied:
+        reply = dav(server, GLOBEX_LOGIN, method, path, data=b"globex" if method == "PUT" else None)
+        assert reply.status_code == 403, (method, path, reply.status_code)
+    reply = dav(server, GLOBEX_LOGIN, "MOVE", f"/common/{name}",
+                headers={"Destination": server.url + "/common/moved.txt"})
+    assert reply.status_code == 403
+    assert listed(server, ACME_LOGIN, "/common/") >= {name}
+    assert not {"new.txt", "folder", "moved.txt"} & listed(server, ACME_LOGIN, "/common/")
+    assert dav(server, ACME_LOGIN, "GET", f"/common/{name}").content == b"from acme"
+
+
+def test_unreachable_file_server_is_503_for_that_mount_only(server: Live) -> None:
+    assert dav(server, GLOBEX_LOGIN, "PROPFIND", "/down/").status_code == 503
+    assert dav(server, GLOBEX_LOGIN, "PUT", "/down/x.txt", data=b"x").status_code == 503
+    assert dav(server, GLOBEX_LOGIN, "PROPFIND", "/", headers={"Depth": "0"}).status_code == 207
+    assert dav(server, GLOBEX_LOGIN, "PROPFIND", "/smb/").status_code == 207
