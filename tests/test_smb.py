@@ -13,6 +13,7 @@ import logging
 import re
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -22,6 +23,7 @@ import smbclient._pool
 
 from tests.support import emulator, samba, tenants
 from tests.support.live import Live, live_server
+from tests.test_litmus import SUITES, SUMMARY, run_litmus
 
 ACME_LOGIN = ("alice@acme.example", "alice-secret")
 GLOBEX_LOGIN = ("dave@globex.example", "dave-secret")
@@ -140,3 +142,28 @@ def test_unreachable_file_server_is_503_for_that_mount_only(server: Live) -> Non
     assert dav(server, GLOBEX_LOGIN, "PUT", "/down/x.txt", data=b"x").status_code == 503
     assert dav(server, GLOBEX_LOGIN, "PROPFIND", "/", headers={"Depth": "0"}).status_code == 207
     assert dav(server, GLOBEX_LOGIN, "PROPFIND", "/smb/").status_code == 207
+
+
+@pytest.fixture(scope="module")
+def smb_rooted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """globex's root on a folder of the share; acme's /smb mount on another."""
+    data = tenants.two_tenants(tmp_path_factory.mktemp("smb-root"))
+    data["tenants"]["globex"]["root"] = samba.provider("conformance",
+                                                       path=samba.fresh_folder())
+    data["tenants"]["acme"]["mounts"]["/smb"] = {
+        "provider": samba.provider("conformance", path=samba.fresh_folder())}
+    with live_server(tenants.build(data)) as live:
+        yield live
+
+
+@pytest.mark.litmus
+@pytest.mark.parametrize(("folder", "login"), [("/", GLOBEX_LOGIN), ("/smb/", ACME_LOGIN)],
+                         ids=["smb-root", "smb-mount"])
+def test_litmus_passes_every_suite_on_smb(smb_rooted: Live, folder: str,
+                                          login: tuple[str, str], tmp_path: Path) -> None:
+    output = run_litmus(smb_rooted.url + folder, *login, str(tmp_path))
+    summaries = {m.group(1): m.groups()[1:] for m in SUMMARY.finditer(output)}
+    assert set(summaries) == set(SUITES), output
+    for suite, (run, passed, failed) in summaries.items():
+        assert failed == "0" and run == passed, f"{suite}: {output}"
+    assert "WARNING" not in output, output
