@@ -10,6 +10,8 @@ the file server by someone else (Samba's own ``smbclient``) must show.
 from __future__ import annotations
 
 import logging
+import os
+import pwd
 import re
 import secrets
 from collections.abc import Iterator
@@ -167,3 +169,99 @@ def test_litmus_passes_every_suite_on_smb(smb_rooted: Live, folder: str,
     for suite, (run, passed, failed) in summaries.items():
         assert failed == "0" and run == passed, f"{suite}: {output}"
     assert "WARNING" not in output, output
+
+
+# -- efficiency, counted on the wire of the provider's own connection ----------
+
+MIB = 1024 * 1024
+
+
+class Wire:
+    """Counts the SMB messages and bytes of one filesystem's connection."""
+
+    def __init__(self, fs: Any) -> None:
+        fs.info("")  # connected and signed in
+        transport = fs._cache[fs._key].transport  # the mount's own pool holds it
+        self.sent = self.bytes = 0
+        send, recv = transport.send, transport.recv
+
+        def counted_send(message: bytes) -> None:
+            self.sent += 1
+            self.bytes += len(message)
+            send(message)
+
+        def counted_recv(timeout: Any) -> bytes:
+            message = recv(timeout)
+            self.bytes += len(message)
+            return message
+
+        transport.send, transport.recv = counted_send, counted_recv
+
+    def delta(self) -> tuple[int, int]:
+        """(messages sent, bytes both ways) since the last call."""
+        now = (self.sent, self.bytes)
+        self.sent = self.bytes = 0
+        return now
+
+
+@pytest.fixture
+def smb_fs(tmp_path: Path) -> Iterator[tuple[Any, Path]]:
+    """A provider filesystem on a fresh folder of the share, and that folder on disk."""
+    from mosaic import providers
+    from mosaic.providers.base import BuildContext
+
+    module, folder = providers.load("smb"), samba.fresh_folder()
+    spec = samba.provider("conformance", path=folder)
+    options = module.Options.model_validate({k: v for k, v in spec.items() if k != "type"})
+    fs = module.build(options, BuildContext("acme", "/smb", tmp_path))
+    yield fs, samba.server().share_dir("conformance") / folder
+    fs.close()
+
+
+def _files_on_disk(folder: Path, count: int) -> None:
+    folder.mkdir()
+    for i in range(count):
+        (folder / f"f{i:04}.txt").write_bytes(b"x" * i)
+    for path in (folder, *folder.iterdir()):
+        os.chown(path, pwd.getpwnam(samba.ACME.user).pw_uid, -1)
+
+
+def test_a_listing_is_one_enumeration_whatever_its_size(smb_fs: tuple[Any, Path]) -> None:
+    fs, disk = smb_fs
+    _files_on_disk(disk / "few", 3)
+    _files_on_disk(disk / "many", 300)
+    wire = Wire(fs)
+    assert len(fs.ls("few")) == 3
+    few, _ = wire.delta()
+    listing = fs.ls("many")
+    many, _ = wire.delta()
+    assert len(listing) == 300 and {e["size"] for e in listing} == set(range(300))
+    assert many == few <= 4  # open, enumerate (until no more files), close: never a stat each
+
+
+def test_io_in_large_blocks_and_server_side_copy(smb_fs: tuple[Any, Path]) -> None:
+    fs, disk = smb_fs
+    data = os.urandom(8 * MIB)
+    wire = Wire(fs)
+    with fs.open("big", "wb") as upload:
+        for start in range(0, len(data), 64 * 1024):  # a client's small writes
+            upload.write(data[start:start + 64 * 1024])
+    written, _ = wire.delta()
+    with fs.open("big", "rb") as reader:
+        assert reader.read() == data
+    read, _ = wire.delta()
+    assert written <= 12 and read <= 8  # 4 MiB requests: 64 KiB ones would be 128 each way
+    fs.cp_file("big", "copy")
+    _messages, moved_bytes = wire.delta()
+    assert moved_bytes < MIB  # copy-chunk: the 8 MiB never cross the wire
+    assert (disk / "copy").read_bytes() == data
+
+
+def test_mtime_set_through_the_mount_persists_on_the_server(smb_fs: tuple[Any, Path]) -> None:
+    fs, disk = smb_fs
+    with fs.open("f", "wb") as upload:
+        upload.write(b"f")
+    fs.mkdir("d")
+    for name in ("f", "d"):
+        fs.set_mtime(name, 1_500_000_000.5)
+        assert os.stat(disk / name).st_mtime == 1_500_000_000.5
