@@ -14,6 +14,7 @@ import os
 import pwd
 import re
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     acme, globex = data["tenants"]["acme"]["mounts"], data["tenants"]["globex"]
     acme["/smb"] = {"provider": samba.provider("acme", samba.ACME)}
     acme["/common"] = {"provider": samba.provider("common", samba.ACME)}
+    # every user's own folder, made on first use
+    acme["/home"] = {"provider": samba.provider("acme", samba.ACME, path="homes/{user}")}
     globex["mounts"] = {
         "/smb": {"provider": samba.provider("globex", samba.GLOBEX)},
         "/common": {"provider": samba.provider("common", samba.GLOBEX)},
@@ -137,6 +140,17 @@ def test_access_denied_by_the_share_is_403_never_500(server: Live) -> None:
     assert listed(server, ACME_LOGIN, "/common/") >= {name}
     assert not {"new.txt", "folder", "moved.txt"} & listed(server, ACME_LOGIN, "/common/")
     assert dav(server, ACME_LOGIN, "GET", f"/common/{name}").content == b"from acme"
+
+
+def test_per_user_folders_on_a_share(server: Live) -> None:
+    bob = ("bob@acme.example", "bob-secret")
+    name = unique("alices") + ".txt"
+    assert dav(server, ACME_LOGIN, "PUT", f"/home/{name}", data=b"alice's").status_code == 201
+    assert name in listed(server, ACME_LOGIN, "/home/")
+    assert name not in listed(server, bob, "/home/")
+    assert dav(server, bob, "GET", f"/home/{name}").status_code == 404
+    on_disk = samba.server().share_dir("acme") / "homes" / "alice" / name
+    assert on_disk.read_bytes() == b"alice's"
 
 
 def test_unreachable_file_server_is_503_for_that_mount_only(server: Live) -> None:
@@ -265,3 +279,66 @@ def test_mtime_set_through_the_mount_persists_on_the_server(smb_fs: tuple[Any, P
     for name in ("f", "d"):
         fs.set_mtime(name, 1_500_000_000.5)
         assert os.stat(disk / name).st_mtime == 1_500_000_000.5
+
+
+# -- the file server going away and coming back ----------
+
+
+@pytest.fixture(scope="module")
+def flaky(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Live, samba.SambaServer]]:
+    """globex's /flaky on an smbd of its own, which the tests stop and start."""
+    smbd = samba.SambaServer().start()
+    data = tenants.two_tenants(tmp_path_factory.mktemp("smb-flaky"))
+    data["tenants"]["globex"]["mounts"] = {"/flaky": {"provider": {
+        **samba.provider("globex", samba.GLOBEX), "port": smbd.port,
+        "retry_after_failure_s": 0.2}}}
+    try:
+        with live_server(tenants.build(data)) as live:
+            yield live, smbd
+    finally:
+        smbd.remove()
+
+
+def test_mount_recovers_when_the_file_server_is_back(
+        flaky: tuple[Live, samba.SambaServer], caplog: pytest.LogCaptureFixture) -> None:
+    live, smbd = flaky
+    name = unique("kept") + ".txt"
+    assert dav(live, GLOBEX_LOGIN, "PUT", f"/flaky/{name}", data=b"kept").status_code == 201
+    smbd.stop()
+    try:
+        with caplog.at_level(logging.INFO):
+            assert dav(live, GLOBEX_LOGIN, "PROPFIND", "/flaky/").status_code == 503
+            assert dav(live, GLOBEX_LOGIN, "GET", f"/flaky/{name}").status_code == 503
+            assert dav(live, GLOBEX_LOGIN, "PROPFIND", "/", headers={"Depth": "0"}).status_code \
+                == 207
+    finally:
+        smbd.start()
+    time.sleep(0.3)  # retry_after_failure_s
+    assert dav(live, GLOBEX_LOGIN, "GET", f"/flaky/{name}").content == b"kept"
+    assert "tenant globex: mount /flaky (smb) unavailable" in caplog.text
+    assert samba.GLOBEX.password not in caplog.text
+
+
+def test_upload_cut_by_the_file_server_leaves_no_file(
+        flaky: tuple[Live, samba.SambaServer]) -> None:
+    live, smbd = flaky
+    name = unique("cut") + ".bin"
+
+    def body() -> Iterator[bytes]:
+        for i in range(64):
+            if i == 8:
+                smbd.stop(kill=True)  # the file server dies mid-upload
+            yield b"x" * 256 * 1024
+
+    try:
+        reply = dav(live, GLOBEX_LOGIN, "PUT", f"/flaky/{name}", data=body())
+        assert reply.status_code == 503
+    except requests.ConnectionError:
+        pass  # the server may close the connection without reading the whole body
+    finally:
+        smbd.start()
+    time.sleep(0.3)
+    assert name not in listed(live, GLOBEX_LOGIN, "/flaky/")
+    assert dav(live, GLOBEX_LOGIN, "GET", f"/flaky/{name}").status_code == 404
+    # the temp file is hidden from listings; nothing of the name was published
+    assert not (smbd.share_dir("globex") / name).exists()

@@ -79,6 +79,8 @@ CAPABILITIES = Capabilities(
 
 #: Prefix of in-flight upload and copy files: never listed, never accepted in a path.
 TEMP_PREFIX = ".~mosaic-upload-"
+#: an upload temp file untouched this long belongs to a killed process; listings remove it
+STALE_UPLOAD_S = 24 * 3600
 #: a server that failed (unreachable, account refused) is not asked again before this
 RETRY_AFTER_FAILURE_S = 5.0
 FILE_ATTRIBUTE_DIRECTORY = 0x10
@@ -121,6 +123,12 @@ class Options(BaseModel):
     connect_timeout_s: float = Field(10.0, gt=0, description="Seconds to connect and sign in")
     io_block_size: int = Field(4 * MIB, ge=MIB, le=4 * MIB,
                                description="Bytes per read and write request (1-4 MiB)")
+    retry_after_failure_s: float = Field(
+        RETRY_AFTER_FAILURE_S, gt=0, le=300,
+        description="Seconds a file server that failed (unreachable, account refused) is "
+                    "left alone before the next try")
+    create: bool = Field(True, description="Create `path` on the share when it is missing "
+                                           "(a user's home on first use)")
 
     @field_validator("host", "share")
     @classmethod
@@ -320,7 +328,7 @@ class SMBFileSystem(ProviderFileSystem):
         """A connection of this filesystem's own, of an acceptable dialect, signed in;
         smbclient's calls then find both in ``self._cache`` (keyed "host:port").
 
-        After a failure the server is left alone for :data:`RETRY_AFTER_FAILURE_S`:
+        After a failure the server is left alone for ``retry_after_failure_s``:
         a wrong password tried on every request would lock the account out."""
         with self._lock:
             connection = self._cache.get(self._key)
@@ -331,7 +339,7 @@ class SMBFileSystem(ProviderFileSystem):
             try:
                 self._cache[self._key] = self._connect()
             except MountUnavailableError:
-                self._retry_at = time.monotonic() + RETRY_AFTER_FAILURE_S
+                self._retry_at = time.monotonic() + self._options.retry_after_failure_s
                 raise
         self._mark_up()
 
@@ -350,6 +358,8 @@ class SMBFileSystem(ProviderFileSystem):
             # register_session finds the new connection in the cache it is given
             own = {self._key: connection}
             smbclient.register_session(options.host, **{**self._call, "connection_cache": own})
+            if options.create and options.path:
+                self._create_root(own)
         except BaseException as exc:
             with suppress(Exception):
                 connection.disconnect()
@@ -357,6 +367,18 @@ class SMBFileSystem(ProviderFileSystem):
                 raise self._unavailable(_session_failure(exc)) from None
             raise
         return connection
+
+    def _create_root(self, cache: dict[str, Connection]) -> None:
+        """Make the mount's folder (and its parents) on the share if it is missing.
+
+        A folder that exists or cannot be made is left as it is: the mount's own calls
+        then answer for it (a 404 or 403 of that path, not a mount down)."""
+        call = {**self._call, "connection_cache": cache}
+        folder = f"\\\\{self._options.host}\\{self._options.share}"
+        for name in self._options.path.split("/"):
+            folder = f"{folder}\\{name}"
+            with suppress(SMBOSError):
+                smbclient.mkdir(folder, **call)
 
     def _drop_connection(self) -> None:
         """Forget a broken connection: the next call connects and signs in again."""
@@ -384,6 +406,8 @@ class SMBFileSystem(ProviderFileSystem):
             for item in scan:
                 if not item.name.startswith(TEMP_PREFIX):
                     entries.append(_scan_entry(parts, item.name, item.smb_info))
+                elif _is_stale(item.smb_info):
+                    self._remove_quietly((*parts, item.name))
         return entries if detail else [e["name"] for e in entries]
 
     def _open_read(self, parts: Parts, fresh_info: dict[str, Any] | None = None) -> BinaryIO:
@@ -548,6 +572,12 @@ def _scan_entry(parts: Parts, name: str, info: Any) -> dict[str, Any]:
     micros = (info.last_write_time - _EPOCH) // _ONE_MICROSECOND
     return _entry("/".join((*parts, name)), is_dir, 0 if is_dir else info.end_of_file,
                   micros, info.file_id)
+
+
+def _is_stale(info: Any) -> bool:
+    """An upload temp file untouched for :data:`STALE_UPLOAD_S`: a killed process left it
+    (a live upload writes to it all the time, and an aborted one deletes it)."""
+    return (datetime.now(UTC) - info.last_write_time).total_seconds() > STALE_UPLOAD_S
 
 
 def _float_to_ns(mtime: float) -> int:
