@@ -326,7 +326,8 @@ def test_upload_cut_by_the_file_server_leaves_no_file(
 
     def body() -> Iterator[bytes]:
         for i in range(64):
-            if i == 8:
+            if i == 24:  # 6 MiB sent: the first 4 MiB block has reached the file server
+                _wait_for_a_file_of(smbd.share_dir("globex"), 4 * MIB)
                 smbd.stop(kill=True)  # the file server dies mid-upload
             yield b"x" * 256 * 1024
 
@@ -338,7 +339,17 @@ def test_upload_cut_by_the_file_server_leaves_no_file(
     finally:
         smbd.start()
     time.sleep(0.3)
-    assert name not in listed(live, GLOBEX_LOGIN, "/flaky/")
+    members = listed(live, GLOBEX_LOGIN, "/flaky/")
+    assert name not in members and not any(m.startswith(".~") for m in members)
     assert dav(live, GLOBEX_LOGIN, "GET", f"/flaky/{name}").status_code == 404
     # the temp file is hidden from listings; nothing of the name was published
     assert not (smbd.share_dir("globex") / name).exists()
+
+
+def _wait_for_a_file_of(folder: Path, size: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.stat().st_size >= size for p in folder.iterdir()):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no file of {size} bytes appeared in {folder}")

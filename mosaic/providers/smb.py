@@ -30,6 +30,7 @@ case-insensitively (declared in :data:`CAPABILITIES`).
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import re
 import secrets
@@ -37,7 +38,7 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO, Literal
@@ -289,8 +290,13 @@ class SMBFileSystem(ProviderFileSystem):
     @contextmanager
     def _errors(self, parts: Parts) -> Iterator[None]:
         """Connect if needed; re-raise smbprotocol's errors as the VFS vocabulary."""
+        self._ensure_session()
+        with self._translating(parts):
+            yield
+
+    @contextmanager
+    def _translating(self, parts: Parts) -> Iterator[None]:
         try:
-            self._ensure_session()
             yield
         except SMBException as exc:
             raise self._translated(exc, parts) from None
@@ -306,6 +312,9 @@ class SMBFileSystem(ProviderFileSystem):
         if isinstance(exc, SMBAuthenticationError):
             return self._unavailable("the file server refused the account")
         status = _status(exc)
+        if status is None:  # smbprotocol's own: no credits left, a dead receiver thread
+            self._drop_connection()
+            return self._unavailable("the connection to the file server was lost")
         if status in _MOUNT_DOWN:
             self._drop_connection()
             return self._unavailable(_MOUNT_DOWN[status])
@@ -416,8 +425,9 @@ class SMBFileSystem(ProviderFileSystem):
         with self._errors(parts):
             # "rd": other readers come in, and a finished upload may replace the file;
             # a writer in place (which would change what is being sent) is kept out.
-            return smbclient.open_file(self._unc(parts), mode="rb", buffering=self._block,
-                                       share_access="rd", **self._call)
+            raw = smbclient.open_file(self._unc(parts), mode="rb", buffering=self._block,
+                                      share_access="rd", **self._call)
+        return _Reader(raw, functools.partial(self._translating, parts))  # type: ignore[return-value]
 
     # -- writing ------------------------------------------------------------------------
 
@@ -429,7 +439,7 @@ class SMBFileSystem(ProviderFileSystem):
         with self._errors(parts):
             raw = smbclient.open_file(self._unc(temp), mode="xb", buffering=self._block,
                                       share_access="r", **self._call)
-        writer = _TempWriter(raw)
+        writer = _TempWriter(raw, functools.partial(self._translating, parts))
 
         def publish() -> None:
             writer.close()  # SMB renames a file only once its writer has closed it
@@ -437,6 +447,7 @@ class SMBFileSystem(ProviderFileSystem):
 
         def cleanup() -> None:
             writer.close()
+            # the server gone: the hidden temp file stays until a listing a day later
             self._remove_quietly(temp)
 
         return Upload(writer, rel, publish, cleanup, autocommit)  # type: ignore[arg-type]
@@ -534,15 +545,58 @@ class SMBFileSystem(ProviderFileSystem):
             raise
 
 
-class _TempWriter:
-    """The buffered writer of an upload's temp file; closing it twice is harmless."""
+class _Reader:
+    """smbclient's buffered reader, raising the VFS vocabulary (a connection lost
+    mid-download is the mount unavailable, not an unknown error)."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: BinaryIO, translating: Callable[[], Any]) -> None:
         self._raw = raw
+        self._translating = translating
+
+    def read(self, size: int = -1) -> bytes:
+        with self._translating():
+            return self._raw.read(size)
+
+    def readinto(self, buffer: Any) -> int:
+        with self._translating():
+            return self._raw.readinto(buffer)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        with self._translating():
+            return self._raw.seek(offset, whence)
+
+    def close(self) -> None:
+        with suppress(OSError), self._translating():  # a lost connection closed it anyway
+            self._raw.close()
+
+    def __getattr__(self, name: str) -> Any:  # tell, seekable, readable, closed, ...
+        return getattr(self._raw, name)
+
+    def __enter__(self) -> _Reader:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class _TempWriter:
+    """The buffered writer of an upload's temp file. Closing it twice is harmless;
+    closing a broken one (a write failed) raises nothing more: it is never published."""
+
+    def __init__(self, raw: BinaryIO, translating: Callable[[], Any]) -> None:
+        self._raw = raw
+        self._translating = translating
         self._written = 0
+        self._broken = False
+        self._closed = False
 
     def write(self, data: bytes) -> int:
-        count = self._raw.write(data)
+        try:
+            with self._translating():
+                count = self._raw.write(data)
+        except BaseException:
+            self._broken = True
+            raise
         self._written += count
         return count
 
@@ -550,10 +604,19 @@ class _TempWriter:
         return self._written
 
     def flush(self) -> None:
-        self._raw.flush()
+        with self._translating():
+            self._raw.flush()
 
     def close(self) -> None:
-        self._raw.close()
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            with self._translating():
+                self._raw.close()
+        except OSError:
+            if not self._broken:
+                raise
 
 
 def _entry(rel: str, is_dir: bool, size: int, micros: int, file_id: int) -> dict[str, Any]:
