@@ -31,6 +31,7 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,9 +182,16 @@ class SambaServer:
         return out.read_text(errors="replace")[-2000:].strip() if out.exists() else ""
 
     def stop(self, kill: bool = False) -> None:
+        """SIGTERM (a clean shutdown) or SIGKILL (a crash) to smbd and the children
+        serving each connection (its own process group): after this no client's
+        connection is served any more."""
         process, self._process = self._process, None
         if process is not None:
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL if kill else signal.SIGTERM)
             emulator.stop(process, kill)
+            with suppress(ProcessLookupError):  # a child still finishing its request
+                os.killpg(process.pid, signal.SIGKILL)
         self._stop_dcerpcd()
 
     def _stop_dcerpcd(self) -> None:
