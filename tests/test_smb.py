@@ -24,6 +24,9 @@ import pytest
 import requests
 import smbclient._pool
 
+from mosaic import providers
+from mosaic.config.loader import ConfigError, load_config
+from mosaic.providers.base import BuildContext
 from tests.support import emulator, samba, tenants
 from tests.support.live import Live, live_server
 from tests.test_litmus import SUITES, SUMMARY, run_litmus
@@ -221,9 +224,6 @@ class Wire:
 @pytest.fixture
 def smb_fs(tmp_path: Path) -> Iterator[tuple[Any, Path]]:
     """A provider filesystem on a fresh folder of the share, and that folder on disk."""
-    from mosaic import providers
-    from mosaic.providers.base import BuildContext
-
     module, folder = providers.load("smb"), samba.fresh_folder()
     spec = samba.provider("conformance", path=folder)
     options = module.Options.model_validate({k: v for k, v in spec.items() if k != "type"})
@@ -353,3 +353,49 @@ def _wait_for_a_file_of(folder: Path, size: int, timeout: float = 10.0) -> None:
             return
         time.sleep(0.02)
     raise AssertionError(f"no file of {size} bytes appeared in {folder}")
+
+
+# -- configuration ----------
+
+
+def test_password_from_a_file_or_the_environment_and_never_shown(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "smb-password").write_text(samba.ACME.password + "\n")
+    monkeypatch.setenv("MOSAIC_TEST_SMB_USER", samba.ACME.user)
+    config = tmp_path / "mosaic.yaml"
+    config.write_text(f"""
+tenants:
+  acme:
+    root: {{type: local, root: {tmp_path / "root"}}}
+    mounts:
+      /smb:
+        provider:
+          type: smb
+          host: 127.0.0.1
+          port: {samba.server().port}
+          share: acme
+          encrypt: true
+          min_dialect: "3.1.1"
+          credentials:
+            username: ${{MOSAIC_TEST_SMB_USER}}
+            password_file: smb-password
+""")
+    loaded = load_config(config)
+    assert samba.ACME.password not in repr(loaded)
+    options = loaded.tenants["acme"].mounts["/smb"].provider.options()
+    fs = providers.load("smb").build(options, BuildContext("acme", "/smb", tmp_path))
+    try:
+        name = unique("encrypted")
+        with fs.open(name, "wb") as upload:
+            upload.write(b"sealed")
+        assert fs.info(name)["size"] == 6
+        connection = fs._cache[fs._key]
+        assert connection.dialect == 0x0311
+        assert all(s.encrypt_data for s in connection.session_table.values())
+    finally:
+        fs.close()
+    typo = config.read_text().replace("credentials:", "credentials:\n            domain_typo: x")
+    config.write_text(typo)
+    with pytest.raises(ConfigError) as refused:
+        load_config(config)
+    assert "domain_typo" in str(refused.value) and samba.ACME.password not in str(refused.value)
