@@ -22,6 +22,7 @@ from urllib.parse import unquote
 
 import pytest
 import requests
+import smbclient
 import smbclient._pool
 
 from mosaic import providers
@@ -143,6 +144,25 @@ def test_access_denied_by_the_share_is_403_never_500(server: Live) -> None:
     assert listed(server, ACME_LOGIN, "/common/") >= {name}
     assert not {"new.txt", "folder", "moved.txt"} & listed(server, ACME_LOGIN, "/common/")
     assert dav(server, ACME_LOGIN, "GET", f"/common/{name}").content == b"from acme"
+
+
+def test_a_file_held_open_elsewhere_is_locked_423(server: Live) -> None:
+    name = unique("held") + ".txt"
+    assert dav(server, ACME_LOGIN, "PUT", f"/smb/{name}", data=b"before").status_code == 201
+    other_program: dict[str, Any] = {}  # another client of the file server, its own session
+    path = f"\\\\127.0.0.1\\acme\\{name}"
+    try:
+        with smbclient.open_file(path, "r+b", share_access=None, port=samba.server().port,
+                                 username=samba.ACME.user, password=samba.ACME.password,
+                                 connection_cache=other_program):
+            for method in ("GET", "PUT", "DELETE"):
+                reply = dav(server, ACME_LOGIN, method, f"/smb/{name}",
+                            data=b"after" if method == "PUT" else None)
+                assert reply.status_code == 423, (method, reply.status_code)
+    finally:
+        smbclient.reset_connection_cache(connection_cache=other_program)
+    assert dav(server, ACME_LOGIN, "GET", f"/smb/{name}").content == b"before"
+    assert listed(server, ACME_LOGIN, "/smb/") >= {name}
 
 
 def test_per_user_folders_on_a_share(server: Live) -> None:
