@@ -35,6 +35,7 @@ from tests.test_litmus import SUITES, SUMMARY, run_litmus
 ACME_LOGIN = ("alice@acme.example", "alice-secret")
 GLOBEX_LOGIN = ("dave@globex.example", "dave-secret")
 WRONG = samba.Account(samba.ACME.user, "not-" + samba.ACME.password)
+LISTING_CACHE_S = 1.0
 HREF = re.compile(r"<(?:\w+:)?href>([^<]+)</(?:\w+:)?href>")
 
 
@@ -42,7 +43,8 @@ HREF = re.compile(r"<(?:\w+:)?href>([^<]+)</(?:\w+:)?href>")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     data = tenants.two_tenants(tmp_path_factory.mktemp("smb"))
     acme, globex = data["tenants"]["acme"]["mounts"], data["tenants"]["globex"]
-    acme["/smb"] = {"provider": samba.provider("acme", samba.ACME)}
+    acme["/smb"] = {"provider": samba.provider("acme", samba.ACME,
+                                               listing_cache_seconds=LISTING_CACHE_S)}
     acme["/common"] = {"provider": samba.provider("common", samba.ACME)}
     # every user's own folder, made on first use
     acme["/home"] = {"provider": samba.provider("acme", samba.ACME, path="homes/{user}")}
@@ -117,15 +119,21 @@ def test_wrong_password_is_refused_while_the_right_session_is_pooled(
     assert smbclient._pool._SMB_CONNECTIONS == {}
 
 
-def test_change_made_on_the_file_server_shows_in_the_next_listing(server: Live) -> None:
+def test_change_made_on_the_file_server_shows_once_the_listing_cache_expires(
+        server: Live) -> None:
     folder = unique("outside")
     assert dav(server, ACME_LOGIN, "MKCOL", f"/smb/{folder}").status_code == 201
     assert dav(server, ACME_LOGIN, "PUT", f"/smb/{folder}/old.txt", data=b"old").status_code == 201
-    assert listed(server, ACME_LOGIN, f"/smb/{folder}/") == {"old.txt"}
+    assert listed(server, ACME_LOGIN, f"/smb/{folder}/") == {"old.txt"}  # cached from here
     outside = f"cd {folder}; mkdir new-folder; del old.txt; rename new-folder renamed"
     samba.smbclient_command("acme", samba.ACME, outside)
+    assert listed(server, ACME_LOGIN, f"/smb/{folder}/") == {"old.txt"}  # a warm listing
+    time.sleep(LISTING_CACHE_S + 0.1)
     assert listed(server, ACME_LOGIN, f"/smb/{folder}/") == {"renamed"}
     assert dav(server, ACME_LOGIN, "GET", f"/smb/{folder}/old.txt").status_code == 404
+    # a change made through Mosaic shows at once
+    assert dav(server, ACME_LOGIN, "PUT", f"/smb/{folder}/mine.txt", data=b"m").status_code == 201
+    assert listed(server, ACME_LOGIN, f"/smb/{folder}/") == {"renamed", "mine.txt"}
 
 
 def test_access_denied_by_the_share_is_403_never_500(server: Live) -> None:
@@ -271,6 +279,9 @@ def test_a_listing_is_one_enumeration_whatever_its_size(smb_fs: tuple[Any, Path]
     many, _ = wire.delta()
     assert len(listing) == 300 and {e["size"] for e in listing} == set(range(300))
     assert many == few <= 4  # open, enumerate (until no more files), close: never a stat each
+    assert fs.ls("many") == listing and wire.delta()[0] == 0  # warm: no request at all
+    fs.touch("many/new")  # a change through the mount: the next listing is fresh
+    assert len(fs.ls("many")) == 301
 
 
 def test_io_in_large_blocks_and_server_side_copy(smb_fs: tuple[Any, Path]) -> None:

@@ -57,6 +57,7 @@ from smbprotocol.header import NtStatus
 
 from mosaic.providers.base import BuildContext, Capabilities
 from mosaic.providers.common import Parts, ProviderFileSystem, Upload, oserror
+from mosaic.providers.listcache import ListingCache
 from mosaic.vfs import paths
 from mosaic.vfs.errors import InvalidPathError, MountUnavailableError
 
@@ -130,6 +131,10 @@ class Options(BaseModel):
                     "left alone before the next try")
     create: bool = Field(True, description="Create `path` on the share when it is missing "
                                            "(a user's home on first use)")
+    listing_cache_seconds: float = Field(
+        2.0, ge=0, le=3600,
+        description="How long a listing is reused; changes made through Mosaic show at once, "
+                    "changes made on the file server by others after this long (0: no cache)")
 
     @field_validator("host", "share")
     @classmethod
@@ -152,7 +157,11 @@ class Options(BaseModel):
 def build(options: Options, context: BuildContext) -> SMBFileSystem:
     """Builds without connecting: an unreachable server fails the mount's calls (503),
     and the mount works as soon as the server answers."""
-    return SMBFileSystem(options, tenant=context.tenant, mount=context.mount)
+    # keyed by the backend folder: every worker and mount serving it forgets together
+    cache = ListingCache.for_mount(options.listing_cache_seconds, context.data_dir, "smb",
+                                   options.host.lower(), str(options.port),
+                                   options.share.lower(), options.path.lower())
+    return SMBFileSystem(options, tenant=context.tenant, mount=context.mount, listings=cache)
 
 
 def windows_name_problem(name: str) -> str | None:
@@ -227,9 +236,11 @@ class SMBFileSystem(ProviderFileSystem):
 
     protocol = "mosaic-smb"
 
-    def __init__(self, options: Options, tenant: str = "", mount: str = "") -> None:
+    def __init__(self, options: Options, tenant: str = "", mount: str = "",
+                 listings: ListingCache | None = None) -> None:
         super().__init__()
         self._options = options
+        self._listings = listings or ListingCache(0, None)
         self._tenant, self._mount = tenant, mount
         root = "\\".join(filter(None, (options.share, *options.path.split("/"))))
         self._root = f"\\\\{options.host}\\{root}"
@@ -293,6 +304,16 @@ class SMBFileSystem(ProviderFileSystem):
         self._ensure_session()
         with self._translating(parts):
             yield
+
+    @contextmanager
+    def _changing(self, parts: Parts) -> Iterator[None]:
+        """Like :meth:`_errors`, for a change: cached listings are forgotten, even when
+        it failed (part of it may have happened)."""
+        try:
+            with self._errors(parts):
+                yield
+        finally:
+            self._listings.invalidate()
 
     @contextmanager
     def _translating(self, parts: Parts) -> Iterator[None]:
@@ -399,8 +420,15 @@ class SMBFileSystem(ProviderFileSystem):
 
     # -- reading ------------------------------------------------------------------------
 
-    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+    def info(self, path: str, fresh: bool = False, **kwargs: Any) -> dict[str, Any]:
+        """``fresh``: as the server has it now, past the listing cache (a GET's length
+        and ETag must be those of the content it then sends)."""
         parts = self._split(path)
+        if fresh:
+            return self._stat(parts)
+        return dict(self._listings.get(("info", parts), lambda: self._stat(parts)))
+
+    def _stat(self, parts: Parts) -> dict[str, Any]:
         with self._errors(parts):
             st = smbclient.lstat(self._unc(parts), **self._call)
         is_dir = stat.S_ISDIR(st.st_mode)
@@ -408,8 +436,13 @@ class SMBFileSystem(ProviderFileSystem):
                       st.st_mtime_ns // 1000, st.st_ino)
 
     def ls(self, path: str = "", detail: bool = True, **kwargs: Any) -> list[Any]:
-        """One directory enumeration; each entry from its own directory information."""
+        """One directory enumeration (reused for ``listing_cache_seconds``); each entry
+        from its own directory information."""
         parts = self._split(path)
+        entries = [dict(e) for e in self._listings.get(("ls", parts), lambda: self._scan(parts))]
+        return entries if detail else [e["name"] for e in entries]
+
+    def _scan(self, parts: Parts) -> list[dict[str, Any]]:
         entries = []
         with self._errors(parts), smbclient.scandir(self._unc(parts), **self._call) as scan:
             for item in scan:
@@ -417,7 +450,7 @@ class SMBFileSystem(ProviderFileSystem):
                     entries.append(_scan_entry(parts, item.name, item.smb_info))
                 elif _is_stale(item.smb_info):
                     self._remove_quietly((*parts, item.name))
-        return entries if detail else [e["name"] for e in entries]
+        return entries
 
     def _open_read(self, parts: Parts, fresh_info: dict[str, Any] | None = None) -> BinaryIO:
         if not parts:
@@ -459,7 +492,7 @@ class SMBFileSystem(ProviderFileSystem):
             return None
 
     def _replace(self, src: Parts, dst: Parts) -> None:
-        with self._errors(dst):
+        with self._changing(dst):
             smbclient.replace(self._unc(src), self._unc(dst), **self._call)
 
     def _remove_quietly(self, parts: Parts) -> None:
@@ -473,7 +506,7 @@ class SMBFileSystem(ProviderFileSystem):
         if create_parents and len(parts) > 1:
             with suppress(FileExistsError):
                 self.mkdir("/".join(parts[:-1]), create_parents=True)
-        with self._errors(parts):
+        with self._changing(parts):
             smbclient.mkdir(self._unc(parts), **self._call)
 
     def touch(self, path: str, truncate: bool = True, **kwargs: Any) -> None:
@@ -486,7 +519,7 @@ class SMBFileSystem(ProviderFileSystem):
     def set_mtime(self, path: str, mtime: float) -> None:
         parts = self._split(path)
         ns = _float_to_ns(mtime)
-        with self._errors(parts):
+        with self._changing(parts):
             smbclient.utime(self._unc(parts), ns=(time.time_ns(), ns), follow_symlinks=False,
                             **self._call)
 
@@ -496,14 +529,14 @@ class SMBFileSystem(ProviderFileSystem):
         parts = self._split(path)
         if not parts:
             raise InvalidPathError("the root cannot be removed")
-        with self._errors(parts):
+        with self._changing(parts):
             smbclient.rmdir(self._unc(parts), **self._call)
 
     def rm_file(self, path: str) -> None:
         parts = self._split(path)
         if not parts:
             raise oserror(errno.EISDIR, "")
-        with self._errors(parts):
+        with self._changing(parts):
             smbclient.remove(self._unc(parts), **self._call)
 
     def _rmtree(self, parts: Parts) -> None:
@@ -514,9 +547,9 @@ class SMBFileSystem(ProviderFileSystem):
             if attributes & FILE_ATTRIBUTE_DIRECTORY:
                 self._rmtree(child)
             else:
-                with self._errors(child):
+                with self._changing(child):
                     smbclient.remove(self._unc(child), **self._call)
-        with self._errors(parts):
+        with self._changing(parts):
             smbclient.rmdir(self._unc(parts), **self._call)
 
     # -- moving and copying ---------------------------------------------------------------
