@@ -16,6 +16,7 @@ import re
 import secrets
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -35,6 +36,7 @@ from tests.test_litmus import SUITES, SUMMARY, run_litmus
 ACME_LOGIN = ("alice@acme.example", "alice-secret")
 GLOBEX_LOGIN = ("dave@globex.example", "dave-secret")
 WRONG = samba.Account(samba.ACME.user, "not-" + samba.ACME.password)
+MIB = 1024 * 1024
 LISTING_CACHE_S = 1.0
 HREF = re.compile(r"<(?:\w+:)?href>([^<]+)</(?:\w+:)?href>")
 
@@ -173,6 +175,38 @@ def test_a_file_held_open_elsewhere_is_locked_423(server: Live) -> None:
     assert listed(server, ACME_LOGIN, "/smb/") >= {name}
 
 
+def test_moves_between_a_share_and_a_local_mount(server: Live) -> None:
+    folder = unique("travel")
+    assert dav(server, ACME_LOGIN, "MKCOL", f"/smb/{folder}").status_code == 201
+    for name, body in (("a.txt", b"A" * 3000), ("b.bin", os.urandom(MIB + 5))):
+        assert dav(server, ACME_LOGIN, "PUT", f"/smb/{folder}/{name}", data=body).status_code \
+            == 201
+    there = dav(server, ACME_LOGIN, "MOVE", f"/smb/{folder}",
+                headers={"Destination": f"{server.url}/projects/{folder}"})
+    assert there.status_code == 201
+    assert not dav(server, ACME_LOGIN, "PROPFIND", "/smb/").text.count(folder)
+    assert listed(server, ACME_LOGIN, f"/projects/{folder}/") == {"a.txt", "b.bin"}
+    back = dav(server, ACME_LOGIN, "MOVE", f"/projects/{folder}/a.txt",
+               headers={"Destination": f"{server.url}/smb/a-{folder}.txt"})
+    assert back.status_code == 201
+    assert dav(server, ACME_LOGIN, "GET", f"/smb/a-{folder}.txt").content == b"A" * 3000
+    assert dav(server, ACME_LOGIN, "GET", f"/projects/{folder}/a.txt").status_code == 404
+
+
+def test_concurrent_transfers_share_the_mounts_connection(server: Live) -> None:
+    bodies = {f"{unique('many')}-{i}.bin": os.urandom(MIB // 2 + i) for i in range(8)}
+
+    def round_trip(name: str) -> bytes:
+        assert dav(server, ACME_LOGIN, "PUT", f"/smb/{name}", data=bodies[name]).status_code \
+            == 201
+        return dav(server, ACME_LOGIN, "GET", f"/smb/{name}").content
+
+    with ThreadPoolExecutor(8) as pool:
+        results = dict(zip(bodies, pool.map(round_trip, bodies), strict=True))
+    assert results == bodies
+    assert set(bodies) <= listed(server, ACME_LOGIN, "/smb/")
+
+
 def test_per_user_folders_on_a_share(server: Live) -> None:
     bob = ("bob@acme.example", "bob-secret")
     name = unique("alices") + ".txt"
@@ -217,8 +251,6 @@ def test_litmus_passes_every_suite_on_smb(smb_rooted: Live, folder: str,
 
 
 # -- efficiency, counted on the wire of the provider's own connection ----------
-
-MIB = 1024 * 1024
 
 
 class Wire:
