@@ -9,6 +9,7 @@ the file server by someone else (Samba's own ``smbclient``) must show.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import pwd
@@ -281,13 +282,18 @@ class Wire:
         return now
 
 
+def _smb_fs(data_dir: Path, folder: str) -> Any:
+    module = providers.load("smb")
+    spec = samba.provider("conformance", path=folder)
+    options = module.Options.model_validate({k: v for k, v in spec.items() if k != "type"})
+    return module.build(options, BuildContext("acme", "/smb", data_dir))
+
+
 @pytest.fixture
 def smb_fs(tmp_path: Path) -> Iterator[tuple[Any, Path]]:
     """A provider filesystem on a fresh folder of the share, and that folder on disk."""
-    module, folder = providers.load("smb"), samba.fresh_folder()
-    spec = samba.provider("conformance", path=folder)
-    options = module.Options.model_validate({k: v for k, v in spec.items() if k != "type"})
-    fs = module.build(options, BuildContext("acme", "/smb", tmp_path))
+    folder = samba.fresh_folder()
+    fs = _smb_fs(tmp_path, folder)
     yield fs, samba.server().share_dir("conformance") / folder
     fs.close()
 
@@ -332,6 +338,17 @@ def test_io_in_large_blocks_and_server_side_copy(smb_fs: tuple[Any, Path]) -> No
     _messages, moved_bytes = wire.delta()
     assert moved_bytes < MIB  # copy-chunk: the 8 MiB never cross the wire
     assert (disk / "copy").read_bytes() == data
+
+
+def test_a_dropped_filesystem_logs_off(tmp_path: Path) -> None:
+    """A config reload drops the mounts' filesystems: their connections must end too."""
+    fs = _smb_fs(tmp_path, samba.fresh_folder())
+    fs.ls("")
+    (connection,) = fs._cache.values()
+    assert connection.transport.connected
+    del fs
+    gc.collect()
+    assert not connection.transport.connected
 
 
 def test_mtime_set_through_the_mount_persists_on_the_server(smb_fs: tuple[Any, Path]) -> None:

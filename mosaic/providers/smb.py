@@ -38,6 +38,7 @@ import stat
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
@@ -225,6 +226,13 @@ def _status(exc: SMBException) -> int | None:
     return None
 
 
+def _disconnect_all(cache: dict[str, Connection]) -> None:
+    for connection in list(cache.values()):
+        with suppress(Exception):  # a dead server: nothing left to log off from
+            connection.disconnect()
+    cache.clear()
+
+
 def _session_failure(exc: SMBException) -> str:
     if isinstance(exc, SMBAuthenticationError):
         return "the file server refused the account"
@@ -253,6 +261,9 @@ class SMBFileSystem(ProviderFileSystem):
         self._down = False  # logged once when the server goes away, once when it is back
         # This filesystem's own pool: never smbclient's global one (see the module doc).
         self._cache: dict[str, Connection] = {}
+        # A config reload drops the filesystem without a word; its connection's receiver
+        # thread would keep the session (and a socket) open for ever: end them with it.
+        self._finalizer = weakref.finalize(self, _disconnect_all, self._cache)
         account = options.credentials
         user = f"{options.domain}\\{account.username}" if options.domain else account.username
         self._call = {  # passed on every smbclient call
@@ -263,9 +274,8 @@ class SMBFileSystem(ProviderFileSystem):
         }
 
     def close(self) -> None:
-        """Log off and disconnect (the mount was dropped, e.g. by a config reload)."""
-        with suppress(Exception):
-            smbclient.reset_connection_cache(fail_on_error=False, connection_cache=self._cache)
+        """Log off and disconnect now (also done when the filesystem is collected)."""
+        self._finalizer()
 
     # -- paths and errors -----------------------------------------------------------
 
