@@ -371,7 +371,7 @@ def flaky(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Live, samb
     data = tenants.two_tenants(tmp_path_factory.mktemp("smb-flaky"))
     data["tenants"]["globex"]["mounts"] = {"/flaky": {"provider": {
         **samba.provider("globex", samba.GLOBEX), "port": smbd.port,
-        "retry_after_failure_s": 0.2}}}
+        "retry_after_failure_s": 0.2, "timeout_s": 1}}}
     try:
         with live_server(tenants.build(data)) as live:
             yield live, smbd
@@ -397,6 +397,28 @@ def test_mount_recovers_when_the_file_server_is_back(
     assert dav(live, GLOBEX_LOGIN, "GET", f"/flaky/{name}").content == b"kept"
     assert "tenant globex: mount /flaky (smb) unavailable" in caplog.text
     assert samba.GLOBEX.password not in caplog.text
+
+
+def test_a_hung_file_server_fails_its_mount_in_seconds(
+        flaky: tuple[Live, samba.SambaServer], caplog: pytest.LogCaptureFixture) -> None:
+    live, smbd = flaky
+    assert dav(live, GLOBEX_LOGIN, "PROPFIND", "/flaky/").status_code == 207
+    smbd.pause()  # accepts bytes, answers nothing
+    try:
+        caplog.set_level(logging.INFO)
+        started = time.monotonic()
+        reply = dav(live, GLOBEX_LOGIN, "PROPFIND", f"/flaky/{unique('hung')}/")
+        waited = time.monotonic() - started
+        assert reply.status_code == 503
+        assert waited < 5  # timeout_s 1: an unanswered keep-alive after 1 s, given up at 2 s
+        assert caplog.text.count("mount /flaky (smb) unavailable") == 1
+        assert "Traceback" not in caplog.text
+        assert dav(live, GLOBEX_LOGIN, "PROPFIND", "/", headers={"Depth": "0"}).status_code \
+            == 207
+    finally:
+        smbd.resume()
+    time.sleep(0.3)
+    assert dav(live, GLOBEX_LOGIN, "PROPFIND", "/flaky/").status_code == 207
 
 
 def test_upload_cut_by_the_file_server_leaves_no_file(

@@ -69,6 +69,15 @@ for _chatty in ("smbprotocol", "smbclient", "spnego"):
     if logging.getLogger(_chatty).level == logging.NOTSET:
         logging.getLogger(_chatty).setLevel(logging.WARNING)
 
+
+def _without_worker_tracebacks(record: logging.LogRecord) -> bool:
+    """smbprotocol logs its receiver thread's end (a server gone silent or away) with
+    a traceback; the mount logs that outage itself, once, in one line."""
+    return record.exc_info is None
+
+
+logging.getLogger("smbprotocol.connection").addFilter(_without_worker_tracebacks)
+
 MIB = 1024 * 1024
 CAPABILITIES = Capabilities(
     empty_directories=True,
@@ -124,6 +133,10 @@ class Options(BaseModel):
     require_signing: bool = Field(
         True, description="Require signed messages (SMB 3.1.1 needs it for tree connects)")
     connect_timeout_s: float = Field(10.0, gt=0, description="Seconds to connect and sign in")
+    timeout_s: float = Field(
+        30.0, ge=1, le=600,
+        description="Seconds a silent file server has to answer a keep-alive before its "
+                    "connection is given up (its requests fail with 503, no worker waits on)")
     io_block_size: int = Field(4 * MIB, ge=MIB, le=4 * MIB,
                                description="Bytes per read and write request (1-4 MiB)")
     retry_after_failure_s: float = Field(
@@ -387,6 +400,11 @@ class SMBFileSystem(ProviderFileSystem):
         options = self._options
         connection = Connection(uuid.uuid4(), options.host, options.port,
                                 require_signing=options.require_signing)
+        # smbprotocol's receiver sends an echo after this much silence and drops the
+        # connection when that is not answered in as long again: 10 minutes by default
+        # (only an environment variable changes it, for every connection), so a hung
+        # server would hold this mount's requests, and the server's threads, for 20.
+        connection._receive_timeout = options.timeout_s
         try:
             connection.connect(timeout=options.connect_timeout_s)
         except (ValueError, OSError, SMBException) as exc:  # ValueError: "Failed to connect"

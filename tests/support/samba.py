@@ -194,6 +194,16 @@ class SambaServer:
                 os.killpg(process.pid, signal.SIGKILL)
         self._stop_dcerpcd()
 
+    def pause(self) -> None:
+        """SIGSTOP smbd and its children: connections stay open, nothing is answered
+        (a hung file server)."""
+        if self._process is not None:
+            os.killpg(self._process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._process is not None:
+            os.killpg(self._process.pid, signal.SIGCONT)
+
     def _stop_dcerpcd(self) -> None:
         """samba-dcerpcd is no child of smbd: if it ran anyway, end it by its own pid file."""
         pid_file = self.base / "state" / "pid" / "samba-dcerpcd.pid"
