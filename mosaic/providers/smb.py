@@ -39,7 +39,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO, Literal
@@ -52,13 +52,19 @@ from smbprotocol.exceptions import (
     SMBConnectionClosed,
     SMBException,
     SMBOSError,
-    SMBResponseException,
 )
-from smbprotocol.header import NtStatus
 
 from mosaic.providers.base import BuildContext, Capabilities
 from mosaic.providers.common import Parts, ProviderFileSystem, Upload, oserror
 from mosaic.providers.listcache import ListingCache
+from mosaic.providers.smb_status import (
+    ERRNO_BY_STATUS,
+    INVALID_NAME,
+    MOUNT_DOWN,
+    session_failure,
+    status_of,
+)
+from mosaic.providers.smb_streams import Reader, TempWriter
 from mosaic.vfs import paths
 from mosaic.vfs.errors import InvalidPathError, MountUnavailableError
 
@@ -189,67 +195,11 @@ def windows_name_problem(name: str) -> str | None:
     return None
 
 
-# -- errors ----------------------------------------------------------------------
-
-# NTSTATUS values smbprotocol's NtStatus does not name ([MS-ERREF] 2.3.1)
-STATUS_MEDIA_WRITE_PROTECTED = 0xC00000A2
-STATUS_FILE_LOCK_CONFLICT = 0xC0000054
-STATUS_ACCOUNT_DISABLED = 0xC0000072
-STATUS_ACCOUNT_LOCKED_OUT = 0xC0000234
-STATUS_NETWORK_SESSION_EXPIRED = 0xC000035C
-
-_ERRNO_BY_STATUS = {
-    NtStatus.STATUS_OBJECT_NAME_NOT_FOUND: errno.ENOENT,
-    NtStatus.STATUS_OBJECT_PATH_NOT_FOUND: errno.ENOENT,
-    NtStatus.STATUS_NO_SUCH_FILE: errno.ENOENT,
-    NtStatus.STATUS_NOT_FOUND: errno.ENOENT,
-    NtStatus.STATUS_DELETE_PENDING: errno.ENOENT,
-    NtStatus.STATUS_OBJECT_NAME_COLLISION: errno.EEXIST,
-    NtStatus.STATUS_FILE_IS_A_DIRECTORY: errno.EISDIR,
-    NtStatus.STATUS_NOT_A_DIRECTORY: errno.ENOTDIR,
-    NtStatus.STATUS_DIRECTORY_NOT_EMPTY: errno.ENOTEMPTY,
-    NtStatus.STATUS_ACCESS_DENIED: errno.EACCES,
-    NtStatus.STATUS_PRIVILEGE_NOT_HELD: errno.EACCES,
-    NtStatus.STATUS_CANNOT_DELETE: errno.EACCES,
-    STATUS_MEDIA_WRITE_PROTECTED: errno.EROFS,
-    NtStatus.STATUS_DISK_FULL: errno.ENOSPC,
-    NtStatus.STATUS_SHARING_VIOLATION: errno.EBUSY,
-    STATUS_FILE_LOCK_CONFLICT: errno.EBUSY,
-}
-_INVALID_NAME = {NtStatus.STATUS_OBJECT_NAME_INVALID, NtStatus.STATUS_OBJECT_PATH_INVALID,
-                 NtStatus.STATUS_OBJECT_PATH_SYNTAX_BAD}
-# The share or the account cannot be used at all: the whole mount is unavailable.
-_MOUNT_DOWN = {
-    NtStatus.STATUS_LOGON_FAILURE: "the file server refused the account",
-    STATUS_ACCOUNT_DISABLED: "the file server refused the account",
-    STATUS_ACCOUNT_LOCKED_OUT: "the file server refused the account",
-    STATUS_NETWORK_SESSION_EXPIRED: "the file server ended the session",
-    NtStatus.STATUS_PASSWORD_EXPIRED: "the file server refused the account",
-    NtStatus.STATUS_BAD_NETWORK_NAME: "the share does not exist",
-    NtStatus.STATUS_USER_SESSION_DELETED: "the file server ended the session",
-    NtStatus.STATUS_NETWORK_NAME_DELETED: "the file server ended the session",
-}
-
-
-def _status(exc: SMBException) -> int | None:
-    if isinstance(exc, SMBOSError):
-        return exc.ntstatus
-    if isinstance(exc, SMBResponseException):
-        return exc.status
-    return None
-
-
 def _disconnect_all(cache: dict[str, Connection]) -> None:
     for connection in list(cache.values()):
         with suppress(Exception):  # a dead server: nothing left to log off from
             connection.disconnect()
     cache.clear()
-
-
-def _session_failure(exc: SMBException) -> str:
-    if isinstance(exc, SMBAuthenticationError):
-        return "the file server refused the account"
-    return _MOUNT_DOWN.get(_status(exc) or 0, "the file server cannot be reached")
 
 
 class SMBFileSystem(ProviderFileSystem):
@@ -355,16 +305,16 @@ class SMBFileSystem(ProviderFileSystem):
             return self._unavailable("the connection to the file server was lost")
         if isinstance(exc, SMBAuthenticationError):
             return self._unavailable("the file server refused the account")
-        status = _status(exc)
+        status = status_of(exc)
         if status is None:  # smbprotocol's own: no credits left, a dead receiver thread
             self._drop_connection()
             return self._unavailable("the connection to the file server was lost")
-        if status in _MOUNT_DOWN:
+        if status in MOUNT_DOWN:
             self._drop_connection()
-            return self._unavailable(_MOUNT_DOWN[status])
-        if status in _INVALID_NAME:
+            return self._unavailable(MOUNT_DOWN[status])
+        if status in INVALID_NAME:
             return InvalidPathError(f"the file server refuses the name {rel!r}")
-        code = _ERRNO_BY_STATUS.get(status, errno.EIO)  # type: ignore[arg-type]
+        code = ERRNO_BY_STATUS.get(status, errno.EIO)  # type: ignore[arg-type]
         if code == errno.ENOENT and len(parts) > 1 and self._is_file(parts[:-1]):
             code = errno.ENOTDIR  # "f/x" below a file: Windows says "path not found"
         return oserror(code, rel)
@@ -422,7 +372,7 @@ class SMBFileSystem(ProviderFileSystem):
             with suppress(Exception):
                 connection.disconnect()
             if isinstance(exc, SMBException):
-                raise self._unavailable(_session_failure(exc)) from None
+                raise self._unavailable(session_failure(exc)) from None
             raise
         return connection
 
@@ -488,7 +438,7 @@ class SMBFileSystem(ProviderFileSystem):
             # a writer in place (which would change what is being sent) is kept out.
             raw = smbclient.open_file(self._unc(parts), mode="rb", buffering=self._block,
                                       share_access="rd", **self._call)
-        return _Reader(raw, functools.partial(self._translating, parts))  # type: ignore[return-value]
+        return Reader(raw, functools.partial(self._translating, parts))  # type: ignore[return-value]
 
     # -- writing ------------------------------------------------------------------------
 
@@ -500,7 +450,7 @@ class SMBFileSystem(ProviderFileSystem):
         with self._errors(parts):
             raw = smbclient.open_file(self._unc(temp), mode="xb", buffering=self._block,
                                       share_access="r", **self._call)
-        writer = _TempWriter(raw, functools.partial(self._translating, parts))
+        writer = TempWriter(raw, functools.partial(self._translating, parts))
 
         def publish() -> None:
             writer.close()  # SMB renames a file only once its writer has closed it
@@ -604,80 +554,6 @@ class SMBFileSystem(ProviderFileSystem):
         except BaseException:
             self._remove_quietly(temp)
             raise
-
-
-class _Reader:
-    """smbclient's buffered reader, raising the VFS vocabulary (a connection lost
-    mid-download is the mount unavailable, not an unknown error)."""
-
-    def __init__(self, raw: BinaryIO, translating: Callable[[], Any]) -> None:
-        self._raw = raw
-        self._translating = translating
-
-    def read(self, size: int = -1) -> bytes:
-        with self._translating():
-            return self._raw.read(size)
-
-    def readinto(self, buffer: Any) -> int:
-        with self._translating():
-            return self._raw.readinto(buffer)
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        with self._translating():
-            return self._raw.seek(offset, whence)
-
-    def close(self) -> None:
-        with suppress(OSError), self._translating():  # a lost connection closed it anyway
-            self._raw.close()
-
-    def __getattr__(self, name: str) -> Any:  # tell, seekable, readable, closed, ...
-        return getattr(self._raw, name)
-
-    def __enter__(self) -> _Reader:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-
-class _TempWriter:
-    """The buffered writer of an upload's temp file. Closing it twice is harmless;
-    closing a broken one (a write failed) raises nothing more: it is never published."""
-
-    def __init__(self, raw: BinaryIO, translating: Callable[[], Any]) -> None:
-        self._raw = raw
-        self._translating = translating
-        self._written = 0
-        self._broken = False
-        self._closed = False
-
-    def write(self, data: bytes) -> int:
-        try:
-            with self._translating():
-                count = self._raw.write(data)
-        except BaseException:
-            self._broken = True
-            raise
-        self._written += count
-        return count
-
-    def tell(self) -> int:
-        return self._written
-
-    def flush(self) -> None:
-        with self._translating():
-            self._raw.flush()
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            with self._translating():
-                self._raw.close()
-        except OSError:
-            if not self._broken:
-                raise
 
 
 def _entry(rel: str, is_dir: bool, size: int, micros: int, file_id: int) -> dict[str, Any]:
