@@ -105,6 +105,19 @@ def test_each_tenant_sees_its_own_share_only(server: Live) -> None:
     assert "planted.txt" not in listed(server, ACME_LOGIN, "/smb/")
 
 
+def test_tenants_listing_at_once_each_see_their_own_share(server: Live) -> None:
+    mine, theirs = unique("acme-marker"), unique("globex-marker")
+    assert dav(server, ACME_LOGIN, "MKCOL", f"/smb/{mine}").status_code == 201
+    assert dav(server, GLOBEX_LOGIN, "MKCOL", f"/smb/{theirs}").status_code == 201
+    logins = [ACME_LOGIN, GLOBEX_LOGIN] * 12
+
+    with ThreadPoolExecutor(8) as pool:
+        seen = list(pool.map(lambda login: (login, listed(server, login, "/smb/")), logins))
+    for login, names in seen:
+        own, other = (mine, theirs) if login is ACME_LOGIN else (theirs, mine)
+        assert own in names and other not in names
+
+
 def test_wrong_password_is_refused_while_the_right_session_is_pooled(
         server: Live, caplog: pytest.LogCaptureFixture) -> None:
     name = unique("pooled") + ".txt"
