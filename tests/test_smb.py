@@ -221,6 +221,27 @@ def test_concurrent_transfers_share_the_mounts_connection(server: Live) -> None:
     assert set(bodies) <= listed(server, ACME_LOGIN, "/smb/")
 
 
+def test_a_case_only_rename_keeps_the_file(server: Live) -> None:
+    """Explorer's rename of report.txt to Report.txt: a MOVE whose destination is the
+    source itself on a case-insensitive share (it was deleted as "the existing target")."""
+    folder = unique("case")
+    assert dav(server, ACME_LOGIN, "MKCOL", f"/smb/{folder}").status_code == 201
+    assert dav(server, ACME_LOGIN, "PUT", f"/smb/{folder}/report.txt", data=b"precious") \
+        .status_code == 201
+    for source, target in [("report.txt", "Report.txt"), ("Report.txt", "REPORT.TXT")]:
+        reply = dav(server, ACME_LOGIN, "MOVE", f"/smb/{folder}/{source}",
+                    headers={"Destination": f"{server.url}/smb/{folder}/{target}"})
+        assert reply.status_code in (201, 204), reply.status_code
+        assert listed(server, ACME_LOGIN, f"/smb/{folder}/") == {target}
+        assert dav(server, ACME_LOGIN, "GET", f"/smb/{folder}/{target}").content == b"precious"
+    reply = dav(server, ACME_LOGIN, "MOVE", f"/smb/{folder}",
+                headers={"Destination": f"{server.url}/smb/{folder.upper()}"})
+    assert reply.status_code in (201, 204), reply.status_code
+    assert folder.upper() in listed(server, ACME_LOGIN, "/smb/")
+    assert dav(server, ACME_LOGIN, "GET", f"/smb/{folder.upper()}/REPORT.TXT").content \
+        == b"precious"
+
+
 def test_per_user_folders_on_a_share(server: Live) -> None:
     bob = ("bob@acme.example", "bob-secret")
     name = unique("alices") + ".txt"
