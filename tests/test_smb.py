@@ -234,12 +234,17 @@ def test_a_case_only_rename_keeps_the_file(server: Live) -> None:
         assert reply.status_code in (201, 204), reply.status_code
         assert listed(server, ACME_LOGIN, f"/smb/{folder}/") == {target}
         assert dav(server, ACME_LOGIN, "GET", f"/smb/{folder}/{target}").content == b"precious"
+    # a PUT of another case of an existing name overwrites it: one entry, new content
+    assert dav(server, ACME_LOGIN, "PUT", f"/smb/{folder}/report.txt", data=b"v2") \
+        .status_code == 204
+    assert listed(server, ACME_LOGIN, f"/smb/{folder}/") == {"REPORT.TXT"}
+    assert dav(server, ACME_LOGIN, "GET", f"/smb/{folder}/REPORT.TXT").content == b"v2"
     reply = dav(server, ACME_LOGIN, "MOVE", f"/smb/{folder}",
                 headers={"Destination": f"{server.url}/smb/{folder.upper()}"})
     assert reply.status_code in (201, 204), reply.status_code
     assert folder.upper() in listed(server, ACME_LOGIN, "/smb/")
     assert dav(server, ACME_LOGIN, "GET", f"/smb/{folder.upper()}/REPORT.TXT").content \
-        == b"precious"
+        == b"v2"
 
 
 def test_per_user_folders_on_a_share(server: Live) -> None:
