@@ -234,6 +234,11 @@ def test_a_case_only_rename_keeps_the_file(server: Live) -> None:
         assert reply.status_code in (201, 204), reply.status_code
         assert listed(server, ACME_LOGIN, f"/smb/{folder}/") == {target}
         assert dav(server, ACME_LOGIN, "GET", f"/smb/{folder}/{target}").content == b"precious"
+    # a COPY onto another case of its own name is a copy onto itself: refused, kept
+    reply = dav(server, ACME_LOGIN, "COPY", f"/smb/{folder}/REPORT.TXT",
+                headers={"Destination": f"{server.url}/smb/{folder}/report.txt"})
+    assert reply.status_code == 403
+    assert dav(server, ACME_LOGIN, "GET", f"/smb/{folder}/REPORT.TXT").content == b"precious"
     # a PUT of another case of an existing name overwrites it: one entry, new content
     assert dav(server, ACME_LOGIN, "PUT", f"/smb/{folder}/report.txt", data=b"v2") \
         .status_code == 204

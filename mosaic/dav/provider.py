@@ -108,13 +108,19 @@ def _is_case_only_rename_target(fs: TenantFileSystem, path: str,
                                  environ: dict[str, Any]) -> bool:
     """The destination of a MOVE renaming a member to another case of its own name, on
     a mount whose names are case-insensitive (SMB): it is the source itself, not a
-    member to overwrite (wsgidav would delete it first, and with it the source)."""
-    source = environ["PATH_INFO"]
-    if environ.get("REQUEST_METHOD") != "MOVE" or path == source:
+    member to overwrite (wsgidav would delete it first, and with it the source).
+    A COPY there is refused as a copy onto itself (RFC 4918 9.8.5)."""
+    source, method = environ["PATH_INFO"], environ.get("REQUEST_METHOD")
+    if method not in ("MOVE", "COPY") or path == source:
         return False
     if paths.match_key(path.strip("/")) != paths.match_key(source.strip("/")):
         return False
-    return fs.mount_of(path.strip("/")).capabilities.case_insensitive_names
+    if not fs.mount_of(path.strip("/")).capabilities.case_insensitive_names:
+        return False
+    if method == "COPY":
+        raise DAVError(HTTP_FORBIDDEN, "source and destination are the same file "
+                                       "(names differing only in case are one file here)")
+    return True
 
 
 def _anonymous_options(start_response: Any) -> list[bytes]:
