@@ -9,9 +9,13 @@ cd "$(dirname "$0")/.."
 # swift*, memcached: the single-node Swift the tests start under a temp dir (tests/support/swift.py).
 # nodejs npm: Azurite (package.json), the Azure Blob emulator. Only where no node is installed:
 # NodeSource's nodejs bundles npm and conflicts with Debian's npm package.
+# samba smbclient: the standalone smbd the SMB tests start under a temp dir
+# (tests/support/samba.py); the policy keeps Debian from starting the system's.
+scripts/samba-policy-rc.sh
 command -v npm >/dev/null || node_packages="nodejs npm"
 MOSAIC_EXTRAS=test MOSAIC_EDITABLE=1 scripts/bootstrap.sh litmus davfs2 rclone cadaver postgresql \
-  swift swift-proxy swift-object swift-container swift-account memcached ${node_packages:-}
+  swift swift-proxy swift-object swift-container swift-account memcached \
+  samba smbclient ${node_packages:-}
 # node_modules/ as package-lock.json pins it (skipped when already installed from this lock)
 [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund --loglevel=error
 .venv/bin/ruff check .

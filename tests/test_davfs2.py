@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import moto, tenants
+from tests.support import moto, samba, tenants
 from tests.support.live import live_server, two_tenant_server
 
 pytestmark = pytest.mark.davfs
@@ -83,6 +83,17 @@ def s3_root_server(tmp_path_factory):
         yield live, bucket
 
 
+@pytest.fixture(scope="module")
+def smb_root_server(tmp_path_factory):
+    """globex's whole drive on a folder of the test smbd's share (acme stays local)."""
+    assert shutil.which("mount.davfs"), "davfs2 is not installed: run scripts/test.sh"
+    data = tenants.two_tenants(tmp_path_factory.mktemp("davfs-smb"))
+    folder = samba.fresh_folder()
+    data["tenants"]["globex"]["root"] = samba.provider("conformance", path=folder)
+    with live_server(tenants.build(data)) as live:
+        yield live, samba.server().share_dir("conformance") / folder
+
+
 def round_trip(drive: Drive, source: Path, tmp_path: Path) -> Path:
     """Copy ``source`` in, edit it through the drive, copy it out after a remount;
     ``source`` is changed the same way. Returns the copy made after the remount."""
@@ -144,3 +155,14 @@ def test_mapped_drive_on_an_s3_root(s3_root_server, tmp_path):
                 stored[key] = hashlib.sha256(body).hexdigest()
     assert stored == tree_digest(source)
     assert s3.head_object(Bucket=bucket, Key="drive/tree/empty-folder/")  # kept by a marker
+
+
+def test_mapped_drive_on_an_smb_root(smb_root_server, tmp_path):
+    live, share_folder = smb_root_server
+    drive = Drive(f"{live.url}/", tmp_path / "drive", tmp_path, "dave@globex.example",
+                  "dave-secret")
+    source = tmp_path / "source"
+    copied_out = round_trip(drive, source, tmp_path)
+    assert tree_digest(copied_out) == tree_digest(source)
+    assert tree_digest(share_folder / "tree") == tree_digest(source)  # as the file server has it
+    assert (share_folder / "tree" / "empty-folder").is_dir()

@@ -14,6 +14,7 @@ from wsgidav.dav_error import (
     HTTP_FORBIDDEN,
     HTTP_INSUFFICIENT_STORAGE,
     HTTP_INTERNAL_ERROR,
+    HTTP_LOCKED,
     HTTP_METHOD_NOT_ALLOWED,
     HTTP_NOT_FOUND,
     HTTP_REQUEST_ENTITY_TOO_LARGE,
@@ -48,6 +49,8 @@ STATUS_BY_ERRNO: dict[int, int] = {
     errno.ENOSPC: HTTP_INSUFFICIENT_STORAGE,
     errno.EDQUOT: HTTP_INSUFFICIENT_STORAGE,
     errno.EFBIG: HTTP_REQUEST_ENTITY_TOO_LARGE,
+    # in use by another program on a file server (an SMB sharing violation)
+    errno.EBUSY: HTTP_LOCKED,
 }
 
 

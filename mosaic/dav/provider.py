@@ -17,6 +17,7 @@ from wsgidav.dav_provider import DAVProvider, _DAVResource
 from mosaic.dav import propfind, ranges
 from mosaic.dav.errors import to_dav_error
 from mosaic.dav.resources import FileResource, make_resource
+from mosaic.vfs import paths
 from mosaic.vfs.mounts import path_from_ref_key
 from mosaic.vfs.tenantfs import TenantFileSystem
 
@@ -54,6 +55,8 @@ class MosaicProvider(DAVProvider):
         if remembered is not None and remembered[0] == path:
             return remembered[1]  # a GET/HEAD asks twice for the same target
         fs = self.session(environ)
+        if _is_case_only_rename_target(fs, path, environ):
+            return None
         try:
             info = fs.info(path.strip("/"), fresh=fresh)
         except FileNotFoundError:
@@ -99,6 +102,25 @@ class MosaicProvider(DAVProvider):
                 except propfind.Unsupported:
                     pass
         return default_handler(environ, start_response)
+
+
+def _is_case_only_rename_target(fs: TenantFileSystem, path: str,
+                                 environ: dict[str, Any]) -> bool:
+    """The destination of a MOVE renaming a member to another case of its own name, on
+    a mount whose names are case-insensitive (SMB): it is the source itself, not a
+    member to overwrite (wsgidav would delete it first, and with it the source).
+    A COPY there is refused as a copy onto itself (RFC 4918 9.8.5)."""
+    source, method = environ["PATH_INFO"], environ.get("REQUEST_METHOD")
+    if method not in ("MOVE", "COPY") or path == source:
+        return False
+    if paths.match_key(path.strip("/")) != paths.match_key(source.strip("/")):
+        return False
+    if not fs.mount_of(path.strip("/")).capabilities.case_insensitive_names:
+        return False
+    if method == "COPY":
+        raise DAVError(HTTP_FORBIDDEN, "source and destination are the same file "
+                                       "(names differing only in case are one file here)")
+    return True
 
 
 def _anonymous_options(start_response: Any) -> list[bytes]:

@@ -17,6 +17,7 @@ REGISTRY: dict[str, tuple[str, str | None]] = {
     "swift": ("mosaic.providers.swift", "swift"),
     "rackspace": ("mosaic.providers.rackspace", "swift"),
     "azure_blob": ("mosaic.providers.azure_blob", "azure"),
+    "smb": ("mosaic.providers.smb", "smb"),
 }
 
 

@@ -44,6 +44,11 @@ class Capabilities:
     settable_mtime: bool = True
     #: the filesystem has ``space() -> (used, free)``: bytes of the volume it lives on
     volume_space: bool = False
+    #: names differing only in case are one file (SMB: case-preserving, case-insensitive)
+    case_insensitive_names: bool = False
+    #: Windows' naming rules apply: ``<>:"|?*``, trailing dots and spaces and device
+    #: names (``CON``, ``aux.txt``) are refused with InvalidPathError
+    reserved_names: bool = False
 
 
 @dataclass(frozen=True)

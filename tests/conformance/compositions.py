@@ -21,7 +21,7 @@ from mosaic.vfs.permissions import PermissionView
 from mosaic.vfs.storage import StorageRegistry
 from mosaic.vfs.tenantfs import TenantFileSystem
 from tests.conformance.targets import Target
-from tests.support import azurite, fakegcs, moto, swift
+from tests.support import azurite, fakegcs, moto, samba, swift
 
 #: the TenantFileSystem methods the suite calls, and which arguments are paths
 PATH_METHODS = {
@@ -126,6 +126,13 @@ def in_an_azure_mount(tmp: Path) -> Target:
                   providers.load("azure_blob").CAPABILITIES, listed_mtimes=False)
 
 
+def in_an_smb_mount(tmp: Path) -> Target:
+    """A local tenant root with /smb on a fresh folder of the test smbd's share."""
+    spec = samba.provider("conformance", path=samba.fresh_folder())
+    fs = _tenant_fs(tmp, _local(tmp, "root"), {"/smb": spec})
+    return Target(Subtree(fs, "smb"), providers.load("smb").CAPABILITIES)  # type: ignore[arg-type]
+
+
 COMPOSITIONS: dict[str, Callable[[Path], Target]] = {
     "tenant-root-only": root_only,
     "tenant-in-a-mount": in_a_mount,
@@ -134,4 +141,5 @@ COMPOSITIONS: dict[str, Callable[[Path], Target]] = {
     "tenant-in-a-gcs-mount": in_a_gcs_mount,
     "tenant-in-a-swift-mount": in_a_swift_mount,
     "tenant-in-an-azure-mount": in_an_azure_mount,
+    "tenant-in-an-smb-mount": in_an_smb_mount,
 }

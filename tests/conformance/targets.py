@@ -16,7 +16,7 @@ from fsspec import AbstractFileSystem
 
 from mosaic import providers
 from mosaic.providers.base import BuildContext, Capabilities
-from tests.support import azurite, fakegcs, moto, swift
+from tests.support import azurite, fakegcs, moto, samba, swift
 
 
 @dataclass
@@ -86,6 +86,15 @@ def azure_target(tmp: Path) -> Target:
     return Target(module.build(options, _context(tmp)), module.CAPABILITIES, listed_mtimes=False)
 
 
+def smb_target(tmp: Path) -> Target:
+    """A fresh folder of the test smbd's ``conformance`` share, as the mount's ``path``."""
+    module = providers.load("smb")
+    spec = samba.provider("conformance", path=samba.fresh_folder())
+    options = module.Options.model_validate({k: v for k, v in spec.items() if k != "type"})
+    fs = module.build(options, _context(tmp))
+    return Target(fs, module.CAPABILITIES, cleanup=fs.close)
+
+
 TARGETS: dict[str, Callable[[Path], Target]] = {
     "local": local_target,
     "memory": memory_target,
@@ -94,4 +103,5 @@ TARGETS: dict[str, Callable[[Path], Target]] = {
     "swift": swift_target,
     "swift-keystone": swift_keystone_target,
     "azure": azure_target,
+    "smb": smb_target,
 }

@@ -10,6 +10,7 @@ tree ``copy`` needs a destination that does not exist yet.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -405,8 +406,19 @@ UNICODE_NAMES = ["caf\u00e9", "emoji \U0001f600", "with space", "hash#name", "pe
                  "question?mark", "100% done"]
 
 
+#: characters Windows reserves in names: a target declaring ``reserved_names`` (SMB)
+#: refuses them, as a file server would, instead of storing what Windows cannot open
+WINDOWS_RESERVED_CHARS = re.compile(r'[<>:"|?*]')
+
+
 @pytest.mark.parametrize("name", UNICODE_NAMES)
-def test_unicode_and_reserved_character_names(fs: Any, name: str) -> None:
+def test_unicode_and_reserved_character_names(target: Target, name: str) -> None:
+    fs = target.fs
+    if target.capabilities.reserved_names and WINDOWS_RESERVED_CHARS.search(name):
+        raises_exactly(InvalidPathError, fs.mkdir, f"{name} dir")
+        raises_exactly(InvalidPathError, fs.open, name, "wb")
+        assert names(fs) == set()
+        return
     fs.mkdir(f"{name} dir")
     write(fs, f"{name} dir/{name}", name.encode())
     assert names(fs) == {f"{name} dir"}  # exact: no NFD/NFC rewriting
@@ -414,6 +426,42 @@ def test_unicode_and_reserved_character_names(fs: Any, name: str) -> None:
     assert read(fs, f"{name} dir/{name}") == name.encode()
     fs.mv(f"{name} dir/{name}", f"{name} dir/{name} 2")
     assert fs.info(f"{name} dir/{name} 2")["size"] == len(name.encode())
+
+
+WINDOWS_NAMES = ["CON", "aux.txt", "com1.log", "a:b", "star*", "pipe|d", "dot.", "space "]
+
+
+@pytest.mark.parametrize("name", WINDOWS_NAMES)
+def test_windows_reserved_names(target: Target, name: str) -> None:
+    """Refused with the rule named (a 400, never a 500) where Windows' rules apply;
+    stored as any other name elsewhere."""
+    fs = target.fs
+    if not target.capabilities.reserved_names:
+        write(fs, name, b"kept")
+        assert names(fs) == {name} and read(fs, name) == b"kept"
+        return
+    for call, *args in [(fs.open, name, "wb"), (fs.mkdir, name), (fs.info, name),
+                        (fs.open, f"ok/{name}", "wb")]:
+        error = raises_exactly(InvalidPathError, call, *args)
+        assert "Windows" in str(error)
+    write(fs, "ok", b"x")
+    raises_exactly(InvalidPathError, fs.mv, "ok", name)
+    raises_exactly(InvalidPathError, fs.cp_file, "ok", name)
+    assert names(fs) == {"ok"}
+
+
+def test_names_differing_only_in_case(target: Target) -> None:
+    """One file where names are case-insensitive (the later write wins, the first
+    spelling stays, as on Windows), two elsewhere."""
+    fs = target.fs
+    write(fs, "report.txt", b"lower")
+    write(fs, "Report.TXT", b"upper")
+    if target.capabilities.case_insensitive_names:
+        assert names(fs) == {"report.txt"}
+        assert read(fs, "REPORT.txt") == b"upper"
+    else:
+        assert names(fs) == {"report.txt", "Report.TXT"}
+        assert read(fs, "report.txt") == b"lower"
 
 
 def test_builds_share_nothing(request: pytest.FixtureRequest, target: Target,

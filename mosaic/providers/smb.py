@@ -1,0 +1,586 @@
+"""``smb``: a share of an SMB/CIFS file server (Samba, Windows Server, a NAS).
+
+Built on smbprotocol's ``smbclient`` API, with the pooling traps it has closed
+off (see docs/smb.md):
+
+* Sessions never leak: every filesystem (one per tenant, mount and, for a
+  ``{user}`` mount, user) has a ``connection_cache`` of its own and passes its
+  credentials on every call. smbclient's global pool picks a session by user
+  name only, so one tenant's calls could run under another's session, and a
+  wrong password would be accepted once a session of that name existed.
+* A listing is one directory enumeration: ``scandir`` and each entry's own
+  ``smb_info`` (``SMBDirEntry.stat()`` would reconnect to port 445 without
+  credentials, and a stat per entry is a round trip per entry).
+* Files open with the sharing a file server expects: a reader lets other
+  readers in, and lets a finished upload replace the file it reads.
+* An upload goes to a hidden temp name beside its target and is published by
+  a rename over it (``smbclient.replace``); a discarded one is deleted.
+  A copy within the share is server-side (SMB copy-chunk), into a temp name too.
+* Errors are the VFS vocabulary: ACCESS_DENIED (share or file ACL) is a
+  PermissionError; the server unreachable or refusing the account is
+  :class:`MountUnavailableError` for this mount only, and the next call tries
+  again. No message carries the server's address or a secret.
+
+Names follow Windows' rules on every SMB server: ``<>:"|?*``, control
+characters, a trailing dot or space and device names (``CON``, ``aux.txt``)
+are refused with InvalidPathError before anything is sent; names compare
+case-insensitively (declared in :data:`CAPABILITIES`).
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import re
+import secrets
+import stat
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, timedelta
+from typing import Any, BinaryIO, Literal
+
+import smbclient
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from smbprotocol.connection import Connection
+from smbprotocol.exceptions import (
+    SMBAuthenticationError,
+    SMBConnectionClosed,
+    SMBException,
+    SMBOSError,
+)
+
+from mosaic.providers.base import BuildContext, Capabilities
+from mosaic.providers.common import Parts, ProviderFileSystem, Upload, oserror
+from mosaic.providers.listcache import ListingCache
+from mosaic.providers.smb_status import (
+    ERRNO_BY_STATUS,
+    INVALID_NAME,
+    MOUNT_DOWN,
+    session_failure,
+    status_of,
+)
+from mosaic.providers.smb_streams import Reader, TempWriter
+from mosaic.vfs import paths
+from mosaic.vfs.errors import InvalidPathError, MountUnavailableError
+
+log = logging.getLogger(__name__)
+# smbprotocol logs every request at INFO: at the server's usual level that would be
+# several lines per WebDAV request. An administrator may still set its level.
+for _chatty in ("smbprotocol", "smbclient", "spnego"):
+    if logging.getLogger(_chatty).level == logging.NOTSET:
+        logging.getLogger(_chatty).setLevel(logging.WARNING)
+
+
+def _without_worker_tracebacks(record: logging.LogRecord) -> bool:
+    """smbprotocol logs its receiver thread's end (a server gone silent or away) with
+    a traceback; the mount logs that outage itself, once, in one line."""
+    return record.exc_info is None
+
+
+logging.getLogger("smbprotocol.connection").addFilter(_without_worker_tracebacks)
+
+MIB = 1024 * 1024
+CAPABILITIES = Capabilities(
+    empty_directories=True,
+    atomic_rename=True,
+    server_side_copy=True,
+    mtime_precision=1e-6,  # SMB keeps 100 ns; smbprotocol's listings give microseconds
+    settable_mtime=True,
+    case_insensitive_names=True,
+    reserved_names=True,
+)
+
+#: Prefix of in-flight upload and copy files: never listed, never accepted in a path.
+TEMP_PREFIX = ".~mosaic-upload-"
+#: an upload temp file untouched this long belongs to a killed process; listings remove it
+STALE_UPLOAD_S = 24 * 3600
+#: a server that failed (unreachable, account refused) is not asked again before this
+RETRY_AFTER_FAILURE_S = 5.0
+FILE_ATTRIBUTE_DIRECTORY = 0x10
+DIALECTS = {"2.0.2": 0x0202, "2.1": 0x0210, "3.0": 0x0300, "3.0.2": 0x0302, "3.1.1": 0x0311}
+# Windows' naming rules (what an SMB server refuses, or a Windows client cannot open)
+_RESERVED_CHARS = re.compile(r'[<>:"|?*\x01-\x1f]')
+_DEVICE_NAMES = re.compile(r"(?:CON|PRN|AUX|NUL|COM[0-9¹²³]|LPT[0-9¹²³])(?:\..*)?", re.IGNORECASE)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MICROSECOND = timedelta(microseconds=1)
+
+
+class ServiceAccount(BaseModel):
+    """One account of the file server for every user of the mount."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # A discriminator: the signed-in user's own credentials ("pass_through") will be
+    # the other kind, so existing configs keep their meaning.
+    kind: Literal["service_account"] = Field(
+        "service_account", description="Whose credentials: `service_account` (the only kind yet)")
+    username: str = Field(min_length=1, description="Account name on the file server")
+    password: SecretStr = Field(description="Its password")
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field(min_length=1, description="File server: host name or IP address")
+    port: int = Field(445, ge=1, le=65535, description="SMB port")
+    share: str = Field(min_length=1, description="Share name")
+    path: str = Field("", description="Folder of the share served as the mount's root; "
+                                      "`{user}` is replaced by the signed-in user")
+    domain: str | None = Field(None, description="Windows domain (workgroup) of the account")
+    credentials: ServiceAccount = Field(description="How Mosaic signs in to the file server")
+    encrypt: bool = Field(False, description="Require SMB 3 encryption of all traffic")
+    min_dialect: Literal["2.0.2", "2.1", "3.0", "3.0.2", "3.1.1"] = Field(
+        "2.1", description="Lowest SMB dialect accepted from the server")
+    require_signing: bool = Field(
+        True, description="Require signed messages (SMB 3.1.1 needs it for tree connects)")
+    connect_timeout_s: float = Field(10.0, gt=0, description="Seconds to connect and sign in")
+    timeout_s: float = Field(
+        30.0, ge=1, le=600,
+        description="Seconds a silent file server has to answer a keep-alive before its "
+                    "connection is given up (its requests fail with 503, no worker waits on)")
+    io_block_size: int = Field(4 * MIB, ge=MIB, le=4 * MIB,
+                               description="Bytes per read and write request (1-4 MiB)")
+    retry_after_failure_s: float = Field(
+        RETRY_AFTER_FAILURE_S, gt=0, le=300,
+        description="Seconds a file server that failed (unreachable, account refused) is "
+                    "left alone before the next try")
+    create: bool = Field(True, description="Create `path` on the share when it is missing "
+                                           "(a user's home on first use)")
+    listing_cache_seconds: float = Field(
+        2.0, ge=0, le=3600,
+        description="How long a listing is reused; changes made through Mosaic show at once, "
+                    "changes made on the file server by others after this long (0: no cache)")
+
+    @field_validator("host", "share")
+    @classmethod
+    def _one_component(cls, value: str) -> str:
+        if any(c in value for c in "/\\\x00") or value != value.strip():
+            raise ValueError("must be a single name without slashes")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        normal = paths.normalize(value)  # refuses "..", NUL and backslashes
+        for part in filter(None, normal.split("/")):
+            problem = windows_name_problem(part)
+            if problem:
+                raise ValueError(problem)
+        return normal
+
+
+def build(options: Options, context: BuildContext) -> SMBFileSystem:
+    """Builds without connecting: an unreachable server fails the mount's calls (503),
+    and the mount works as soon as the server answers."""
+    # keyed by the backend folder: every worker and mount serving it forgets together
+    cache = ListingCache.for_mount(options.listing_cache_seconds, context.data_dir, "smb",
+                                   options.host.lower(), str(options.port),
+                                   options.share.lower(), options.path.lower())
+    return SMBFileSystem(options, tenant=context.tenant, mount=context.mount, listings=cache)
+
+
+def windows_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a file name on an SMB share, or None."""
+    if _RESERVED_CHARS.search(name):
+        return f"name {name!r} contains a character Windows reserves (<>:\"|?* or control)"
+    if name.endswith((".", " ")):
+        return f"name {name!r} ends with a dot or a space (Windows drops them)"
+    if _DEVICE_NAMES.fullmatch(name):
+        return f"name {name!r} is a Windows device name (CON, PRN, AUX, NUL, COMn, LPTn)"
+    return None
+
+
+def _disconnect_all(cache: dict[str, Connection]) -> None:
+    for connection in list(cache.values()):
+        with suppress(Exception):  # a dead server: nothing left to log off from
+            connection.disconnect()
+    cache.clear()
+
+
+class SMBFileSystem(ProviderFileSystem):
+    """One share (below an optional folder) as a provider filesystem."""
+
+    protocol = "mosaic-smb"
+
+    def __init__(self, options: Options, tenant: str = "", mount: str = "",
+                 listings: ListingCache | None = None) -> None:
+        super().__init__()
+        self._options = options
+        self._listings = listings or ListingCache(0, None)
+        self._tenant, self._mount = tenant, mount
+        root = "\\".join(filter(None, (options.share, *options.path.split("/"))))
+        self._root = f"\\\\{options.host}\\{root}"
+        self._block = options.io_block_size
+        self._key = f"{options.host.lower()}:{options.port}"
+        self._lock = threading.Lock()  # connecting and signing in: one thread at a time
+        self._retry_at = 0.0  # monotonic time before which a failed server is not retried
+        self._failure = ""
+        self._state_lock = threading.Lock()
+        self._down = False  # logged once when the server goes away, once when it is back
+        # This filesystem's own pool: never smbclient's global one (see the module doc).
+        self._cache: dict[str, Connection] = {}
+        # A config reload drops the filesystem without a word; its connection's receiver
+        # thread would keep the session (and a socket) open for ever: end them with it.
+        self._finalizer = weakref.finalize(self, _disconnect_all, self._cache)
+        account = options.credentials
+        user = f"{options.domain}\\{account.username}" if options.domain else account.username
+        self._call = {  # passed on every smbclient call
+            "username": user, "password": account.password.get_secret_value(),
+            "port": options.port, "encrypt": options.encrypt or None,
+            "connection_timeout": options.connect_timeout_s, "connection_cache": self._cache,
+            "require_signing": options.require_signing, "auth_protocol": "ntlm",
+        }
+
+    def close(self) -> None:
+        """Log off and disconnect now (also done when the filesystem is collected)."""
+        self._finalizer()
+
+    # -- paths and errors -----------------------------------------------------------
+
+    def _split(self, path: str) -> Parts:
+        parts = super()._split(path)
+        for part in parts:
+            if part.startswith(TEMP_PREFIX):
+                raise InvalidPathError("path uses a name reserved for uploads")
+            problem = windows_name_problem(part)
+            if problem:
+                raise InvalidPathError(problem)
+        return parts
+
+    def _unc(self, parts: Parts) -> str:
+        return "\\".join((self._root, *parts)) if parts else self._root
+
+    def _unavailable(self, reason: str) -> MountUnavailableError:
+        error = MountUnavailableError(self._tenant, self._mount, reason)
+        with self._state_lock:
+            first, self._down = not self._down, True
+            self._failure = reason
+        if first:  # one line per outage, not one per request
+            log.warning("tenant %s: mount %s (smb) unavailable: %s", self._tenant, self._mount,
+                        reason)
+        return error
+
+    def _mark_up(self) -> None:
+        with self._state_lock:
+            was_down, self._down = self._down, False
+        if was_down:
+            log.warning("tenant %s: mount %s (smb) available again", self._tenant, self._mount)
+
+    @contextmanager
+    def _errors(self, parts: Parts) -> Iterator[None]:
+        """Connect if needed; re-raise smbprotocol's errors as the VFS vocabulary."""
+        self._ensure_session()
+        with self._translating(parts):
+            yield
+
+    @contextmanager
+    def _changing(self, parts: Parts) -> Iterator[None]:
+        """Like :meth:`_errors`, for a change: cached listings are forgotten, even when
+        it failed (part of it may have happened)."""
+        try:
+            with self._errors(parts):
+                yield
+        finally:
+            self._listings.invalidate()
+
+    @contextmanager
+    def _translating(self, parts: Parts) -> Iterator[None]:
+        try:
+            yield
+        except SMBException as exc:
+            raise self._translated(exc, parts) from None
+        except (ConnectionError, TimeoutError) as exc:
+            self._drop_connection()
+            raise self._unavailable("the file server cannot be reached") from exc
+
+    def _translated(self, exc: SMBException, parts: Parts) -> OSError:
+        rel = "/".join(parts)
+        if isinstance(exc, SMBConnectionClosed):
+            self._drop_connection()
+            return self._unavailable("the connection to the file server was lost")
+        if isinstance(exc, SMBAuthenticationError):
+            return self._unavailable("the file server refused the account")
+        status = status_of(exc)
+        if status is None:  # smbprotocol's own: no credits left, a dead receiver thread
+            self._drop_connection()
+            return self._unavailable("the connection to the file server was lost")
+        if status in MOUNT_DOWN:
+            self._drop_connection()
+            return self._unavailable(MOUNT_DOWN[status])
+        if status in INVALID_NAME:
+            return InvalidPathError(f"the file server refuses the name {rel!r}")
+        code = ERRNO_BY_STATUS.get(status, errno.EIO)  # type: ignore[arg-type]
+        if code == errno.ENOENT and len(parts) > 1 and self._is_file(parts[:-1]):
+            code = errno.ENOTDIR  # "f/x" below a file: Windows says "path not found"
+        return oserror(code, rel)
+
+    def _is_file(self, parts: Parts) -> bool:
+        try:
+            return not stat.S_ISDIR(smbclient.lstat(self._unc(parts), **self._call).st_mode)
+        except (SMBException, OSError):
+            return False
+
+    # -- connection -------------------------------------------------------------------
+
+    def _ensure_session(self) -> None:
+        """A connection of this filesystem's own, of an acceptable dialect, signed in;
+        smbclient's calls then find both in ``self._cache`` (keyed "host:port").
+
+        After a failure the server is left alone for ``retry_after_failure_s``:
+        a wrong password tried on every request would lock the account out."""
+        with self._lock:
+            connection = self._cache.get(self._key)
+            if connection is not None and connection.transport.connected:
+                return
+            if time.monotonic() < self._retry_at:
+                raise self._unavailable(self._failure)
+            try:
+                self._cache[self._key] = self._connect()
+            except MountUnavailableError:
+                self._retry_at = time.monotonic() + self._options.retry_after_failure_s
+                raise
+        self._mark_up()
+
+    def _connect(self) -> Connection:
+        options = self._options
+        connection = Connection(uuid.uuid4(), options.host, options.port,
+                                require_signing=options.require_signing)
+        # smbprotocol's receiver sends an echo after this much silence and drops the
+        # connection when that is not answered in as long again: 10 minutes by default
+        # (only an environment variable changes it, for every connection), so a hung
+        # server would hold this mount's requests, and the server's threads, for 20.
+        connection._receive_timeout = options.timeout_s
+        try:
+            connection.connect(timeout=options.connect_timeout_s)
+        except (ValueError, OSError, SMBException) as exc:  # ValueError: "Failed to connect"
+            raise self._unavailable("the file server cannot be reached") from exc
+        try:
+            if connection.dialect < DIALECTS[options.min_dialect]:
+                raise self._unavailable(f"the file server offers no SMB {options.min_dialect} "
+                                        "or later")
+            # register_session finds the new connection in the cache it is given
+            own = {self._key: connection}
+            smbclient.register_session(options.host, **{**self._call, "connection_cache": own})
+            if options.create and options.path:
+                self._create_root(own)
+        except BaseException as exc:
+            with suppress(Exception):
+                connection.disconnect()
+            if isinstance(exc, SMBException):
+                raise self._unavailable(session_failure(exc)) from None
+            raise
+        return connection
+
+    def _create_root(self, cache: dict[str, Connection]) -> None:
+        """Make the mount's folder (and its parents) on the share if it is missing.
+
+        A folder that exists or cannot be made is left as it is: the mount's own calls
+        then answer for it (a 404 or 403 of that path, not a mount down)."""
+        call = {**self._call, "connection_cache": cache}
+        folder = f"\\\\{self._options.host}\\{self._options.share}"
+        for name in self._options.path.split("/"):
+            folder = f"{folder}\\{name}"
+            with suppress(SMBOSError):
+                smbclient.mkdir(folder, **call)
+
+    def _drop_connection(self) -> None:
+        """Forget a broken connection: the next call connects and signs in again."""
+        with self._lock:
+            broken = self._cache.pop(self._key, None)
+        if broken is not None:
+            with suppress(Exception):
+                broken.disconnect(close=False)
+
+    # -- reading ------------------------------------------------------------------------
+
+    def info(self, path: str, fresh: bool = False, **kwargs: Any) -> dict[str, Any]:
+        """``fresh``: as the server has it now, past the listing cache (a GET's length
+        and ETag must be those of the content it then sends)."""
+        parts = self._split(path)
+        if fresh:
+            return self._stat(parts)
+        return dict(self._listings.get(("info", parts), lambda: self._stat(parts)))
+
+    def _stat(self, parts: Parts) -> dict[str, Any]:
+        with self._errors(parts):
+            st = smbclient.lstat(self._unc(parts), **self._call)
+        is_dir = stat.S_ISDIR(st.st_mode)
+        return _entry("/".join(parts), is_dir, 0 if is_dir else st.st_size,
+                      st.st_mtime_ns // 1000, st.st_ino)
+
+    def ls(self, path: str = "", detail: bool = True, **kwargs: Any) -> list[Any]:
+        """One directory enumeration (reused for ``listing_cache_seconds``); each entry
+        from its own directory information."""
+        parts = self._split(path)
+        entries = [dict(e) for e in self._listings.get(("ls", parts), lambda: self._scan(parts))]
+        return entries if detail else [e["name"] for e in entries]
+
+    def _scan(self, parts: Parts) -> list[dict[str, Any]]:
+        entries = []
+        with self._errors(parts), smbclient.scandir(self._unc(parts), **self._call) as scan:
+            for item in scan:
+                if not item.name.startswith(TEMP_PREFIX):
+                    entries.append(_scan_entry(parts, item.name, item.smb_info))
+                elif _is_stale(item.smb_info):
+                    self._remove_quietly((*parts, item.name))
+        return entries
+
+    def _open_read(self, parts: Parts, fresh_info: dict[str, Any] | None = None) -> BinaryIO:
+        if not parts:
+            raise oserror(errno.EISDIR, "")
+        with self._errors(parts):
+            # "rd": other readers come in, and a finished upload may replace the file;
+            # a writer in place (which would change what is being sent) is kept out.
+            raw = smbclient.open_file(self._unc(parts), mode="rb", buffering=self._block,
+                                      share_access="rd", **self._call)
+        return Reader(raw, functools.partial(self._translating, parts))  # type: ignore[return-value]
+
+    # -- writing ------------------------------------------------------------------------
+
+    def _open_write(self, parts: Parts, autocommit: bool, size: int | None = None) -> Upload:
+        rel = "/".join(parts)
+        if not parts or self._kind_of(parts) == "directory":
+            raise oserror(errno.EISDIR, rel)
+        temp = (*parts[:-1], TEMP_PREFIX + secrets.token_hex(8))
+        with self._errors(parts):
+            raw = smbclient.open_file(self._unc(temp), mode="xb", buffering=self._block,
+                                      share_access="r", **self._call)
+        writer = TempWriter(raw, functools.partial(self._translating, parts))
+
+        def publish() -> None:
+            writer.close()  # SMB renames a file only once its writer has closed it
+            self._replace(temp, parts)
+
+        def cleanup() -> None:
+            writer.close()
+            # the server gone: the hidden temp file stays until a listing a day later
+            self._remove_quietly(temp)
+
+        return Upload(writer, rel, publish, cleanup, autocommit)  # type: ignore[arg-type]
+
+    def _kind_of(self, parts: Parts) -> str | None:
+        try:
+            return self.info("/".join(parts))["type"]
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def _replace(self, src: Parts, dst: Parts) -> None:
+        with self._changing(dst):
+            smbclient.replace(self._unc(src), self._unc(dst), **self._call)
+
+    def _remove_quietly(self, parts: Parts) -> None:
+        with suppress(OSError), self._errors(parts):
+            smbclient.remove(self._unc(parts), **self._call)
+
+    def mkdir(self, path: str, create_parents: bool = False, **kwargs: Any) -> None:
+        parts = self._split(path)
+        if not parts:
+            raise oserror(errno.EEXIST, "")
+        if create_parents and len(parts) > 1:
+            with suppress(FileExistsError):
+                self.mkdir("/".join(parts[:-1]), create_parents=True)
+        with self._changing(parts):
+            smbclient.mkdir(self._unc(parts), **self._call)
+
+    def touch(self, path: str, truncate: bool = True, **kwargs: Any) -> None:
+        parts = self._split(path)
+        if not truncate and self._kind_of(parts) == "file":
+            self.set_mtime("/".join(parts), time.time())
+            return
+        self._open_write(parts, autocommit=True).close()
+
+    def set_mtime(self, path: str, mtime: float) -> None:
+        parts = self._split(path)
+        ns = _float_to_ns(mtime)
+        with self._changing(parts):
+            smbclient.utime(self._unc(parts), ns=(time.time_ns(), ns), follow_symlinks=False,
+                            **self._call)
+
+    # -- removing -----------------------------------------------------------------------
+
+    def rmdir(self, path: str) -> None:
+        parts = self._split(path)
+        if not parts:
+            raise InvalidPathError("the root cannot be removed")
+        with self._changing(parts):
+            smbclient.rmdir(self._unc(parts), **self._call)
+
+    def rm_file(self, path: str) -> None:
+        parts = self._split(path)
+        if not parts:
+            raise oserror(errno.EISDIR, "")
+        with self._changing(parts):
+            smbclient.remove(self._unc(parts), **self._call)
+
+    def _rmtree(self, parts: Parts) -> None:
+        with self._errors(parts), smbclient.scandir(self._unc(parts), **self._call) as scan:
+            children = [(item.name, item.smb_info.file_attributes) for item in scan]
+        for name, attributes in children:
+            child = (*parts, name)
+            if attributes & FILE_ATTRIBUTE_DIRECTORY:
+                self._rmtree(child)
+            else:
+                with self._changing(child):
+                    smbclient.remove(self._unc(child), **self._call)
+        with self._changing(parts):
+            smbclient.rmdir(self._unc(parts), **self._call)
+
+    # -- moving and copying ---------------------------------------------------------------
+
+    def mv(self, path1: str, path2: str, recursive: bool = False, maxdepth: int | None = None,
+           **kwargs: Any) -> None:
+        """A rename on the server; an existing file at ``path2`` is replaced."""
+        src, dst = self._check_transfer(path1, path2)
+        self.info(path1)  # a missing source names the source, not the target
+        self._replace(src, dst)
+
+    def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
+        """Server-side (SMB copy-chunk) into a temp name, then published by a rename."""
+        src, dst = self._check_transfer(path1, path2)
+        if self.info(path1)["type"] == "directory":
+            raise oserror(errno.EISDIR, "/".join(src))
+        if self._kind_of(dst) == "directory":
+            raise oserror(errno.EISDIR, "/".join(dst))
+        temp = (*dst[:-1], TEMP_PREFIX + secrets.token_hex(8))
+        try:
+            with self._errors(src):
+                smbclient.copyfile(self._unc(src), self._unc(temp), **self._call)
+            self._replace(temp, dst)
+        except BaseException:
+            self._remove_quietly(temp)
+            raise
+
+
+def _entry(rel: str, is_dir: bool, size: int, micros: int, file_id: int) -> dict[str, Any]:
+    return {
+        "name": rel,
+        "type": "directory" if is_dir else "file",
+        "size": size,
+        # whole microseconds in both listing and info: they must agree exactly
+        "mtime": micros / 1_000_000,
+        "etag": f"{file_id:x}-{micros:x}-{size:x}",
+    }
+
+
+def _scan_entry(parts: Parts, name: str, info: Any) -> dict[str, Any]:
+    is_dir = bool(info.file_attributes & FILE_ATTRIBUTE_DIRECTORY)
+    micros = (info.last_write_time - _EPOCH) // _ONE_MICROSECOND
+    return _entry("/".join((*parts, name)), is_dir, 0 if is_dir else info.end_of_file,
+                  micros, info.file_id)
+
+
+def _is_stale(info: Any) -> bool:
+    """An upload temp file untouched for :data:`STALE_UPLOAD_S`: a killed process left it
+    (a live upload writes to it all the time, and an aborted one deletes it)."""
+    return (datetime.now(UTC) - info.last_write_time).total_seconds() > STALE_UPLOAD_S
+
+
+def _float_to_ns(mtime: float) -> int:
+    # Whole seconds first: mtime * 1e9 as one float would lose ~100 ns at today's dates.
+    seconds, fraction = divmod(mtime, 1)
+    return int(seconds) * 1_000_000_000 + round(fraction * 1_000_000_000)

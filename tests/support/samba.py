@@ -1,0 +1,277 @@
+"""A standalone Samba file server (smbd) on 127.0.0.1 for the tests.
+
+:func:`server` starts, once per test process, Debian's ``smbd`` as root on a
+free port with a private smb.conf: every directory (shares, passdb, locks,
+state, logs, pid files) lives under a temporary directory, NetBIOS is off and
+it binds to loopback only. The system's smb.conf and services are never used;
+the Debian package itself must not start them either (see
+scripts/samba-policy-rc.sh, run by scripts/test.sh before installing).
+
+Accounts and shares (each account has a Unix user, made with ``useradd -M``
+once per machine, and an entry in the private passdb):
+
+* ``acme`` - only :data:`ACME` may connect; ``globex`` - only :data:`GLOBEX`;
+* ``common`` - both connect, :data:`ACME` may write, :data:`GLOBEX` only read
+  (a write is refused by the share: ACCESS_DENIED);
+* ``conformance`` - :data:`ACME`; every caller gets a fresh folder of its own
+  (:func:`fresh_folder`), used as the mount's ``path``.
+
+``samba-dcerpcd`` (which smbd would start on demand for RPC pipes and which
+outlives it) is not started: the tests need file access only, not share
+enumeration. A missing Samba is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import emulator
+
+DEBIAN_PACKAGES = "samba smbclient"
+READY_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class Account:
+    user: str
+    password: str
+
+
+ACME = Account("msmb_acme", "acme-smb-secret")
+GLOBEX = Account("msmb_globex", "globex-smb-secret")
+ACCOUNTS = (ACME, GLOBEX)
+
+#: share name -> (accounts that may connect, accounts that may only read)
+SHARES: dict[str, tuple[tuple[Account, ...], tuple[Account, ...]]] = {
+    "acme": ((ACME,), ()),
+    "globex": ((GLOBEX,), ()),
+    "common": ((ACME, GLOBEX), (GLOBEX,)),
+    "conformance": ((ACME,), ()),
+}
+
+
+def _binary(name: str) -> str:
+    found = shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if found is None:
+        raise RuntimeError(f"{name} is not installed: apt-get install {DEBIAN_PACKAGES} "
+                           "(scripts/test.sh does)")
+    return found
+
+
+def _share_section(name: str, base: Path) -> str:
+    allowed, read_only = SHARES[name]
+    lines = [f"[{name}]", f"path = {base / 'shares' / name}", "read only = no",
+             "valid users = " + " ".join(a.user for a in allowed)]
+    if read_only:
+        lines.append("read list = " + " ".join(a.user for a in read_only))
+    return "\n".join(lines) + "\n"
+
+
+def smb_conf(base: Path, port: int) -> str:
+    """The private configuration: a standalone server on loopback, state under ``base``."""
+    state = base / "state"
+    rpc_low = emulator.free_port()
+    glob = f"""[global]
+server role = standalone server
+workgroup = MOSAICTEST
+interfaces = 127.0.0.1
+bind interfaces only = yes
+smb ports = {port}
+disable netbios = yes
+rpc start on demand helpers = no
+rpc server dynamic port range = {rpc_low}-{rpc_low + 20}
+lock directory = {state}/lock
+state directory = {state}/state
+cache directory = {state}/cache
+private dir = {state}/private
+pid directory = {state}/pid
+ncalrpc dir = {state}/ncalrpc
+log file = {state}/log.%m
+log level = 1
+passdb backend = tdbsam:{state}/private/passdb.tdb
+load printers = no
+printing = bsd
+printcap name = /dev/null
+disable spoolss = yes
+server min protocol = SMB2_10
+server smb encrypt = if_required
+host msdfs = yes
+acl allow execute always = yes
+map to guest = never
+"""
+    return glob + "\n" + "\n".join(_share_section(name, base) for name in SHARES)
+
+
+def _ensure_unix_user(user: str) -> None:
+    """smbd maps every SMB account to a Unix user; made once per machine."""
+    if subprocess.run(["id", user], capture_output=True).returncode != 0:
+        subprocess.run([_binary("useradd"), "-M", "-s", "/usr/sbin/nologin", user],
+                       check=True, capture_output=True)
+
+
+class SambaServer:
+    """One smbd on a free loopback port; :meth:`stop` and :meth:`start` keep its data."""
+
+    name = "smbd"
+
+    def __init__(self) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="mosaic-samba-"))
+        self.port = emulator.free_port()
+        self.conf = self.base / "smb.conf"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._prepare()
+
+    def _prepare(self) -> None:
+        self.base.chmod(0o755)  # mkdtemp's 0700 would keep the share users out
+        for sub in ("lock", "state", "cache", "private", "pid", "ncalrpc"):
+            (self.base / "state" / sub).mkdir(parents=True)
+        self.conf.write_text(smb_conf(self.base, self.port))
+        for account in ACCOUNTS:
+            _ensure_unix_user(account.user)
+            subprocess.run([_binary("smbpasswd"), "-c", str(self.conf), "-s", "-a", account.user],
+                           input=f"{account.password}\n{account.password}\n".encode(),
+                           check=True, capture_output=True)
+        for name, (allowed, _read_only) in SHARES.items():
+            folder = self.base / "shares" / name
+            folder.mkdir(parents=True)
+            shutil.chown(folder, user=allowed[0].user)
+            folder.chmod(0o755)
+
+    def share_dir(self, share: str) -> Path:
+        return self.base / "shares" / share
+
+    def start(self) -> SambaServer:
+        log = open(self.base / "state" / "smbd.out", "ab")  # noqa: SIM115 (kept by Popen)
+        # -F --no-process-group: a child of this process that a signal to it stops;
+        # _NO_WINBINDD: a standalone server has no winbindd to ask
+        self._process = subprocess.Popen(
+            [_binary("smbd"), "-F", "--no-process-group", "--debug-stdout", "-s", str(self.conf)],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "_NO_WINBINDD": "1"},
+            start_new_session=True)  # smbd signals its whole process group when it ends
+        log.close()
+        try:
+            emulator.wait_until_ready(self.name, {self.name: self._process}, self.answers,
+                                      READY_TIMEOUT_S, lambda _n: self._last_words())
+        except BaseException:
+            self.stop(kill=True)
+            raise
+        return self
+
+    def answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def _last_words(self) -> str:
+        out = self.base / "state" / "smbd.out"
+        return out.read_text(errors="replace")[-2000:].strip() if out.exists() else ""
+
+    def stop(self, kill: bool = False) -> None:
+        """SIGTERM (a clean shutdown) or SIGKILL (a crash) to smbd and the children
+        serving each connection (its own process group): after this no client's
+        connection is served any more."""
+        process, self._process = self._process, None
+        if process is not None:
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL if kill else signal.SIGTERM)
+            emulator.stop(process, kill)
+            with suppress(ProcessLookupError):  # a child still finishing its request
+                os.killpg(process.pid, signal.SIGKILL)
+        self._stop_dcerpcd()
+
+    def pause(self) -> None:
+        """SIGSTOP smbd and its children: connections stay open, nothing is answered
+        (a hung file server)."""
+        if self._process is not None:
+            os.killpg(self._process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._process is not None:
+            os.killpg(self._process.pid, signal.SIGCONT)
+
+    def _stop_dcerpcd(self) -> None:
+        """samba-dcerpcd is no child of smbd: if it ran anyway, end it by its own pid file."""
+        pid_file = self.base / "state" / "pid" / "samba-dcerpcd.pid"
+        try:
+            pid = int(pid_file.read_text().split()[0])
+            os.kill(pid, signal.SIGTERM)
+        except (OSError, ValueError, IndexError):
+            pass
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _start() -> SambaServer:
+    server = SambaServer()
+    try:
+        return server.start()
+    except BaseException:
+        server.remove()
+        raise
+
+
+_shared = emulator.OnePerProcess(_start, SambaServer.remove)
+
+
+def server() -> SambaServer:
+    """This test process's smbd, started on first use."""
+    return _shared()
+
+
+def fresh_folder(share: str = "conformance", owner: Account = ACME) -> str:
+    """A new empty folder at the top of ``share`` (owned by ``owner``): its name."""
+    name = f"t-{secrets.token_hex(6)}"
+    folder = server().share_dir(share) / name
+    folder.mkdir()
+    shutil.chown(folder, user=owner.user)
+    return name
+
+
+def provider(share: str, account: Account = ACME, path: str = "",
+             **extra: Any) -> dict[str, Any]:
+    """The provider spec of an ``smb`` mount on ``share`` of the test smbd."""
+    spec: dict[str, Any] = {
+        "type": "smb", "host": "127.0.0.1", "port": server().port, "share": share,
+        "credentials": {"kind": "service_account", "username": account.user,
+                        "password": account.password},
+    }
+    if path:
+        spec["path"] = path
+    return {**spec, **extra}
+
+
+def smbclient_command(share: str, account: Account, command: str) -> str:
+    """Run Samba's own client (``smbclient -c``) against ``share``: another user of
+    the file server, outside Mosaic. Returns its output; fails on an error."""
+    done = subprocess.run(
+        [_binary("smbclient"), f"//127.0.0.1/{share}", "-p", str(server().port),
+         "-U", f"{account.user}%{account.password}", "-m", "SMB3", "-c", command],
+        capture_output=True, timeout=30)
+    said = (done.stdout + done.stderr).decode(errors="replace")
+    # smbclient exits 0 after a failed command: its NT_STATUS line tells
+    if done.returncode != 0 or "NT_STATUS_" in said:
+        raise RuntimeError(f"smbclient -c {command!r} failed: "
+                           f"{said[-500:]}")
+    return done.stdout.decode(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def samba() -> Iterator[SambaServer]:
+    yield server()
