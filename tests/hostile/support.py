@@ -220,3 +220,22 @@ def wait_until_every_worker_listens(process: ServerProcess, seconds: float = 60)
     while process.log().count("mosaic.server: listening on") < expected:
         assert time.monotonic() < deadline, process.log()
         time.sleep(0.1)
+
+
+#: alice of acme (tests.support.tenants), as a ready header line
+ALICE_AUTH = basic("alice@acme.example", "alice-secret").encode()
+#: what a file the hostile tests try to damage holds before each of them
+PREVIOUS = b"previous version of keep.txt\n"
+
+
+def request(head: bytes, body: bytes = b"", auth: bool = True) -> bytes:
+    """A request from ``head`` (the request line and fields, without the empty
+    line): Host added, alice's credentials unless ``auth`` is False."""
+    return head + b"\r\nHost: 127.0.0.1\r\n" + (ALICE_AUTH if auth else b"") + b"\r\n" + body
+
+
+def keep_file(server: ServerProcess) -> Path:
+    """acme's ``/keep.txt``, written afresh with :data:`PREVIOUS`."""
+    path = server.base / "acme-root" / "keep.txt"
+    path.write_bytes(PREVIOUS)
+    return path

@@ -16,18 +16,18 @@ from pathlib import Path
 import pytest
 
 from tests.hostile.support import (
+    ALICE_AUTH,
+    PREVIOUS,
     Reply,
     ServerProcess,
-    basic,
+    keep_file,
     raw_request,
     read_replies,
     read_reply,
+    request,
     two_tenant_process,
     wait_until_every_worker_listens,
 )
-
-AUTH = basic("alice@acme.example", "alice-secret").encode()
-PREVIOUS = b"previous version of keep.txt\n"
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +42,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 @pytest.fixture
 def keep(server: ServerProcess) -> Path:
-    path = server.base / "acme-root" / "keep.txt"
-    path.write_bytes(PREVIOUS)
-    return path
-
-
-def request(head: bytes, body: bytes = b"", auth: bool = True) -> bytes:
-    """``head`` is the request line and fields without the empty line."""
-    return head + b"\r\nHost: 127.0.0.1\r\n" + (AUTH if auth else b"") + b"\r\n" + body
+    return keep_file(server)
 
 
 def chunked_put(chunks: bytes, path: bytes = b"/keep.txt") -> bytes:
@@ -199,7 +192,7 @@ def test_100_continue_is_sent_only_when_the_body_is_wanted(server, keep):
         assert read_reply(sock).status == 401
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.settimeout(10)
-        sock.sendall(head + AUTH + b"Content-Length: 3\r\n\r\n")
+        sock.sendall(head + ALICE_AUTH + b"Content-Length: 3\r\n\r\n")
         assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
         sock.sendall(b"new")
         assert read_reply(sock).status == 204

@@ -23,17 +23,17 @@ import pytest
 import yaml
 
 from tests.hostile.support import (
+    PREVIOUS,
     Reply,
     ServerProcess,
-    basic,
+    keep_file,
     raw_request,
     read_reply,
+    request,
     two_tenant_process,
     wait_until_every_worker_listens,
 )
 
-AUTH = basic("alice@acme.example", "alice-secret").encode()
-PREVIOUS = b"previous version of keep.txt\n"
 MIB = 2**20
 LIMITS = {
     "max_request_line_bytes": 4096,
@@ -67,13 +67,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 @pytest.fixture
 def keep(server: ServerProcess) -> Path:
-    path = server.base / "acme-root" / "keep.txt"
-    path.write_bytes(PREVIOUS)
-    return path
-
-
-def request(head: bytes, body: bytes = b"", auth: bool = True) -> bytes:
-    return head + b"\r\nHost: 127.0.0.1\r\n" + (AUTH if auth else b"") + b"\r\n" + body
+    return keep_file(server)
 
 
 def assert_refused(server: ServerProcess, reply: Reply, status: int, offset: int) -> None:
