@@ -42,6 +42,9 @@ class Capabilities:
     server_side_copy: bool = True
     mtime_precision: float = 1e-6  # seconds
     settable_mtime: bool = True
+    #: a listing shows each entry's time as set, folders' too (False: only ``info`` does,
+    #: as in an object store's delimiter listing: no metadata, no time for a sub-folder)
+    listed_mtimes: bool = True
     #: the filesystem has ``space() -> (used, free)``: bytes of the volume it lives on
     volume_space: bool = False
     #: names differing only in case are one file (SMB: case-preserving, case-insensitive)
