@@ -10,6 +10,7 @@ in the code under test.
 from __future__ import annotations
 
 import html
+import logging
 import re
 import secrets
 from collections.abc import Iterator
@@ -186,11 +187,14 @@ def _snapshot(live: Live, folder: str) -> dict[str, bytes]:
 ], ids=["colliding", "reserved"])
 def test_a_tree_that_cannot_go_whole_into_the_share_is_refused_whole(
         server: Live, method: str, source_mount: str, names: list[str], status: int,
-        words: tuple[str, ...]) -> None:
+        words: tuple[str, ...], caplog: pytest.LogCaptureFixture) -> None:
     source = _tree_with(server, source_mount, names)
     before = _snapshot(server, source)
     target = folder_in(server, "/smb") + "moved"
-    reply = dav(server, method, source, destination=target)
+    with caplog.at_level(logging.INFO):
+        reply = dav(server, method, source, destination=target)
+    # a client's request, refused: no error logged, no traceback
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert reply.status_code == status, reply.text
     assert says(reply, *words), reply.text
     assert dav(server, "PROPFIND", target, headers={"Depth": "0"}).status_code == 404
