@@ -87,11 +87,9 @@ class StorageRegistry:
     def _build(self, tenant_id: str, vpath: str, mount: Mount, owner: str | None,
                recount_seconds: float) -> MountEntry:
         mount_name, spec = "/" + vpath, mount.provider
-        # a mount that cannot start keeps its store's rules (names refused as they will be)
-        capabilities = Capabilities()
         try:
             module = providers.load(spec.type)
-            capabilities = module.CAPABILITIES
+            capabilities: Capabilities = module.CAPABILITIES
             raw = spec.model_extra or {}
             if owner is not None:
                 raw = _expand(raw, safe_user_segment(owner))
@@ -101,7 +99,7 @@ class StorageRegistry:
         except Exception as exc:  # any backend failure is confined to this mount
             HEALTH.failed(tenant_id, mount_name, f"{spec.type} mount cannot start: "
                           f"{_cause(exc)}", owner)
-            return MountEntry(vpath, mount.read_only, capabilities, None,
+            return MountEntry(vpath, mount.read_only, Capabilities(), None,
                               error="storage backend unavailable", owner=owner)
         return MountEntry(vpath, mount.read_only, capabilities, fs, owner=owner,
                           quota=mount.quota, usage=Usage(fs, recount_seconds))
