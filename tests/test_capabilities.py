@@ -25,6 +25,7 @@ from tests.support import moto, samba, tenants
 from tests.support.live import Live, live_server
 
 LOGIN = ("alice@acme.example", "alice-secret")
+GLOBEX = ("dave@globex.example", "dave-secret")
 HREF = re.compile(r"<(?:\w+:)?href>([^<]+)</(?:\w+:)?href>")
 RESERVED = {  # name -> words of the rule the answer must name
     "CON": "device name", "aux.txt": "device name", "com1.log": "device name",
@@ -42,19 +43,25 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     mounts["/smb"] = {"provider": samba.provider("conformance", path=samba.fresh_folder(),
                                                  listing_cache_seconds=0)}
     mounts["/s3"] = {"provider": moto.provider(moto.fresh_bucket())}
+    # globex: a share as the root, a local folder mounted below it
+    data["tenants"]["globex"]["root"] = samba.provider("conformance", path=samba.fresh_folder(),
+                                                       listing_cache_seconds=0)
+    data["tenants"]["globex"]["mounts"] = {"/team/local": {"provider": tenants.local(
+        base / "globex-local")}}
     with live_server(tenants.build(data)) as live:
         live.base = base
         yield live
 
 
-def dav(live: Live, method: str, path: str, **kwargs: Any) -> requests.Response:
+def dav(live: Live, method: str, path: str, login: tuple[str, str] = LOGIN,
+        **kwargs: Any) -> requests.Response:
     headers = kwargs.pop("headers", {})
     if method == "PROPFIND":
         headers.setdefault("Depth", "1")
     if "destination" in kwargs:
         # quoted: a header value's trailing space would be dropped in transit
         headers["Destination"] = live.url + quote(kwargs.pop("destination"))
-    return requests.request(method, live.url + path, auth=LOGIN, headers=headers, timeout=30,
+    return requests.request(method, live.url + path, auth=login, headers=headers, timeout=30,
                             **kwargs)
 
 
@@ -223,3 +230,15 @@ def test_a_tree_from_the_share_goes_anywhere(server: Live, tmp_path: Path) -> No
     target = folder_in(server, "/projects") + "moved"
     assert dav(server, "MOVE", source, destination=target).status_code == 201
     assert listed(server, target + "/sub/") == {"a.txt", "B.txt"}
+
+
+def test_a_copy_on_the_share_that_takes_a_mount_below_it_along_is_checked(server: Live) -> None:
+    """A folder of a share-rooted tenant holding a local mount: copied within the
+    share, the mount's names come along from a case-sensitive store."""
+    for name in ("a.txt", "A.txt"):
+        assert dav(server, "PUT", "/team/local/" + name, GLOBEX, data=name.encode()) \
+            .status_code in (201, 204)
+    target = f"/copy-{secrets.token_hex(4)}"
+    reply = dav(server, "COPY", "/team/", GLOBEX, destination=target)
+    assert reply.status_code == 409 and says(reply, "'A.txt' and 'a.txt'"), reply.text
+    assert dav(server, "PROPFIND", target, GLOBEX, headers={"Depth": "0"}).status_code == 404

@@ -262,11 +262,12 @@ class TenantFileSystem(AbstractFileSystem):
         return src, dst
 
     def _names_fit(self, src: _Side, dst: _Side) -> bool:
-        """The source's names fit the destination's store without a look at them."""
-        if src.entry is dst.entry:
-            return True
-        return (fit.rules_hold(src.entry.capabilities, dst.entry.capabilities)
-                and not self.table.has_mount_below(src.vpath))
+        """The source's names fit the destination's store without a look at them:
+        they are stored under its rules already (other mounts below the source may not)."""
+        if self.table.has_mount_below(src.vpath):
+            return False
+        return src.entry is dst.entry or fit.rules_hold(src.entry.capabilities,
+                                                        dst.entry.capabilities)
 
     def _check_not_into_itself(self, src: _Side, dst: _Side) -> None:
         if src.entry is dst.entry:
