@@ -27,6 +27,7 @@ from mosaic.vfs.errors import (
     FileTooLargeError,
     InvalidPathError,
     MountUnavailableError,
+    NameCollisionError,
 )
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ STATUS_BY_ERROR: tuple[tuple[type[BaseException], int], ...] = (
     (MountUnavailableError, HTTP_SERVICE_UNAVAILABLE),
     (InvalidPathError, HTTP_BAD_REQUEST),
     (DirectoryNotEmptyError, HTTP_CONFLICT),
+    (NameCollisionError, HTTP_CONFLICT),
     (FileTooLargeError, HTTP_REQUEST_ENTITY_TOO_LARGE),
     (PermissionError, HTTP_FORBIDDEN),
     (FileNotFoundError, HTTP_NOT_FOUND),

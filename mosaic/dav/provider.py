@@ -17,7 +17,6 @@ from wsgidav.dav_provider import DAVProvider, _DAVResource
 from mosaic.dav import propfind, ranges
 from mosaic.dav.errors import to_dav_error
 from mosaic.dav.resources import FileResource, make_resource
-from mosaic.vfs import paths
 from mosaic.vfs.mounts import path_from_ref_key
 from mosaic.vfs.tenantfs import TenantFileSystem
 
@@ -106,21 +105,17 @@ class MosaicProvider(DAVProvider):
 
 def _is_case_only_rename_target(fs: TenantFileSystem, path: str,
                                  environ: dict[str, Any]) -> bool:
-    """The destination of a MOVE renaming a member to another case of its own name, on
-    a mount whose names are case-insensitive (SMB): it is the source itself, not a
-    member to overwrite (wsgidav would delete it first, and with it the source).
-    A COPY there is refused as a copy onto itself (RFC 4918 9.8.5)."""
+    """The destination of a MOVE or COPY that the VFS says is the source itself
+    (another case of its name on a case-insensitive mount, ``fs.same_entry``).
+
+    The rule is the VFS's: its ``mv`` renames such a member, its ``copy`` refuses a
+    copy onto itself (403). Only this hook stays here, because the trap is wsgidav's
+    flow: it resolves the destination as a member of its own and would delete it
+    before a MOVE (and the source with it) or refuse it under ``Overwrite: F``."""
     source, method = environ["PATH_INFO"], environ.get("REQUEST_METHOD")
     if method not in ("MOVE", "COPY") or path == source:
         return False
-    if paths.match_key(path.strip("/")) != paths.match_key(source.strip("/")):
-        return False
-    if not fs.mount_of(path.strip("/")).capabilities.case_insensitive_names:
-        return False
-    if method == "COPY":
-        raise DAVError(HTTP_FORBIDDEN, "source and destination are the same file "
-                                       "(names differing only in case are one file here)")
-    return True
+    return fs.same_entry(source.strip("/"), path.strip("/"))
 
 
 def _anonymous_options(start_response: Any) -> list[bytes]:

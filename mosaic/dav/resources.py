@@ -140,6 +140,19 @@ class _Common:
         return True
 
     @translated
+    def handle_move(self, dest_path: str) -> bool:
+        # refused whole before wsgidav deletes an existing destination
+        self.fs.check_transfer(_vpath(self.path), _vpath(dest_path), move=True)
+        return False
+
+    @translated
+    def handle_copy(self, dest_path: str, *, depth_infinity: bool) -> bool:
+        # refused whole before wsgidav copies a tree member by member
+        self.fs.check_transfer(_vpath(self.path), _vpath(dest_path), move=False,
+                               recursive=depth_infinity)
+        return False
+
+    @translated
     def move_recursive(self, dest_path: str) -> None:
         self.fs.mv(_vpath(self.path), _vpath(dest_path))
         self._move_properties(dest_path, with_children=True)

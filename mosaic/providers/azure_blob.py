@@ -34,6 +34,7 @@ modification time a client set.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -58,7 +59,8 @@ from azure.storage.blob._generated.models import (  # the generated download's c
 from pydantic import Field, SecretStr, model_validator
 
 from mosaic.providers.base import BuildContext
-from mosaic.providers.objectstore import CAPABILITIES, ObjectStoreFileSystem
+from mosaic.providers.objectstore import CAPABILITIES as STORE_CAPABILITIES
+from mosaic.providers.objectstore import ObjectStoreFileSystem
 from mosaic.providers.primitives import (
     MTIME_KEY,
     STREAM_CHUNK,
@@ -72,6 +74,9 @@ from mosaic.providers.primitives import (
 from mosaic.providers.transfers import BodyPipe, PartedUpload
 
 __all__ = ["CAPABILITIES", "Options", "build"]
+
+# a set time is listed (blob metadata), but a sub-folder has none
+CAPABILITIES = dataclasses.replace(STORE_CAPABILITIES, listed_mtimes=False)
 
 PAGE_SIZE = 5000  # List Blobs' maximum
 PUT_BLOB_LIMIT = 5000 * 1024 * 1024  # Put Blob's limit; larger blobs go in blocks

@@ -37,11 +37,21 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Capabilities:
+    """What a store can do, read by the VFS (mosaic/vfs/tenantfs.py) and the
+    conformance suite instead of asking which backend it is: ``atomic_rename`` or
+    ``server_side_copy`` make a move inside the mount the provider's ``mv``,
+    ``server_side_copy`` a copy its ``copy``/``cp_file`` (else both stream through
+    the VFS); ``settable_mtime`` False makes a client's time ignored; the naming
+    flags are checked before the provider is asked and before a tree crosses in."""
+
     empty_directories: bool = True
     atomic_rename: bool = True
     server_side_copy: bool = True
     mtime_precision: float = 1e-6  # seconds
     settable_mtime: bool = True
+    #: a listing shows each entry's time as set, folders' too (False: only ``info`` does,
+    #: as in an object store's delimiter listing: no metadata, no time for a sub-folder)
+    listed_mtimes: bool = True
     #: the filesystem has ``space() -> (used, free)``: bytes of the volume it lives on
     volume_space: bool = False
     #: names differing only in case are one file (SMB: case-preserving, case-insensitive)

@@ -11,17 +11,22 @@ Swift provider's.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 
 from mosaic.providers.base import BuildContext
-from mosaic.providers.objectstore import CAPABILITIES, ObjectStoreFileSystem
+from mosaic.providers.objectstore import CAPABILITIES as STORE_CAPABILITIES
+from mosaic.providers.objectstore import ObjectStoreFileSystem
 from mosaic.providers.primitives import ServiceUrl
 from mosaic.providers.swift import SwiftOptions, SwiftStore
 from mosaic.providers.swift_identity import Auth, identity_post, pick_endpoint
 
 __all__ = ["CAPABILITIES", "Options", "build"]
+
+# container listings carry no metadata and no time for a sub-folder
+CAPABILITIES = dataclasses.replace(STORE_CAPABILITIES, listed_mtimes=False)
 
 IDENTITY_URL = "https://identity.api.rackspacecloud.com/v2.0"
 

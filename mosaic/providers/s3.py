@@ -24,6 +24,7 @@ copy is one CopyObject up to 5 GiB (S3's limit for it) and a multipart copy
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import logging
@@ -41,7 +42,8 @@ import s3fs
 from pydantic import Field, SecretStr, model_validator
 
 from mosaic.providers.base import BuildContext
-from mosaic.providers.objectstore import CAPABILITIES, ObjectStoreFileSystem
+from mosaic.providers.objectstore import CAPABILITIES as STORE_CAPABILITIES
+from mosaic.providers.objectstore import ObjectStoreFileSystem
 from mosaic.providers.primitives import (
     STREAM_CHUNK,
     Fault,
@@ -54,6 +56,9 @@ from mosaic.providers.primitives import (
 from mosaic.providers.transfers import BodyPipe, PartedUpload
 
 __all__ = ["CAPABILITIES", "Options", "build"]
+
+# delimiter listings carry no metadata and no time for a sub-folder
+CAPABILITIES = dataclasses.replace(STORE_CAPABILITIES, listed_mtimes=False)
 
 MIB = 1024 * 1024
 #: A multipart upload untouched this long belongs to a killed process.

@@ -32,7 +32,6 @@ from __future__ import annotations
 import errno
 import functools
 import logging
-import re
 import secrets
 import stat
 import threading
@@ -67,6 +66,7 @@ from mosaic.providers.smb_status import (
 from mosaic.providers.smb_streams import Reader, TempWriter
 from mosaic.vfs import paths
 from mosaic.vfs.errors import InvalidPathError, MountUnavailableError
+from mosaic.vfs.names import windows_name_problem
 
 log = logging.getLogger(__name__)
 # smbprotocol logs every request at INFO: at the server's usual level that would be
@@ -103,9 +103,6 @@ STALE_UPLOAD_S = 24 * 3600
 RETRY_AFTER_FAILURE_S = 5.0
 FILE_ATTRIBUTE_DIRECTORY = 0x10
 DIALECTS = {"2.0.2": 0x0202, "2.1": 0x0210, "3.0": 0x0300, "3.0.2": 0x0302, "3.1.1": 0x0311}
-# Windows' naming rules (what an SMB server refuses, or a Windows client cannot open)
-_RESERVED_CHARS = re.compile(r'[<>:"|?*\x01-\x1f]')
-_DEVICE_NAMES = re.compile(r"(?:CON|PRN|AUX|NUL|COM[0-9¹²³]|LPT[0-9¹²³])(?:\..*)?", re.IGNORECASE)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MICROSECOND = timedelta(microseconds=1)
 
@@ -182,17 +179,6 @@ def build(options: Options, context: BuildContext) -> SMBFileSystem:
                                    options.host.lower(), str(options.port),
                                    options.share.lower(), options.path.lower())
     return SMBFileSystem(options, tenant=context.tenant, mount=context.mount, listings=cache)
-
-
-def windows_name_problem(name: str) -> str | None:
-    """Why ``name`` cannot be a file name on an SMB share, or None."""
-    if _RESERVED_CHARS.search(name):
-        return f"name {name!r} contains a character Windows reserves (<>:\"|?* or control)"
-    if name.endswith((".", " ")):
-        return f"name {name!r} ends with a dot or a space (Windows drops them)"
-    if _DEVICE_NAMES.fullmatch(name):
-        return f"name {name!r} is a Windows device name (CON, PRN, AUX, NUL, COMn, LPTn)"
-    return None
 
 
 def _disconnect_all(cache: dict[str, Connection]) -> None:

@@ -42,6 +42,7 @@ than through swiftclient's own path, which needs python-keystoneclient
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import queue
@@ -58,7 +59,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from swiftclient.client import ClientException, Connection
 
 from mosaic.providers.base import BuildContext
-from mosaic.providers.objectstore import CAPABILITIES, ObjectStoreFileSystem
+from mosaic.providers.objectstore import CAPABILITIES as STORE_CAPABILITIES
+from mosaic.providers.objectstore import ObjectStoreFileSystem
 from mosaic.providers.primitives import (
     STREAM_CHUNK,
     Fault,
@@ -78,6 +80,9 @@ from mosaic.providers.swift_segments import (
 from mosaic.providers.transfers import BodyPipe, PartedUpload
 
 __all__ = ["CAPABILITIES", "Options", "build"]
+
+# container listings carry no metadata and no time for a sub-folder
+CAPABILITIES = dataclasses.replace(STORE_CAPABILITIES, listed_mtimes=False)
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024

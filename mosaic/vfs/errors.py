@@ -70,3 +70,21 @@ class QuotaExceededError(OSError):
 
     def __init__(self, path: str, scope: str) -> None:
         super().__init__(errno.EDQUOT, f"Quota of the {scope} exceeded", path)
+
+
+class SameFileError(PermissionError):
+    """A copy onto the source itself: another case of its name where names are
+    case-insensitive (RFC 4918 9.8.5: 403)."""
+
+    def __init__(self, path: str, mount: str) -> None:
+        super().__init__(errno.EPERM, "Source and destination are the same file (names "
+                         f"differing only in case are one file in {mount})", path)
+
+
+class NameCollisionError(OSError):
+    """A tree holds two names that would be one at the destination (``a.txt`` and
+    ``A.txt`` moved to a case-insensitive store): refused before anything is written."""
+
+    def __init__(self, path: str, first: str, second: str, mount: str) -> None:
+        super().__init__(errno.EEXIST, f"{first!r} and {second!r} would be one file in "
+                         f"{mount} (names there are case-insensitive)", path)

@@ -10,19 +10,31 @@ Permissions are enforced here so that every protocol gets them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from fsspec import AbstractFileSystem
 
-from mosaic.vfs import paths
-from mosaic.vfs.errors import AccessDeniedError, ReadOnlyError
+from mosaic.vfs import fit, names, paths
+from mosaic.vfs.errors import AccessDeniedError, InvalidPathError, ReadOnlyError, SameFileError
 from mosaic.vfs.mounts import MountEntry, MountTable
 from mosaic.vfs.permissions import PermissionView
 from mosaic.vfs.quota import Limit, QuotaWriter, check_size
 
 COPY_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class _Side:
+    """One end of a move or copy, resolved."""
+
+    vpath: str
+    entry: MountEntry
+    fs: AbstractFileSystem
+    rel: str
 
 
 def _dir_info(name: str, mtime: float = 0.0) -> dict[str, Any]:
@@ -54,6 +66,8 @@ class TenantFileSystem(AbstractFileSystem):
     def _resolve(self, path: str) -> tuple[str, MountEntry, AbstractFileSystem, str]:
         vpath = paths.normalize(path)
         entry, rel = self.table.resolve(vpath)
+        # the store's naming rules, before it is asked (or found down)
+        fit.check_path(rel, entry.capabilities, "/" + entry.path)
         return vpath, entry, entry.filesystem(self.tenant), rel
 
     def _check_read(self, vpath: str) -> None:
@@ -115,6 +129,7 @@ class TenantFileSystem(AbstractFileSystem):
         vpath = paths.normalize(path)
         self._check_visible(vpath)
         entry, rel = self.table.resolve(vpath)
+        fit.check_path(rel, entry.capabilities, "/" + entry.path)
         if entry.path == vpath and entry.path and entry.fs is None:
             return _dir_info(vpath)  # a broken mount still shows as a folder
         fs = entry.filesystem(self.tenant)
@@ -194,9 +209,14 @@ class TenantFileSystem(AbstractFileSystem):
             entry.usage.forget()  # a tree of unknown size left
 
     def set_mtime(self, path: str, mtime: float) -> None:
+        """Set a file's or folder's time; on a store that cannot keep one
+        (``settable_mtime`` False) the time is ignored, the path still checked."""
         vpath, entry, fs, rel = self._resolve(path)
         self._check_write(vpath, entry)
-        fs.set_mtime(rel, mtime)
+        if entry.capabilities.settable_mtime:
+            fs.set_mtime(rel, mtime)
+        else:
+            fs.info(rel)  # a missing path is still a FileNotFoundError
 
     def touch(self, path: str, truncate: bool = True, **kwargs: Any) -> None:
         vpath, entry, fs, rel = self._resolve(path)
@@ -205,35 +225,100 @@ class TenantFileSystem(AbstractFileSystem):
 
     # -- move and copy -------------------------------------------------------------
 
+    def same_entry(self, path1: str, path2: str) -> bool:
+        """Two spellings of one file or folder: another case of its name in a mount
+        whose names are case-insensitive (``report.txt`` and ``Report.txt`` on SMB)."""
+        entry1, rel1 = self.table.resolve(paths.normalize(path1))
+        entry2, rel2 = self.table.resolve(paths.normalize(path2))
+        return (entry1 is entry2 and entry1.capabilities.case_insensitive_names
+                and names.case_key(rel1) == names.case_key(rel2))
+
+    def check_transfer(self, path1: str, path2: str, *, move: bool,
+                       recursive: bool = True) -> None:
+        """Refuse a move or copy of ``path1`` to ``path2`` that cannot be done whole:
+        rights, mount points, a copy onto itself, a folder into itself, and names the
+        destination's store cannot hold (a reserved name anywhere in the tree, two
+        names that would be one there). Nothing is written; an existing destination
+        is not looked at (WebDAV deletes it first)."""
+        self._transfer_plan(path1, path2, move, recursive)
+
+    def _transfer_plan(self, path1: str, path2: str, move: bool,
+                       recursive: bool = True) -> tuple[_Side, _Side]:
+        src, dst = _Side(*self._resolve(path1)), _Side(*self._resolve(path2))
+        if move:
+            self._check_not_virtual(src.vpath)
+            self._check_write(src.vpath, src.entry, recursive=True)
+        elif self.permissions.weakest_below(src.vpath) == "none":
+            raise AccessDeniedError("/" + src.vpath)
+        self._check_writable_target(dst.vpath, dst.entry)
+        if self.same_entry(src.vpath, dst.vpath):
+            if not move:
+                raise SameFileError("/" + dst.vpath, "/" + dst.entry.path)
+            return src, dst  # a case-only rename: the store's own
+        self._check_not_into_itself(src, dst)
+        if recursive and not self._names_fit(src, dst):
+            fit.check_tree(functools.partial(self._walk, src.vpath), dst.entry.capabilities,
+                           "/" + dst.entry.path)
+        return src, dst
+
+    def _names_fit(self, src: _Side, dst: _Side) -> bool:
+        """The source's names fit the destination's store without a look at them:
+        they are stored under its rules already (other mounts below the source may not)."""
+        if self.table.has_mount_below(src.vpath):
+            return False
+        return src.entry is dst.entry or fit.rules_hold(src.entry.capabilities,
+                                                        dst.entry.capabilities)
+
+    def _check_not_into_itself(self, src: _Side, dst: _Side) -> None:
+        if src.entry is dst.entry:
+            key = names.case_key if src.entry.capabilities.case_insensitive_names else str
+            inner, outer = key(dst.rel), key(src.rel)
+        else:  # another mount below the source
+            inner, outer = paths.match_key(dst.vpath), paths.match_key(src.vpath)
+        if inner != outer and paths.is_within(inner, outer):
+            raise InvalidPathError("a directory cannot be moved or copied into itself")
+
+    def _walk(self, top: str) -> Iterator[tuple[str, list[str]]]:
+        """(folder, member names) of every folder from ``top`` down (a file: nothing)."""
+        if not self.isdir(top):
+            return
+        pending = [top]
+        while pending:
+            folder = pending.pop()
+            listed = self.ls(folder, detail=True)
+            yield folder, [paths.basename(item["name"]) for item in listed]
+            pending += [item["name"] for item in listed if item["type"] == "directory"]
+
     def mv(self, path1: str, path2: str, recursive: bool = True, maxdepth: int | None = None,
            **kwargs: Any) -> None:
-        src, src_entry, src_fs, src_rel = self._resolve(path1)
-        dst, dst_entry, _dst_fs, dst_rel = self._resolve(path2)
-        self._check_not_virtual(src)
-        self._check_write(src, src_entry, recursive=True)
-        self._check_writable_target(dst, dst_entry)
-        if src_entry is dst_entry:
-            src_fs.mv(src_rel, dst_rel)
+        """Natively within a mount whose store can rename (``atomic_rename``) or copy on
+        its side (``server_side_copy``: it copies and deletes there); else streamed
+        through here, then the source removed."""
+        src, dst = self._transfer_plan(path1, path2, move=True)
+        caps = src.entry.capabilities
+        native = caps.atomic_rename or caps.server_side_copy
+        # a case-only rename is always the store's: a copy onto itself would lose it
+        if src.entry is dst.entry and (native or self.same_entry(src.vpath, dst.vpath)):
+            src.fs.mv(src.rel, dst.rel)
             return
-        self._copy_whole(src, dst)
-        src_fs.rm(src_rel, recursive=True)
-        if src_entry.usage is not None:
-            src_entry.usage.forget()
+        self._copy_whole(src.vpath, dst.vpath)
+        src.fs.rm(src.rel, recursive=True)
+        if src.entry.usage is not None:
+            src.entry.usage.forget()
 
     def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
         self.copy(path1, path2, recursive=False)
 
     def copy(self, path1: str, path2: str, recursive: bool = True, **kwargs: Any) -> None:
-        src, src_entry, src_fs, src_rel = self._resolve(path1)
-        dst, dst_entry, _dst_fs, dst_rel = self._resolve(path2)
-        if self.permissions.weakest_below(src) == "none":
-            raise AccessDeniedError("/" + src)
-        self._check_writable_target(dst, dst_entry)
-        is_dir = self.isdir(src)
-        if src_entry is dst_entry and not self.table.has_mount_below(src):
-            self._native_copy(dst, dst_entry, src_fs, src_rel, dst_rel, is_dir, recursive)
+        """Natively within a mount whose store copies on its side
+        (``server_side_copy``); else streamed through here."""
+        src, dst = self._transfer_plan(path1, path2, move=False, recursive=recursive)
+        is_dir = self.isdir(src.vpath)
+        native = src.entry is dst.entry and src.entry.capabilities.server_side_copy
+        if native and not self.table.has_mount_below(src.vpath):
+            self._native_copy(dst.vpath, dst.entry, src.fs, src.rel, dst.rel, is_dir, recursive)
             return
-        self._copy_whole(src, dst, recursive=recursive)
+        self._copy_whole(src.vpath, dst.vpath, recursive=recursive)
 
     def _native_copy(self, dst: str, entry: MountEntry, fs: AbstractFileSystem, src_rel: str,
                      dst_rel: str, is_dir: bool, recursive: bool) -> None:

@@ -14,10 +14,12 @@ from typing import Any
 
 from fsspec import AbstractFileSystem
 
-from mosaic import providers
 from mosaic.config.schema import Config
 from mosaic.providers.base import Capabilities
+from mosaic.providers.memory import MemoryFileSystem
+from mosaic.vfs.mounts import MountEntry, MountTable
 from mosaic.vfs.permissions import PermissionView
+from mosaic.vfs.quota import Usage
 from mosaic.vfs.storage import StorageRegistry
 from mosaic.vfs.tenantfs import TenantFileSystem
 from tests.conformance.targets import Target
@@ -81,13 +83,19 @@ def _local(tmp: Path, name: str) -> dict[str, Any]:
     return {"type": "local", "root": str(tmp / name)}
 
 
+def _composed(fs: TenantFileSystem, mount: str = "") -> Target:
+    """The suite inside ``mount`` of ``fs``, with the capabilities the VFS reads there."""
+    capabilities = fs.mount_of(mount).capabilities
+    return Target(Subtree(fs, mount) if mount else fs, capabilities)  # type: ignore[arg-type]
+
+
 def root_only(tmp: Path) -> Target:
-    return Target(_tenant_fs(tmp, _local(tmp, "root"), {}), Capabilities())
+    return _composed(_tenant_fs(tmp, _local(tmp, "root"), {}))
 
 
 def in_a_mount(tmp: Path) -> Target:
-    fs = _tenant_fs(tmp, {"type": "memory"}, {"/data": _local(tmp, "mounted")})
-    return Target(Subtree(fs, "data"), Capabilities())  # type: ignore[arg-type]
+    return _composed(_tenant_fs(tmp, {"type": "memory"}, {"/data": _local(tmp, "mounted")}),
+                     "data")
 
 
 def in_a_nested_mount(tmp: Path) -> Target:
@@ -95,42 +103,76 @@ def in_a_nested_mount(tmp: Path) -> Target:
         "/a": {"type": "memory"},
         "/a/b/c": _local(tmp, "nested"),
     })
-    return Target(Subtree(fs, "a/b/c"), Capabilities())  # type: ignore[arg-type]
+    return _composed(fs, "a/b/c")
 
 
 def in_an_s3_mount(tmp: Path) -> Target:
     """A local tenant root with /s3 on a fresh bucket of the test moto server."""
-    fs = _tenant_fs(tmp, _local(tmp, "root"), {"/s3": moto.provider(moto.fresh_bucket())})
-    return Target(Subtree(fs, "s3"), providers.load("s3").CAPABILITIES,  # type: ignore[arg-type]
-                  listed_mtimes=False)
+    return _composed(_tenant_fs(tmp, _local(tmp, "root"),
+                                {"/s3": moto.provider(moto.fresh_bucket())}), "s3")
 
 
 def in_a_gcs_mount(tmp: Path) -> Target:
     """A local tenant root with /gcs on a fresh bucket of the test fake-gcs-server."""
-    fs = _tenant_fs(tmp, _local(tmp, "root"), {"/gcs": fakegcs.provider(fakegcs.fresh_bucket())})
-    return Target(Subtree(fs, "gcs"), providers.load("gcs").CAPABILITIES)  # type: ignore[arg-type]
+    return _composed(_tenant_fs(tmp, _local(tmp, "root"),
+                                {"/gcs": fakegcs.provider(fakegcs.fresh_bucket())}), "gcs")
 
 
 def in_a_swift_mount(tmp: Path) -> Target:
     """A local tenant root with /swift on a fresh container of the test Swift."""
-    fs = _tenant_fs(tmp, _local(tmp, "root"), {"/swift": swift.provider(swift.fresh_container())})
-    return Target(Subtree(fs, "swift"),  # type: ignore[arg-type]
-                  providers.load("swift").CAPABILITIES, listed_mtimes=False)
+    return _composed(_tenant_fs(tmp, _local(tmp, "root"),
+                                {"/swift": swift.provider(swift.fresh_container())}), "swift")
 
 
 def in_an_azure_mount(tmp: Path) -> Target:
     """A local tenant root with /azure on a fresh container of the test Azurite."""
-    fs = _tenant_fs(tmp, _local(tmp, "root"),
-                    {"/azure": azurite.provider(azurite.fresh_container())})
-    return Target(Subtree(fs, "azure"),  # type: ignore[arg-type]
-                  providers.load("azure_blob").CAPABILITIES, listed_mtimes=False)
+    return _composed(_tenant_fs(tmp, _local(tmp, "root"),
+                                {"/azure": azurite.provider(azurite.fresh_container())}), "azure")
 
 
 def in_an_smb_mount(tmp: Path) -> Target:
     """A local tenant root with /smb on a fresh folder of the test smbd's share."""
     spec = samba.provider("conformance", path=samba.fresh_folder())
-    fs = _tenant_fs(tmp, _local(tmp, "root"), {"/smb": spec})
-    return Target(Subtree(fs, "smb"), providers.load("smb").CAPABILITIES)  # type: ignore[arg-type]
+    return _composed(_tenant_fs(tmp, _local(tmp, "root"), {"/smb": spec}), "smb")
+
+
+class PlainStore(MemoryFileSystem):
+    """A store with none of the optional operations (as FTP or a plain WebDAV server
+    would be): no rename, no copy on its side, no settable time. It declares so, and
+    the VFS must stream moves and copies and ignore a client's time instead of asking."""
+
+    def mv(self, path1: str, path2: str, **kwargs: Any) -> None:
+        raise NotImplementedError("this store cannot rename")
+
+    def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
+        raise NotImplementedError("this store cannot copy on its side")
+
+    def copy(self, path1: str, path2: str, recursive: bool = True, **kwargs: Any) -> None:
+        raise NotImplementedError("this store cannot copy on its side")
+
+    def set_mtime(self, path: str, mtime: float) -> None:
+        raise NotImplementedError("this store keeps its own times")
+
+
+PLAIN = Capabilities(atomic_rename=False, server_side_copy=False, settable_mtime=False)
+#: Windows' rules on a store that would take any name: the VFS alone enforces them
+WINDOWS_RULES = Capabilities(reserved_names=True)
+
+
+def _declared(fs: AbstractFileSystem, capabilities: Capabilities) -> Target:
+    """A tenant whose root is ``fs``, declared with ``capabilities``."""
+    entry = MountEntry("", False, capabilities, fs, usage=Usage(fs, 60.0))
+    table = MountTable("t", [entry])
+    return Target(TenantFileSystem(table, PermissionView({}, "tester", (), "write")),
+                  capabilities)
+
+
+def on_a_plain_store(tmp: Path) -> Target:
+    return _declared(PlainStore(), PLAIN)
+
+
+def under_windows_rules(tmp: Path) -> Target:
+    return _declared(MemoryFileSystem(), WINDOWS_RULES)
 
 
 COMPOSITIONS: dict[str, Callable[[Path], Target]] = {
@@ -142,4 +184,6 @@ COMPOSITIONS: dict[str, Callable[[Path], Target]] = {
     "tenant-in-a-swift-mount": in_a_swift_mount,
     "tenant-in-an-azure-mount": in_an_azure_mount,
     "tenant-in-an-smb-mount": in_an_smb_mount,
+    "tenant-on-a-plain-store": on_a_plain_store,
+    "tenant-under-windows-rules": under_windows_rules,
 }

@@ -1,9 +1,11 @@
 """Filesystems the conformance suite runs against.
 
 A target factory receives a fresh temporary directory and returns a
-:class:`Target`. Every target speaks the provider contract of
-:mod:`mosaic.providers.base`: relative paths, "" is the root. Add a target
-(e.g. a tenant filesystem composing mounts) with one entry in ``TARGETS``.
+:class:`Target`: the filesystem and the Capabilities its provider declares (the
+suite reads those flags; it keeps no per-backend flags of its own). Every target
+speaks the provider contract of :mod:`mosaic.providers.base`: relative paths, ""
+is the root. Add a target (e.g. a tenant filesystem composing mounts) with one
+entry in ``TARGETS``.
 """
 
 from __future__ import annotations
@@ -24,9 +26,6 @@ class Target:
     fs: AbstractFileSystem
     capabilities: Capabilities
     cleanup: Callable[[], None] | None = None
-    #: listings show the mtime a client set, and folders' mtimes (not S3's: its
-    #: delimiter listings carry no metadata and no time for a sub-folder)
-    listed_mtimes: bool = True
 
 
 def _context(tmp: Path) -> BuildContext:
@@ -49,7 +48,7 @@ def s3_target(tmp: Path) -> Target:
     module = providers.load("s3")
     spec = moto.provider(moto.fresh_bucket(), prefix="tenant/root")
     options = module.Options.model_validate({k: v for k, v in spec.items() if k != "type"})
-    return Target(module.build(options, _context(tmp)), module.CAPABILITIES, listed_mtimes=False)
+    return Target(module.build(options, _context(tmp)), module.CAPABILITIES)
 
 
 def gcs_target(tmp: Path) -> Target:
@@ -65,7 +64,7 @@ def swift_target(tmp: Path) -> Target:
     module = providers.load("swift")
     spec = swift.provider(swift.fresh_container(), prefix="tenant/root")
     options = module.Options.model_validate({k: v for k, v in spec.items() if k != "type"})
-    return Target(module.build(options, _context(tmp)), module.CAPABILITIES, listed_mtimes=False)
+    return Target(module.build(options, _context(tmp)), module.CAPABILITIES)
 
 
 def swift_keystone_target(tmp: Path) -> Target:
@@ -73,7 +72,7 @@ def swift_keystone_target(tmp: Path) -> Target:
     module = providers.load("swift")
     spec = swift.keystone_provider(swift.fresh_container(), prefix="tenant/root")
     options = module.Options.model_validate({k: v for k, v in spec.items() if k != "type"})
-    return Target(module.build(options, _context(tmp)), module.CAPABILITIES, listed_mtimes=False)
+    return Target(module.build(options, _context(tmp)), module.CAPABILITIES)
 
 
 def azure_target(tmp: Path) -> Target:
@@ -81,9 +80,7 @@ def azure_target(tmp: Path) -> Target:
     module = providers.load("azure_blob")
     spec = azurite.provider(azurite.fresh_container(), prefix="tenant/root")
     options = module.Options.model_validate({k: v for k, v in spec.items() if k != "type"})
-    # listings carry metadata (a file's set mtime is listed, tests/test_azure.py), but a
-    # sub-folder in a delimiter listing has no time, as on S3
-    return Target(module.build(options, _context(tmp)), module.CAPABILITIES, listed_mtimes=False)
+    return Target(module.build(options, _context(tmp)), module.CAPABILITIES)
 
 
 def smb_target(tmp: Path) -> Target:

@@ -395,10 +395,17 @@ def test_set_mtime_reads_back(target: Target, mtime: float) -> None:
     fs = target.fs
     write(fs, "f", b"f")
     fs.mkdir("d")
+    if not target.capabilities.settable_mtime:  # ignored cleanly, never an error
+        kept = {path: fs.info(path)["mtime"] for path in ("f", "d")}
+        for path in ("f", "d"):
+            fs.set_mtime(path, mtime)
+        assert {path: fs.info(path)["mtime"] for path in ("f", "d")} == kept
+        raises_exactly(FileNotFoundError, fs.set_mtime, "missing", mtime)
+        return
     for path in ("f", "d"):
         fs.set_mtime(path, mtime)
         assert abs(fs.info(path)["mtime"] - mtime) <= target.capabilities.mtime_precision
-    if target.listed_mtimes:
+    if target.capabilities.listed_mtimes:
         assert {e["mtime"] for e in fs.ls("")} == {fs.info("f")["mtime"]}
 
 
@@ -462,6 +469,22 @@ def test_names_differing_only_in_case(target: Target) -> None:
     else:
         assert names(fs) == {"report.txt", "Report.TXT"}
         assert read(fs, "report.txt") == b"lower"
+
+
+@pytest.mark.parametrize("kind", ["file", "folder"])
+def test_case_only_rename(fs: Any, kind: str) -> None:
+    """Explorer's rename of report.txt to Report.txt: one entry with the new spelling
+    and the content kept, whether names are case-insensitive (the same file
+    renamed) or not (a rename to another name)."""
+    inner = "" if kind == "file" else "/inner"
+    if kind == "folder":
+        fs.mkdir("report.txt")
+    write(fs, "report.txt" + inner, b"kept")
+    fs.mv("report.txt", "Report.txt")
+    assert names(fs) == {"Report.txt"}
+    fs.mv("Report.txt", "REPORT.TXT")
+    assert names(fs) == {"REPORT.TXT"}
+    assert read(fs, "REPORT.TXT" + inner) == b"kept"
 
 
 def test_builds_share_nothing(request: pytest.FixtureRequest, target: Target,
