@@ -524,6 +524,7 @@ class SMBFileSystem(ProviderFileSystem):
         if not parts:
             raise InvalidPathError("the root cannot be removed")
         with self._changing(parts):
+            self._changes.unwatch(parts)  # a watched folder would go only once unwatched
             smbclient.rmdir(self._unc(parts), **self._call)
 
     def rm_file(self, path: str) -> None:
@@ -544,6 +545,7 @@ class SMBFileSystem(ProviderFileSystem):
                 with self._changing(child):
                     smbclient.remove(self._unc(child), **self._call)
         with self._changing(parts):
+            self._changes.unwatch(parts)  # a watched folder would go only once unwatched
             smbclient.rmdir(self._unc(parts), **self._call)
 
     # -- moving and copying ---------------------------------------------------------------

@@ -203,6 +203,17 @@ class ChangeWatcher:
             self._start(parts, unc)
         yield
 
+    def unwatch(self, parts: Parts) -> None:
+        """Close the watches of a folder and of those below it, before it is removed:
+        a folder open anywhere is only marked for deletion until the last handle
+        closes (and would stay listed until then)."""
+        folder = _folded(parts)
+        with self._lock:
+            ending = [key for key in self._watches if key[:len(folder)] == folder]
+            watches = [self._watches.pop(key) for key in ending]
+        for watch in watches:
+            watch.close()
+
     def stop(self) -> None:
         """End the thread and close every handle (the filesystem is dropped)."""
         with self._lock:
