@@ -234,3 +234,23 @@ def test_watches_end_with_the_connection_and_return_with_the_file_server(
         outside(smbd, f"cd {folder}; mkdir after-restart")
         assert seconds_until(lambda: "after-restart" in listing(live, "/watched/")) < SOON_S
         assert open_on_server(smbd, folder) == {folder}
+
+
+def test_watched_folders_move_and_go_as_if_unwatched(smbd: samba.SambaServer,
+                                                     tmp_path: Path) -> None:
+    """Samba refuses to rename a folder its own session holds open below, and keeps
+    a removed folder that is still open (delete pending): Mosaic lets go first."""
+    folder = fresh_folder(smbd)
+    with serving(tmp_path, {"/watched": {"provider": provider(smbd, folder)}}) as (live, _):
+        def dav(method: str, path: str, **headers: str) -> int:
+            return requests.request(method, live.url + path, auth=LOGIN, headers=headers,
+                                    timeout=30).status_code
+
+        for path in ("/watched/a", "/watched/a/b", "/watched/gone", "/watched/gone/below"):
+            assert dav("MKCOL", path) == 201
+            assert listing(live, path + "/") == {}  # watched from here
+        assert open_on_server(smbd, folder) >= {f"{folder}/a/b", f"{folder}/gone/below"}
+        assert dav("MOVE", "/watched/a", Destination=live.url + "/watched/moved") == 201
+        assert dav("DELETE", "/watched/gone") == 204
+        assert listing(live, "/watched/") == {"moved": None}
+        assert listing(live, "/watched/moved/") == {"b": None}

@@ -555,6 +555,7 @@ class SMBFileSystem(ProviderFileSystem):
         """A rename on the server; an existing file at ``path2`` is replaced."""
         src, dst = self._check_transfer(path1, path2)
         self.info(path1)  # a missing source names the source, not the target
+        self._changes.unwatch(src)  # the server refuses to rename a folder open below
         self._replace(src, dst)
 
     def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
