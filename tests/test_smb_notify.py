@@ -27,8 +27,10 @@ import pytest
 import requests
 import yaml
 
+from mosaic import providers
 from mosaic.config.holder import ConfigHolder
 from mosaic.config.loader import load_config
+from mosaic.providers.base import BuildContext
 from mosaic.server import make_server
 from tests.support import samba, tenants
 from tests.support.live import Live
@@ -254,3 +256,28 @@ def test_watched_folders_move_and_go_as_if_unwatched(smbd: samba.SambaServer,
         assert dav("DELETE", "/watched/gone") == 204
         assert listing(live, "/watched/") == {"moved": None}
         assert listing(live, "/watched/moved/") == {"b": None}
+
+
+def test_watches_let_go_leave_nothing_behind_on_the_connection(
+        smbd: samba.SambaServer, tmp_path: Path) -> None:
+    """smbprotocol keeps every request until its answer is taken: a watch closed
+    (evicted, removed) must take its request's last answer, or a mount browsing many
+    folders grows without end."""
+    folder = fresh_folder(smbd)
+    module = providers.load("smb")
+    spec = provider(smbd, folder, change_notify_folders=2)
+    options = module.Options.model_validate({k: v for k, v in spec.items() if k != "type"})
+    fs = module.build(options, BuildContext("acme", "/watched", tmp_path))
+    try:
+        for index in range(10):
+            fs.mkdir(f"d{index}")
+            assert fs.ls(f"d{index}") == []
+        (connection,) = fs._cache.values()
+        # the 2 watches listed last are outstanding; 8 evicted ones were taken
+        assert seconds_until(lambda: len(connection.outstanding_requests) == 2, 5) < 5
+        for index in range(10):
+            fs.rmdir(f"d{index}")
+        assert seconds_until(lambda: len(connection.outstanding_requests) == 0, 5) < 5
+        assert open_on_server(smbd, folder) == set()
+    finally:
+        fs.close()

@@ -58,6 +58,8 @@ CHANGES = (CompletionFilter.FILE_NOTIFY_CHANGE_FILE_NAME
 NOTIFY_BUFFER = 16 * 1024
 #: how often the thread looks for idle watches and a dead connection without an answer
 TICK_S = 1.0
+#: how long a closed watch's request may take to be answered
+CLEANUP_WAIT_S = 2.0
 
 
 class WatchEnded(Exception):
@@ -140,8 +142,27 @@ class _Watch:
         return _names(answer["data"].get_value())
 
     def close(self) -> None:
+        request, self._request = self._request, None
         with suppress(Exception):  # a lost connection: nothing left to close
             self._handle.close()
+        if request is not None:
+            self._collect(request)
+
+    def _collect(self, request: Request) -> None:
+        """Take the final answer the server sends a closed handle's request
+        (STATUS_NOTIFY_CLEANUP): smbprotocol keeps every request until it is taken,
+        and forgetting it before that answer came would kill its receiver thread."""
+        deadline = time.monotonic() + CLEANUP_WAIT_S
+        while _receiver_alive(self._connection) and time.monotonic() < deadline:
+            with request.response_event_lock:
+                response = request.response
+                final = (response is not None
+                         and response["status"].get_value() != NtStatus.STATUS_PENDING)
+            if final:
+                with suppress(SMBException):
+                    self._connection.receive(request)
+                return
+            time.sleep(0.01)
 
 
 def _names(data: bytes) -> list[str] | None:
@@ -215,13 +236,12 @@ class ChangeWatcher:
             watch.close()
 
     def stop(self) -> None:
-        """End the thread and close every handle (the filesystem is dropped)."""
+        """Have the thread close every handle and end (the filesystem is dropped)."""
         with self._lock:
             self._stopped = True
-            thread = self._thread
+        # no join: a finalizer may run this on smbprotocol's receiver thread, which the
+        # closing watches wait for; the thread ends as soon as they are closed
         self._wakeup.set()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
 
     # -- watches ----------------------------------------------------------------------
 
