@@ -11,6 +11,7 @@ and with the connection (smbd restarted), after which the mount watches again.
 from __future__ import annotations
 
 import gc
+import logging
 import re
 import secrets
 import shutil
@@ -281,3 +282,31 @@ def test_watches_let_go_leave_nothing_behind_on_the_connection(
         assert open_on_server(smbd, folder) == set()
     finally:
         fs.close()
+
+
+def test_a_server_without_notifications_keeps_the_listing_cache_lifetime(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Samba with ``change notify = no`` refuses every CHANGE_NOTIFY at once: the
+    mount stops asking (one log line) and its listings live their lifetime, instead
+    of each refused watch dropping the listing it was meant to keep fresh."""
+    smbd = samba.SambaServer()
+    smbd.conf.write_text(smbd.conf.read_text().replace("[global]\n",
+                                                       "[global]\nchange notify = no\n", 1))
+    smbd.start()
+    try:
+        folder = fresh_folder(smbd)
+        spec = provider(smbd, folder, listing_cache_seconds=3)
+        with caplog.at_level(logging.INFO), \
+                serving(tmp_path, {"/watched": {"provider": spec}}) as (live, _):
+            assert listing(live, "/watched/") == {}
+            time.sleep(0.5)  # the refusal has come
+            outside(smbd, f"cd {folder}; mkdir made-outside")
+            started = time.monotonic()
+            while time.monotonic() - started < 1.2:
+                assert listing(live, "/watched/") == {}  # cached, not rescanned
+                time.sleep(0.1)
+            assert seconds_until(lambda: "made-outside" in listing(live, "/watched/")) < 3
+            assert not [t for t in smb_threads(smbd) if "notify" in t]
+        assert caplog.text.count("does not send change notifications") == 1
+    finally:
+        smbd.remove()

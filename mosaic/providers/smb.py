@@ -245,7 +245,8 @@ class SMBFileSystem(ProviderFileSystem):
             "require_signing": options.require_signing, "auth_protocol": "ntlm",
         }
         self._changes = ChangeWatcher(self._call, self._listings, options.change_notify_folders,
-                                      options.change_notify_idle_s, f"{tenant} {mount}")
+                                      options.change_notify_idle_s,
+                                      f"tenant {tenant}: mount {mount} (smb)")
         # its thread must not outlive a config reload either
         self._stop_watching = weakref.finalize(self, self._changes.stop)
 

@@ -39,7 +39,7 @@ from smbprotocol.change_notify import (
     SMB2ChangeNotifyResponse,
 )
 from smbprotocol.connection import Connection, Request
-from smbprotocol.exceptions import NotifyEnumDir, SMBException
+from smbprotocol.exceptions import NotifyEnumDir, SMBException, SMBResponseException
 from smbprotocol.header import NtStatus
 
 from mosaic.providers.listcache import ListingCache
@@ -62,8 +62,18 @@ TICK_S = 1.0
 CLEANUP_WAIT_S = 2.0
 
 
+#: answers of a server that does not do change notifications (Samba's
+#: ``change notify = no`` answers NOT_IMPLEMENTED)
+REFUSALS = frozenset({0xC0000002, 0xC00000BB, 0xC0000010})  # NOT_IMPLEMENTED,
+# NOT_SUPPORTED, INVALID_DEVICE_REQUEST
+
+
 class WatchEnded(Exception):
     """The watch cannot go on (its handle or connection is gone)."""
+
+
+class NotificationsRefused(WatchEnded):
+    """The server does not do change notifications at all."""
 
 
 class _Relay(threading.Event):
@@ -137,7 +147,11 @@ class _Watch:
             answer = self._connection.receive(request)  # also forgets the request
         except NotifyEnumDir:
             return None
-        except SMBException as exc:  # the handle closed, the folder deleted, refused
+        except SMBResponseException as exc:  # the handle closed, the folder deleted
+            if exc.status in REFUSALS:
+                raise NotificationsRefused from exc
+            raise WatchEnded from exc
+        except SMBException as exc:
             raise WatchEnded from exc
         return _names(answer["data"].get_value())
 
@@ -305,9 +319,21 @@ class ChangeWatcher:
                 watch.arm()
             elif time.monotonic() - watch.listed_at > self._idle_s:
                 self._end(watch, forget=False)
+        except NotificationsRefused:
+            self._give_up(watch)
         except (WatchEnded, SMBException, OSError) as exc:
             log.debug("%s: watch of %r ended: %s", self._label, "/".join(watch.parts), exc)
             self._end(watch, forget=True)
+
+    def _give_up(self, watch: _Watch) -> None:
+        """No more watches on this filesystem: asking again on every listing would
+        cost messages and, each watch ending, the cache itself."""
+        with self._lock:
+            first, self._limit = self._limit > 0, 0
+        if first:
+            log.info("%s: the file server does not send change notifications: changes "
+                     "made there by others show after listing_cache_seconds", self._label)
+        self._end(watch, forget=False)
 
     def _end(self, watch: _Watch, forget: bool) -> None:
         with self._lock:
