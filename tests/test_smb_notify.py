@@ -89,9 +89,11 @@ def open_on_server(smbd: samba.SambaServer, folder: str) -> set[str]:
 
 
 def smb_threads(smbd: samba.SambaServer) -> list[str]:
-    """This module's SMB threads: connection receivers to its smbd, watchers."""
+    """This module's SMB threads: connection receivers to its smbd, the watchers of
+    its mounts (all at /watched; other modules' mounts may watch meanwhile)."""
     return sorted(t.name for t in threading.enumerate()
-                  if t.name.endswith(f":{smbd.port}") or t.name.startswith("mosaic-smb-notify"))
+                  if t.name.endswith(f":{smbd.port}")
+                  or (t.name.startswith("mosaic-smb-notify") and "mount /watched " in t.name))
 
 
 @contextmanager
