@@ -6,7 +6,8 @@ it (:func:`read_count`) from its own process without asking the server
 anything. Every object-store SDK sends through aiohttp (s3fs, adlfs, gcsfs)
 or urllib3 (boto3, and python-swiftclient and the sync Azure and Google SDKs
 through requests), so patching those two counts every backend call,
-paginated listings page by page, whatever the store. With ``workers: 1``
+paginated listings page by page, whatever the store; SMB messages are counted
+where smbprotocol hands them to its socket. With ``workers: 1``
 Mosaic serves in this very process. The benchmark counts the libraries'
 own requests in its own process the same way.
 """
@@ -69,6 +70,22 @@ def install(counter: Counter) -> None:
 
     aiohttp.ClientSession._request = counted_async  # type: ignore[method-assign]
     pool.urlopen = counted  # type: ignore[method-assign]
+    _count_smb(counter)
+
+
+def _count_smb(counter: Counter) -> None:
+    """Every SMB message (or compound of them) sent: one round trip each."""
+    try:
+        from smbprotocol.transport import Tcp
+    except ImportError:  # no smb extra installed: nothing to count
+        return
+    send = Tcp.send
+
+    def counted(self: Any, header: Any) -> None:
+        counter.bump()
+        send(self, header)
+
+    Tcp.send = counted  # type: ignore[method-assign]
 
 
 def main(argv: list[str]) -> int:

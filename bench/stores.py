@@ -373,5 +373,109 @@ class Swift(Store):
                 raise
 
 
+# --- SMB on Samba ---------------------------------------------------------------
+
+class SMB(Store):
+    """A private smbd (tests/support/samba.py), share ``conformance``, one fresh folder
+    as the "bucket"; smbprotocol's smbclient is the library, with its own connection
+    cache and the same 4 MiB requests as Mosaic's default ``io_block_size`` (its 64 KiB
+    default would measure the block size, not the library)."""
+
+    name = "smb"
+    mount = "/smb"
+    needs = ("smbclient", "tests.support.samba", "mosaic.providers.smb")
+    share = "conformance"
+    block = 4 * MIB
+
+    def start(self, stack: ExitStack) -> None:
+        import smbclient
+
+        from tests.support import samba
+
+        self.server = samba.SambaServer().start()
+        stack.callback(self.server.remove)
+        self.bucket = f"bench-{os.urandom(4).hex()}"
+        self.root = self.server.share_dir(self.share) / self.bucket
+        self._mkdir(self.root)
+        self.cache: dict[str, Any] = {}  # never smbclient's global pool
+        self.call = {"username": samba.ACME.user, "password": samba.ACME.password,
+                     "port": self.server.port, "connection_cache": self.cache,
+                     "auth_protocol": "ntlm"}
+        # signed in before anything is timed: a cold listing is an enumeration only
+        smbclient.register_session("127.0.0.1", **self.call)
+        stack.callback(lambda: smbclient.reset_connection_cache(connection_cache=self.cache))
+
+    def _mkdir(self, path: Any) -> None:
+        import shutil
+
+        from tests.support import samba
+
+        path.mkdir(parents=True, exist_ok=True)
+        shutil.chown(path, user=samba.ACME.user)
+
+    def _unc(self, key: str) -> str:
+        parts = (self.share, self.bucket, *key.strip("/").split("/"))
+        return "\\\\127.0.0.1\\" + "\\".join(parts)
+
+    def provider(self) -> dict[str, Any]:
+        from tests.support import samba
+
+        return {**samba.provider(self.share, samba.ACME, path=self.bucket),
+                "port": self.server.port}
+
+    def rclone_remote(self) -> str:
+        import subprocess
+
+        from tests.support import samba
+
+        obscured = subprocess.run(["rclone", "obscure", samba.ACME.password], check=True,
+                                  capture_output=True, text=True).stdout.strip()
+        return (f":smb,host=127.0.0.1,port={self.server.port},user={samba.ACME.user},"
+                f"pass={obscured}:{self.share}/{self.bucket}")
+
+    def populate(self, prefix: str, count: int, data: bytes) -> None:
+        """Written on the server's disk (10,000 SMB creates would only time Samba)."""
+        folder = self.root / prefix
+        self._mkdir(folder)
+        for index in range(count):
+            (folder / f"file-{index:05d}.txt").write_bytes(data)
+
+    def put_small(self, key: str, data: bytes) -> None:
+        if key.endswith("/"):
+            self._mkdir(self.root / key)
+        else:
+            (self.root / key).write_bytes(data)
+
+    def put(self, key: str, body: Pattern) -> None:
+        import smbclient
+
+        self._mkdir((self.root / key).parent)
+        with smbclient.open_file(self._unc(key), "wb", buffering=0, **self.call) as out:
+            while chunk := body.read(self.block):
+                view = memoryview(chunk)
+                while view:  # a raw write may take less than it is given
+                    view = view[out.write(view):]
+
+    def get(self, key: str) -> int:
+        import smbclient
+
+        received, buffer = 0, bytearray(self.block)
+        with smbclient.open_file(self._unc(key), "rb", buffering=0, **self.call) as source:
+            while count := source.readinto(buffer):
+                received += count
+        return received
+
+    def list(self, prefix: str) -> int:
+        import smbclient
+
+        with smbclient.scandir(self._unc(prefix), **self.call) as entries:
+            return sum(1 for _ in entries)
+
+    def purge(self, key: str) -> None:
+        with suppress(FileNotFoundError):
+            (self.root / key).unlink()
+
+
 #: name -> entry; ``--stores`` picks from these
-STORES: dict[str, type[Store]] = {"s3": S3, "azure": AzureBlob, "gcs": GCS, "swift": Swift}
+STORES: dict[str, type[Store]] = {"s3": S3, "azure": AzureBlob, "gcs": GCS, "swift": Swift,
+                                  "smb": SMB}

@@ -49,6 +49,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     acme["/smb"] = {"provider": samba.provider("acme", samba.ACME,
                                                listing_cache_seconds=LISTING_CACHE_S)}
     acme["/common"] = {"provider": samba.provider("common", samba.ACME)}
+    # a server without change notifications: the listing cache's lifetime alone
+    acme["/unwatched"] = {"provider": samba.provider(
+        "acme", samba.ACME, listing_cache_seconds=LISTING_CACHE_S, change_notify_folders=0)}
     # every user's own folder, made on first use
     acme["/home"] = {"provider": samba.provider("acme", samba.ACME, path="homes/{user}")}
     globex["mounts"] = {
@@ -138,18 +141,20 @@ def test_wrong_password_is_refused_while_the_right_session_is_pooled(
 def test_change_made_on_the_file_server_shows_once_the_listing_cache_expires(
         server: Live) -> None:
     folder = unique("outside")
-    assert dav(server, ACME_LOGIN, "MKCOL", f"/smb/{folder}").status_code == 201
-    assert dav(server, ACME_LOGIN, "PUT", f"/smb/{folder}/old.txt", data=b"old").status_code == 201
-    assert listed(server, ACME_LOGIN, f"/smb/{folder}/") == {"old.txt"}  # cached from here
+    assert dav(server, ACME_LOGIN, "MKCOL", f"/unwatched/{folder}").status_code == 201
+    assert dav(server, ACME_LOGIN, "PUT", f"/unwatched/{folder}/old.txt", data=b"old") \
+        .status_code == 201
+    assert listed(server, ACME_LOGIN, f"/unwatched/{folder}/") == {"old.txt"}  # cached from here
     outside = f"cd {folder}; mkdir new-folder; del old.txt; rename new-folder renamed"
     samba.smbclient_command("acme", samba.ACME, outside)
-    assert listed(server, ACME_LOGIN, f"/smb/{folder}/") == {"old.txt"}  # a warm listing
+    assert listed(server, ACME_LOGIN, f"/unwatched/{folder}/") == {"old.txt"}  # a warm listing
     time.sleep(LISTING_CACHE_S + 0.1)
-    assert listed(server, ACME_LOGIN, f"/smb/{folder}/") == {"renamed"}
-    assert dav(server, ACME_LOGIN, "GET", f"/smb/{folder}/old.txt").status_code == 404
+    assert listed(server, ACME_LOGIN, f"/unwatched/{folder}/") == {"renamed"}
+    assert dav(server, ACME_LOGIN, "GET", f"/unwatched/{folder}/old.txt").status_code == 404
     # a change made through Mosaic shows at once
-    assert dav(server, ACME_LOGIN, "PUT", f"/smb/{folder}/mine.txt", data=b"m").status_code == 201
-    assert listed(server, ACME_LOGIN, f"/smb/{folder}/") == {"renamed", "mine.txt"}
+    assert dav(server, ACME_LOGIN, "PUT", f"/unwatched/{folder}/mine.txt", data=b"m") \
+        .status_code == 201
+    assert listed(server, ACME_LOGIN, f"/unwatched/{folder}/") == {"renamed", "mine.txt"}
 
 
 def test_access_denied_by_the_share_is_403_never_500(server: Live) -> None:
@@ -360,10 +365,14 @@ def test_a_listing_is_one_enumeration_whatever_its_size(smb_fs: tuple[Any, Path]
     listing = fs.ls("many")
     many, _ = wire.delta()
     assert len(listing) == 300 and {e["size"] for e in listing} == set(range(300))
-    assert many == few <= 4  # open, enumerate (until no more files), close: never a stat each
+    # the folder's watch (open, CHANGE_NOTIFY), then open, enumerate (until no more
+    # files), close: never a stat each
+    assert many == few <= 6
     assert fs.ls("many") == listing and wire.delta()[0] == 0  # warm: no request at all
     fs.touch("many/new")  # a change through the mount: the next listing is fresh
+    wire.delta()
     assert len(fs.ls("many")) == 301
+    assert wire.delta()[0] <= 4  # watched already: the enumeration alone
 
 
 def test_io_in_large_blocks_and_server_side_copy(smb_fs: tuple[Any, Path]) -> None:

@@ -81,6 +81,14 @@ class ListingCache:
             self._entries.clear()
             self._seen_stamp = self._write_stamp()
 
+    def forget(self, stale: Callable[[Hashable], bool]) -> None:
+        """Drop the entries ``stale`` picks, in this process only: an outside change
+        this process learnt of (each worker watches what it listed itself)."""
+        with self._lock:
+            self._generation += 1  # a fetch under way may have read the old state
+            for key in [key for key in self._entries if stale(key)]:
+                del self._entries[key]
+
     def _follow_other_writers(self) -> None:
         stamp = self._read_stamp()
         if stamp != self._seen_stamp:

@@ -56,6 +56,7 @@ from smbprotocol.exceptions import (
 from mosaic.providers.base import BuildContext, Capabilities
 from mosaic.providers.common import Parts, ProviderFileSystem, Upload, oserror
 from mosaic.providers.listcache import ListingCache
+from mosaic.providers.smb_notify import ChangeWatcher
 from mosaic.providers.smb_status import (
     ERRNO_BY_STATUS,
     INVALID_NAME,
@@ -152,6 +153,14 @@ class Options(BaseModel):
         2.0, ge=0, le=3600,
         description="How long a listing is reused; changes made through Mosaic show at once, "
                     "changes made on the file server by others after this long (0: no cache)")
+    change_notify_folders: int = Field(
+        64, ge=0, le=1024,
+        description="Folders listed last that are watched for outside changes (SMB2 "
+                    "CHANGE_NOTIFY): a change drops their cached listing within about a "
+                    "second (0: off; changes then show after `listing_cache_seconds`)")
+    change_notify_idle_s: float = Field(
+        600.0, gt=0, le=86400,
+        description="Seconds a watched folder stays watched without being listed")
 
     @field_validator("host", "share")
     @classmethod
@@ -221,9 +230,15 @@ class SMBFileSystem(ProviderFileSystem):
             "connection_timeout": options.connect_timeout_s, "connection_cache": self._cache,
             "require_signing": options.require_signing, "auth_protocol": "ntlm",
         }
+        self._changes = ChangeWatcher(self._call, self._listings, options.change_notify_folders,
+                                      options.change_notify_idle_s,
+                                      f"tenant {tenant}: mount {mount} (smb)")
+        # its thread must not outlive a config reload either
+        self._stop_watching = weakref.finalize(self, self._changes.stop)
 
     def close(self) -> None:
         """Log off and disconnect now (also done when the filesystem is collected)."""
+        self._stop_watching()
         self._finalizer()
 
     # -- paths and errors -----------------------------------------------------------
@@ -403,12 +418,14 @@ class SMBFileSystem(ProviderFileSystem):
         """One directory enumeration (reused for ``listing_cache_seconds``); each entry
         from its own directory information."""
         parts = self._split(path)
+        self._changes.listed(parts)
         entries = [dict(e) for e in self._listings.get(("ls", parts), lambda: self._scan(parts))]
         return entries if detail else [e["name"] for e in entries]
 
     def _scan(self, parts: Parts) -> list[dict[str, Any]]:
         entries = []
-        with self._errors(parts), smbclient.scandir(self._unc(parts), **self._call) as scan:
+        with self._errors(parts), self._changes.watching(parts, self._unc(parts)), \
+                smbclient.scandir(self._unc(parts), **self._call) as scan:
             for item in scan:
                 if not item.name.startswith(TEMP_PREFIX):
                     entries.append(_scan_entry(parts, item.name, item.smb_info))
@@ -494,6 +511,7 @@ class SMBFileSystem(ProviderFileSystem):
         if not parts:
             raise InvalidPathError("the root cannot be removed")
         with self._changing(parts):
+            self._changes.unwatch(parts)  # a watched folder would go only once unwatched
             smbclient.rmdir(self._unc(parts), **self._call)
 
     def rm_file(self, path: str) -> None:
@@ -514,6 +532,7 @@ class SMBFileSystem(ProviderFileSystem):
                 with self._changing(child):
                     smbclient.remove(self._unc(child), **self._call)
         with self._changing(parts):
+            self._changes.unwatch(parts)  # a watched folder would go only once unwatched
             smbclient.rmdir(self._unc(parts), **self._call)
 
     # -- moving and copying ---------------------------------------------------------------
@@ -523,6 +542,7 @@ class SMBFileSystem(ProviderFileSystem):
         """A rename on the server; an existing file at ``path2`` is replaced."""
         src, dst = self._check_transfer(path1, path2)
         self.info(path1)  # a missing source names the source, not the target
+        self._changes.unwatch(src)  # the server refuses to rename a folder open below
         self._replace(src, dst)
 
     def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
