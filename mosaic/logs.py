@@ -118,3 +118,10 @@ def secret_values(value: Any) -> Iterator[str]:
     elif isinstance(value, list | tuple):
         for item in value:
             yield from secret_values(item)
+
+
+def in_words(exc: BaseException) -> str:
+    """An error as one log line: its type and the first line of its message
+    (SQLAlchemy's and others' messages go on for lines, with links)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -232,10 +232,7 @@ def _exit_now(status: int) -> NoReturn:
 
 def describe(exc: BaseException) -> str:
     """One line saying what went wrong (type and first line of the message)."""
-    if isinstance(exc, StartupError):
-        return str(exc)
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    return str(exc) if isinstance(exc, StartupError) else logs.in_words(exc)
 
 
 @dataclass

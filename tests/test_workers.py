@@ -33,10 +33,11 @@ def farm(tmp_path_factory):
     base = tmp_path_factory.mktemp("workers")
     config = tenants.two_tenants(base)
     port = free_port()
-    # Every client here is 127.0.0.1: the per-address share would refuse some of the
-    # 16 parallel LOCKs that land on one worker, which is not what these tests are about.
+    # Every client here is alice at 127.0.0.1: the address's and the tenant's shares of
+    # the threads would refuse some of the 16 parallel LOCKs that land on one worker,
+    # which is not what these tests are about (tests/hostile/test_fair_share.py is).
     config["server"].update(listen=f"127.0.0.1:{port}", workers=2,
-                            fair_share={"per_address": 0})
+                            fair_share={"per_address": 0, "per_tenant": 0})
     path = base / "mosaic.yaml"
     path.write_text(yaml.safe_dump(config))
     log = (base / "server.log").open("w")

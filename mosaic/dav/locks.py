@@ -53,6 +53,7 @@ from mosaic.dav.store import (
     placeholders,
     raw,
 )
+from mosaic.logs import in_words
 
 _logger = logging.getLogger(__name__)
 
@@ -381,14 +382,22 @@ class AtomicLockManager(LockManager):
             self._renewer.start()
 
     def _renew_forever(self) -> None:
+        failing = False  # one line when renewals start failing, one when they work again
         while True:
             time.sleep(self.write_lease_s / 3)
             with self._leases_lock:
                 held = [lease for leases in self._leases.values() for lease in leases]
             try:
                 self.storage.renew_writes(held, lease_s=self.write_lease_s)
-            except Exception:  # the database may be back at the next round
-                _logger.exception("renewing write leases failed")
+            except Exception as exc:  # the database may be back at the next round
+                if not failing:
+                    _logger.warning("renewing write leases failed (retrying every %gs): %s",
+                                    self.write_lease_s / 3, in_words(exc))
+                failing = True
+            else:
+                if failing:
+                    _logger.info("renewing write leases works again")
+                failing = False
 
     def _end_write_transaction(self, url: str) -> None:
         """Release one of this process's leases on ``url``."""
