@@ -45,7 +45,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO, Literal
 
 import smbclient
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+import smbclient._pool as smbclient_pool
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from smbprotocol.connection import Connection
 from smbprotocol.exceptions import (
     SMBAuthenticationError,
@@ -53,7 +54,9 @@ from smbprotocol.exceptions import (
     SMBException,
     SMBOSError,
 )
+from smbprotocol.header import NtStatus
 
+from mosaic.providers import smb_dfs
 from mosaic.providers.base import BuildContext, Capabilities
 from mosaic.providers.common import Parts, ProviderFileSystem, Upload, oserror
 from mosaic.providers.listcache import ListingCache
@@ -126,7 +129,13 @@ class ServiceAccount(BaseModel):
 class Options(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    host: str = Field(min_length=1, description="File server: host name or IP address")
+    unc: str | None = Field(
+        None, description="The mount's root as one UNC path, `\\\\server\\share\\folder` "
+                          "(or `//server/share/folder`), e.g. a DFS namespace path "
+                          "`\\\\corp.example\\dfs\\projects`; instead of `host`, `share` "
+                          "and `path`")
+    host: str = Field(min_length=1, description="File server or DFS namespace (domain or "
+                                                "server name): host name or IP address")
     port: int = Field(445, ge=1, le=65535, description="SMB port")
     share: str = Field(min_length=1, description="Share name")
     path: str = Field("", description="Folder of the share served as the mount's root; "
@@ -156,6 +165,24 @@ class Options(BaseModel):
         description="How long a listing is reused; changes made through Mosaic show at once, "
                     "changes made on the file server by others after this long (0: no cache)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_unc(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("unc") is None:
+            return data
+        given = [key for key in ("host", "share", "path") if key in data]
+        if given:
+            raise ValueError(f"`unc` names the server, share and path: remove {given[0]!r}")
+        unc = data["unc"]
+        if not isinstance(unc, str):
+            raise ValueError("`unc` must be a string")
+        names = unc.replace("/", "\\")
+        if not names.startswith("\\\\"):
+            raise ValueError("`unc` must start with \\\\server\\share (or //server/share)")
+        host, _, rest = names[2:].partition("\\")
+        share, _, path = rest.partition("\\")
+        return {**data, "host": host, "share": share, "path": path.replace("\\", "/")}
+
     @field_validator("host", "share")
     @classmethod
     def _one_component(cls, value: str) -> str:
@@ -166,7 +193,10 @@ class Options(BaseModel):
     @field_validator("path")
     @classmethod
     def _relative(cls, value: str) -> str:
-        normal = paths.normalize(value)  # refuses "..", NUL and backslashes
+        try:
+            normal = paths.normalize(value)  # refuses "..", NUL and backslashes
+        except InvalidPathError as exc:  # an OSError: pydantic would let it out as a crash
+            raise ValueError(exc.strerror) from None
         for part in filter(None, normal.split("/")):
             problem = windows_name_problem(part)
             if problem:
@@ -195,6 +225,16 @@ def windows_name_problem(name: str) -> str | None:
     return None
 
 
+def _alive(connection: Connection | None) -> bool:
+    """Connected, and its receiver thread still running: that thread ends when the
+    server closes the connection (a stopped server), while ``transport.connected``
+    stays true until the next call fails on it."""
+    if connection is None or not connection.transport.connected:
+        return False
+    worker = getattr(connection, "_t_worker", None)  # recheck when smbprotocol changes
+    return worker is None or worker.is_alive()
+
+
 def _disconnect_all(cache: dict[str, Connection]) -> None:
     for connection in list(cache.values()):
         with suppress(Exception):  # a dead server: nothing left to log off from
@@ -213,10 +253,15 @@ class SMBFileSystem(ProviderFileSystem):
         self._options = options
         self._listings = listings or ListingCache(0, None)
         self._tenant, self._mount = tenant, mount
-        root = "\\".join(filter(None, (options.share, *options.path.split("/"))))
-        self._root = f"\\\\{options.host}\\{root}"
+        # the namespace (or plain) path the mount names, "\\host\\share\\folders"; its calls
+        # go to self._root on self._key, a DFS target once a referral says so
+        self._named = "\\\\" + "\\".join(filter(None, (options.host, options.share,
+                                                       *options.path.split("/"))))
+        self._root = self._named
         self._block = options.io_block_size
         self._key = f"{options.host.lower()}:{options.port}"
+        self._referral: smb_dfs.Referral | None = None
+        self._trying = threading.local()  # .target: trying one DFS target of several
         self._lock = threading.Lock()  # connecting and signing in: one thread at a time
         self._retry_at = 0.0  # monotonic time before which a failed server is not retried
         self._failure = ""
@@ -257,6 +302,8 @@ class SMBFileSystem(ProviderFileSystem):
 
     def _unavailable(self, reason: str) -> MountUnavailableError:
         error = MountUnavailableError(self._tenant, self._mount, reason)
+        if getattr(self._trying, "target", False):
+            return error  # one DFS target of several: the mount may still fail over
         with self._state_lock:
             first, self._down = not self._down, True
             self._failure = reason
@@ -334,21 +381,102 @@ class SMBFileSystem(ProviderFileSystem):
         After a failure the server is left alone for ``retry_after_failure_s``:
         a wrong password tried on every request would lock the account out."""
         with self._lock:
-            connection = self._cache.get(self._key)
-            if connection is not None and connection.transport.connected:
+            if _alive(self._cache.get(self._key)):
                 return
             if time.monotonic() < self._retry_at:
                 raise self._unavailable(self._failure)
             try:
-                self._cache[self._key] = self._connect()
+                self._connect_mount()
             except MountUnavailableError:
                 self._retry_at = time.monotonic() + self._options.retry_after_failure_s
                 raise
         self._mark_up()
 
-    def _connect(self) -> Connection:
+    def _connect_mount(self) -> None:
+        """Sign in where the mount's path lives: the named share, or for a path inside a
+        DFS namespace each target of its referral in turn until one answers."""
+        referral = self._referral
+        if referral is None or referral.expired:
+            try:
+                referral = self._ask_referral()
+            except MountUnavailableError:
+                if referral is None:
+                    raise
+                # the namespace server is down: its last referral still names the targets
+            self._referral = referral
+        if referral is None:
+            self._use(self._named, check_share=False)
+            return
+        reason = "the DFS link has no target"
+        for number, target in enumerate(referral.candidates(self._named[1:]), 1):
+            self._trying.target = True
+            try:
+                self._use("\\" + target, check_share=True)  # the referral's "\\server\\..."
+            except MountUnavailableError as exc:
+                reason = exc.reason
+                continue  # this target is down: fail over to the next one
+            finally:
+                self._trying.target = False
+            if number > 1:
+                log.warning("tenant %s: mount %s (smb): DFS target %d of %d answers, the ones "
+                            "tried before it did not", self._tenant, self._mount, number,
+                            len(referral.targets))
+            referral.prefer(target)
+            return
+        self._referral = None  # every target down: ask the namespace again next time
+        raise self._unavailable(f"no target of the DFS link answers ({reason})")
+
+    def _ask_referral(self) -> smb_dfs.Referral | None:
+        """The referral covering the mount's path when its share is a DFS namespace root;
+        None for a plain share (or a namespace path no link covers)."""
+        host, share = self._options.host, self._options.share
+        self._sign_in(host)
+        tree = self._tree(f"\\\\{host}\\{share}")
+        if tree is None or not tree.is_dfs_share:
+            return None  # a plain share: its own calls tell what is wrong with it
+        try:
+            return smb_dfs.ask(tree, self._named[1:])
+        except SMBException as exc:
+            raise self._unavailable(session_failure(exc)) from None
+        except (ConnectionError, TimeoutError) as exc:
+            raise self._unavailable("the file server cannot be reached") from exc
+
+    def _use(self, root: str, check_share: bool) -> None:
+        """Serve the mount from ``root`` (``\\\\server\\share\\folders``): signed in to its
+        server, the mount's folder made if asked to. ``check_share``: a DFS target
+        without the share (or whose connection fails) is down like an unreachable one."""
+        server = smb_dfs.server_of(root)
+        self._sign_in(server)
+        if check_share:
+            share = "\\".join(root.lstrip("\\").split("\\")[:2])
+            self._tree(f"\\\\{share}")
+        self._root, self._key = root, f"{server.lower()}:{self._options.port}"
+        if self._options.create and self._options.path:
+            self._create_root(root)
+
+    def _tree(self, share: str) -> Any:
+        """The share's tree connect; None when the share refuses this account (a 403 for
+        the mount's calls, not a mount down)."""
+        try:
+            return smbclient_pool.get_smb_tree(share, **self._call)[0]
+        except SMBException as exc:
+            if status_of(exc) == NtStatus.STATUS_ACCESS_DENIED:
+                return None
+            raise self._unavailable(session_failure(exc)) from None
+        except (ConnectionError, TimeoutError, ValueError) as exc:
+            raise self._unavailable("the file server cannot be reached") from exc
+
+    def _sign_in(self, server: str) -> None:
+        """A live, signed-in connection to ``server`` in this filesystem's cache."""
+        key = f"{server.lower()}:{self._options.port}"
+        if _alive(self._cache.get(key)):
+            return
+        self._cache.pop(key, None)
+        self._cache[key] = self._connect(server)
+
+    def _connect(self, server: str) -> Connection:
         options = self._options
-        connection = Connection(uuid.uuid4(), options.host, options.port,
+        connection = Connection(uuid.uuid4(), server, options.port,
                                 require_signing=options.require_signing)
         # smbprotocol's receiver sends an echo after this much silence and drops the
         # connection when that is not answered in as long again: 10 minutes by default
@@ -364,10 +492,8 @@ class SMBFileSystem(ProviderFileSystem):
                 raise self._unavailable(f"the file server offers no SMB {options.min_dialect} "
                                         "or later")
             # register_session finds the new connection in the cache it is given
-            own = {self._key: connection}
-            smbclient.register_session(options.host, **{**self._call, "connection_cache": own})
-            if options.create and options.path:
-                self._create_root(own)
+            own = {f"{server.lower()}:{options.port}": connection}
+            smbclient.register_session(server, **{**self._call, "connection_cache": own})
         except BaseException as exc:
             with suppress(Exception):
                 connection.disconnect()
@@ -376,17 +502,17 @@ class SMBFileSystem(ProviderFileSystem):
             raise
         return connection
 
-    def _create_root(self, cache: dict[str, Connection]) -> None:
+    def _create_root(self, root: str) -> None:
         """Make the mount's folder (and its parents) on the share if it is missing.
 
         A folder that exists or cannot be made is left as it is: the mount's own calls
         then answer for it (a 404 or 403 of that path, not a mount down)."""
-        call = {**self._call, "connection_cache": cache}
-        folder = f"\\\\{self._options.host}\\{self._options.share}"
-        for name in self._options.path.split("/"):
+        names = root.lstrip("\\").split("\\")
+        folder = "\\\\" + "\\".join(names[:2])
+        for name in names[2:]:
             folder = f"{folder}\\{name}"
             with suppress(SMBOSError):
-                smbclient.mkdir(folder, **call)
+                smbclient.mkdir(folder, **self._call)
 
     def _drop_connection(self) -> None:
         """Forget a broken connection: the next call connects and signs in again."""
