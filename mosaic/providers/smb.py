@@ -34,6 +34,7 @@ import functools
 import logging
 import re
 import secrets
+import socket
 import stat
 import threading
 import time
@@ -226,13 +227,23 @@ def windows_name_problem(name: str) -> str | None:
 
 
 def _alive(connection: Connection | None) -> bool:
-    """Connected, and its receiver thread still running: that thread ends when the
-    server closes the connection (a stopped server), while ``transport.connected``
-    stays true until the next call fails on it."""
+    """Connected, and not closed by the server: a stopped server's connection stays
+    ``transport.connected`` until a call fails on it, and its receiver thread may not
+    have seen the end yet (a DFS mount would answer 503 instead of failing over)."""
     if connection is None or not connection.transport.connected:
         return False
-    worker = getattr(connection, "_t_worker", None)  # recheck when smbprotocol changes
-    return worker is None or worker.is_alive()
+    worker = getattr(connection, "_t_worker", None)  # recheck both when smbprotocol changes
+    if worker is not None and not worker.is_alive():
+        return False
+    sock = getattr(connection.transport, "_sock", None)
+    if sock is None:
+        return True
+    try:  # the end of the stream, if the server sent it, without consuming anything
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:  # nothing to read: open
+        return True
+    except OSError:  # reset
+        return False
 
 
 def _disconnect_all(cache: dict[str, Connection]) -> None:
