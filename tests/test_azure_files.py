@@ -29,6 +29,7 @@ from mosaic.providers.base import BuildContext
 from tests.hostile.support import two_tenant_process
 from tests.support import samba, tenants
 from tests.support.live import Live, live_server
+from tests.test_litmus import SUITES, SUMMARY, run_litmus
 
 ACME_LOGIN = ("alice@acme.example", "alice-secret")
 WRONG_KEY = "W" * 86 + "=="  # as long as a real key, not the account's
@@ -78,6 +79,15 @@ def test_webdav_round_trip_on_an_azure_like_share(server: Live, tmp_path: Path) 
         assert all(s.encrypt_data for s in connection.session_table.values())
     finally:
         fs.close()
+
+
+@pytest.mark.litmus
+def test_litmus_passes_every_suite_on_azure_files(server: Live, tmp_path: Path) -> None:
+    output = run_litmus(server.url + "/azure/", *ACME_LOGIN, str(tmp_path))
+    summaries = {m.group(1): m.groups()[1:] for m in SUMMARY.finditer(output)}
+    assert set(summaries) == set(SUITES), output
+    for suite, (run, passed, failed) in summaries.items():
+        assert failed == "0" and run == passed, f"{suite}: {output}"
 
 
 def _config(tmp_path: Path, **provider: Any) -> Path:

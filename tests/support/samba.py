@@ -39,6 +39,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
@@ -150,6 +151,19 @@ map to guest = never
     return glob + "\n" + sections
 
 
+def _wait_until_gone(group: int, seconds: float = 2.0) -> None:
+    """Until no process of ``group`` is left: a child killed a moment ago may still hold
+    its client's connection open (a client would see the server up), or be a zombie
+    whose sockets are closed already (hence the bound)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.01)
+
+
 def _ensure_unix_user(user: str) -> None:
     """smbd maps every SMB account to a Unix user; made once per machine."""
     if subprocess.run(["id", user], capture_output=True).returncode != 0:
@@ -233,6 +247,7 @@ class SambaServer:
             emulator.stop(process, kill)
             with suppress(ProcessLookupError):  # a child still finishing its request
                 os.killpg(process.pid, signal.SIGKILL)
+            _wait_until_gone(process.pid)
         self._stop_dcerpcd()
 
     def pause(self) -> None:
