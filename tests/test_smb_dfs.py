@@ -26,6 +26,7 @@ import smbclient._pool
 from pydantic import ValidationError
 
 from mosaic import providers
+from mosaic.providers.base import BuildContext
 from tests.support import samba, tenants
 from tests.support.live import Live, live_server
 from tests.test_litmus import SUITES, SUMMARY, run_litmus
@@ -158,6 +159,26 @@ def test_a_link_whose_targets_are_all_down_is_503_for_that_mount_only(
     # back by itself once a target answers again (after retry_after_failure_s)
     time.sleep(FAST_RETRY["retry_after_failure_s"])
     assert dav(server, ACME_LOGIN, "GET", f"/remote/{name}").content == b"far"
+
+
+def test_a_known_referral_serves_while_the_namespace_server_is_down(tmp_path: Path) -> None:
+    module = providers.load("smb")
+    spec = {k: v for k, v in samba.dfs_provider("remote").items() if k != "type"}
+    fs = module.build(module.Options.model_validate(spec), BuildContext("acme", "/r", tmp_path))
+    namespace = samba.server()
+    try:
+        name = unique("while-down") + ".txt"
+        fs.pipe_file(name, b"served by ::1")
+        assert fs._referral is not None
+        fs._referral.expires = 0.0  # its lifetime over: the namespace would be asked again
+        fs._drop_connection()
+        namespace.stop()
+        try:
+            assert fs.cat_file(name) == b"served by ::1"
+        finally:
+            namespace.start()
+    finally:
+        fs.close()
 
 
 @pytest.mark.litmus

@@ -272,7 +272,7 @@ class SMBFileSystem(ProviderFileSystem):
         self._block = options.io_block_size
         self._key = f"{options.host.lower()}:{options.port}"
         self._referral: smb_dfs.Referral | None = None
-        self._trying = threading.local()  # .target: trying one DFS target of several
+        self._trying = threading.local()  # .target: see _quietly
         self._lock = threading.Lock()  # connecting and signing in: one thread at a time
         self._retry_at = 0.0  # monotonic time before which a failed server is not retried
         self._failure = ""
@@ -407,27 +407,26 @@ class SMBFileSystem(ProviderFileSystem):
         """Sign in where the mount's path lives: the named share, or for a path inside a
         DFS namespace each target of its referral in turn until one answers."""
         referral = self._referral
-        if referral is None or referral.expired:
+        if referral is None:
+            referral = self._referral = self._ask_referral()
+        elif referral.expired:
             try:
-                referral = self._ask_referral()
+                with self._quietly():
+                    referral = self._ask_referral()
             except MountUnavailableError:
-                if referral is None:
-                    raise
-                # the namespace server is down: its last referral still names the targets
+                pass  # the namespace server down: its last referral still names the targets
             self._referral = referral
         if referral is None:
             self._use(self._named, check_share=False)
             return
         reason = "the DFS link has no target"
         for number, target in enumerate(referral.candidates(self._named[1:]), 1):
-            self._trying.target = True
             try:
-                self._use("\\" + target, check_share=True)  # the referral's "\\server\\..."
+                with self._quietly():
+                    self._use("\\" + target, check_share=True)  # the referral's "\\server\\..."
             except MountUnavailableError as exc:
                 reason = exc.reason
                 continue  # this target is down: fail over to the next one
-            finally:
-                self._trying.target = False
             if number > 1:
                 log.warning("tenant %s: mount %s (smb): DFS target %d of %d answers, the ones "
                             "tried before it did not", self._tenant, self._mount, number,
@@ -436,6 +435,16 @@ class SMBFileSystem(ProviderFileSystem):
             return
         self._referral = None  # every target down: ask the namespace again next time
         raise self._unavailable(f"no target of the DFS link answers ({reason})")
+
+    @contextmanager
+    def _quietly(self) -> Iterator[None]:
+        """Failures are not the mount's outage (nothing logged): another DFS target, or
+        the referral already known, may still serve it."""
+        self._trying.target = True
+        try:
+            yield
+        finally:
+            self._trying.target = False
 
     def _ask_referral(self) -> smb_dfs.Referral | None:
         """The referral covering the mount's path when its share is a DFS namespace root;
@@ -463,7 +472,12 @@ class SMBFileSystem(ProviderFileSystem):
             self._tree(f"\\\\{share}")
         self._root, self._key = root, f"{server.lower()}:{self._options.port}"
         if self._options.create and self._options.path:
-            self._create_root(root)
+            try:
+                self._create_root(root)
+            except SMBException as exc:  # not a refusal of the folder: the connection's end
+                raise self._unavailable(session_failure(exc)) from None
+            except (ConnectionError, TimeoutError) as exc:
+                raise self._unavailable("the file server cannot be reached") from exc
 
     def _tree(self, share: str) -> Any:
         """The share's tree connect; None when the share refuses this account (a 403 for
