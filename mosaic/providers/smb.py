@@ -227,18 +227,16 @@ def windows_name_problem(name: str) -> str | None:
 
 
 def _alive(connection: Connection | None) -> bool:
-    """Connected, and not closed by the server: a stopped server's connection stays
-    ``transport.connected`` until a call fails on it, and its receiver thread may not
-    have seen the end yet (a DFS mount would answer 503 instead of failing over)."""
+    """Connected, and not closed by the server. smbprotocol's receiver thread marks the
+    transport closed when it reads the end of the stream, but it may not have run yet
+    when the next request comes: a peek at the socket (nothing consumed) tells at once,
+    so a DFS mount fails over instead of answering 503."""
     if connection is None or not connection.transport.connected:
         return False
-    worker = getattr(connection, "_t_worker", None)  # recheck both when smbprotocol changes
-    if worker is not None and not worker.is_alive():
-        return False
-    sock = getattr(connection.transport, "_sock", None)
+    sock = getattr(connection.transport, "_sock", None)  # recheck when smbprotocol changes
     if sock is None:
         return True
-    try:  # the end of the stream, if the server sent it, without consuming anything
+    try:
         return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
     except BlockingIOError:  # nothing to read: open
         return True
