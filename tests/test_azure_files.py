@@ -149,7 +149,7 @@ def test_a_wrong_key_is_503_and_no_key_is_logged(tmp_path: Path,
         assert requests.get(f"{url}/azure/kept.txt", auth=ACME_LOGIN, timeout=30).content \
             == b"kept"
     log = process.log()
-    assert "tenant acme: mount /guessed (smb) unavailable: the file server refused the " \
+    assert "tenant acme: mount /guessed (azure_files) unavailable: the file server refused the " \
            "account" in log
     assert samba.AZURE.password not in log and WRONG_KEY not in log
     assert process.tracebacks() == 0

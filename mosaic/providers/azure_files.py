@@ -73,4 +73,4 @@ class Options(BaseModel):
 
 
 def build(options: Options, context: BuildContext) -> smb.SMBFileSystem:
-    return smb.build(options.smb_options(), context)
+    return smb.build(options.smb_options(), context, kind="azure_files")

@@ -205,14 +205,16 @@ class Options(BaseModel):
         return normal
 
 
-def build(options: Options, context: BuildContext) -> SMBFileSystem:
+def build(options: Options, context: BuildContext, kind: str = "smb") -> SMBFileSystem:
     """Builds without connecting: an unreachable server fails the mount's calls (503),
-    and the mount works as soon as the server answers."""
+    and the mount works as soon as the server answers. ``kind``: the provider named in
+    the mount's log lines (``azure_files`` builds through here)."""
     # keyed by the backend folder: every worker and mount serving it forgets together
     cache = ListingCache.for_mount(options.listing_cache_seconds, context.data_dir, "smb",
                                    options.host.lower(), str(options.port),
                                    options.share.lower(), options.path.lower())
-    return SMBFileSystem(options, tenant=context.tenant, mount=context.mount, listings=cache)
+    return SMBFileSystem(options, tenant=context.tenant, mount=context.mount, listings=cache,
+                         kind=kind)
 
 
 def windows_name_problem(name: str) -> str | None:
@@ -257,9 +259,10 @@ class SMBFileSystem(ProviderFileSystem):
     protocol = "mosaic-smb"
 
     def __init__(self, options: Options, tenant: str = "", mount: str = "",
-                 listings: ListingCache | None = None) -> None:
+                 listings: ListingCache | None = None, kind: str = "smb") -> None:
         super().__init__()
         self._options = options
+        self._kind = kind
         self._listings = listings or ListingCache(0, None)
         self._tenant, self._mount = tenant, mount
         # the namespace (or plain) path the mount names, "\\host\\share\\folders"; its calls
@@ -317,15 +320,16 @@ class SMBFileSystem(ProviderFileSystem):
             first, self._down = not self._down, True
             self._failure = reason
         if first:  # one line per outage, not one per request
-            log.warning("tenant %s: mount %s (smb) unavailable: %s", self._tenant, self._mount,
-                        reason)
+            log.warning("tenant %s: mount %s (%s) unavailable: %s", self._tenant, self._mount,
+                        self._kind, reason)
         return error
 
     def _mark_up(self) -> None:
         with self._state_lock:
             was_down, self._down = self._down, False
         if was_down:
-            log.warning("tenant %s: mount %s (smb) available again", self._tenant, self._mount)
+            log.warning("tenant %s: mount %s (%s) available again", self._tenant, self._mount,
+                        self._kind)
 
     @contextmanager
     def _errors(self, parts: Parts) -> Iterator[None]:
@@ -426,9 +430,9 @@ class SMBFileSystem(ProviderFileSystem):
                 reason = exc.reason
                 continue  # this target is down: fail over to the next one
             if number > 1:
-                log.warning("tenant %s: mount %s (smb): DFS target %d of %d answers, the ones "
-                            "tried before it did not", self._tenant, self._mount, number,
-                            len(referral.targets))
+                log.warning("tenant %s: mount %s (%s): DFS target %d of %d answers, the ones "
+                            "tried before it did not", self._tenant, self._mount, self._kind,
+                            number, len(referral.targets))
             referral.prefer(target)
             return
         self._referral = None  # every target down: ask the namespace again next time
