@@ -262,7 +262,7 @@ class SMBFileSystem(ProviderFileSystem):
                  listings: ListingCache | None = None, kind: str = "smb") -> None:
         super().__init__()
         self._options = options
-        self._kind = kind
+        self._provider_name = kind
         self._listings = listings or ListingCache(0, None)
         self._tenant, self._mount = tenant, mount
         # the namespace (or plain) path the mount names, "\\host\\share\\folders"; its calls
@@ -321,7 +321,7 @@ class SMBFileSystem(ProviderFileSystem):
             self._failure = reason
         if first:  # one line per outage, not one per request
             log.warning("tenant %s: mount %s (%s) unavailable: %s", self._tenant, self._mount,
-                        self._kind, reason)
+                        self._provider_name, reason)
         return error
 
     def _mark_up(self) -> None:
@@ -329,7 +329,7 @@ class SMBFileSystem(ProviderFileSystem):
             was_down, self._down = self._down, False
         if was_down:
             log.warning("tenant %s: mount %s (%s) available again", self._tenant, self._mount,
-                        self._kind)
+                        self._provider_name)
 
     @contextmanager
     def _errors(self, parts: Parts) -> Iterator[None]:
@@ -431,8 +431,8 @@ class SMBFileSystem(ProviderFileSystem):
                 continue  # this target is down: fail over to the next one
             if number > 1:
                 log.warning("tenant %s: mount %s (%s): DFS target %d of %d answers, the ones "
-                            "tried before it did not", self._tenant, self._mount, self._kind,
-                            number, len(referral.targets))
+                            "tried before it did not", self._tenant, self._mount,
+                            self._provider_name, number, len(referral.targets))
             referral.prefer(target)
             return
         self._referral = None  # every target down: ask the namespace again next time
