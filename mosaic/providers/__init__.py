@@ -18,6 +18,7 @@ REGISTRY: dict[str, tuple[str, str | None]] = {
     "rackspace": ("mosaic.providers.rackspace", "swift"),
     "azure_blob": ("mosaic.providers.azure_blob", "azure"),
     "smb": ("mosaic.providers.smb", "smb"),
+    "azure_files": ("mosaic.providers.azure_files", "smb"),
 }
 
 

@@ -33,6 +33,7 @@ import errno
 import functools
 import logging
 import secrets
+import socket
 import stat
 import threading
 import time
@@ -44,7 +45,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO, Literal
 
 import smbclient
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+import smbclient._pool as smbclient_pool
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from smbprotocol.connection import Connection
 from smbprotocol.exceptions import (
     SMBAuthenticationError,
@@ -52,7 +54,9 @@ from smbprotocol.exceptions import (
     SMBException,
     SMBOSError,
 )
+from smbprotocol.header import NtStatus
 
+from mosaic.providers import smb_dfs
 from mosaic.providers.base import BuildContext, Capabilities
 from mosaic.providers.common import Parts, ProviderFileSystem, Upload, oserror
 from mosaic.providers.listcache import ListingCache
@@ -124,7 +128,13 @@ class ServiceAccount(BaseModel):
 class Options(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    host: str = Field(min_length=1, description="File server: host name or IP address")
+    unc: str | None = Field(
+        None, description="The mount's root as one UNC path, `\\\\server\\share\\folder` "
+                          "(or `//server/share/folder`), e.g. a DFS namespace path "
+                          "`\\\\corp.example\\dfs\\projects`; instead of `host`, `share` "
+                          "and `path`")
+    host: str = Field(min_length=1, description="File server or DFS namespace (domain or "
+                                                "server name): host name or IP address")
     port: int = Field(445, ge=1, le=65535, description="SMB port")
     share: str = Field(min_length=1, description="Share name")
     path: str = Field("", description="Folder of the share served as the mount's root; "
@@ -162,6 +172,24 @@ class Options(BaseModel):
         600.0, gt=0, le=86400,
         description="Seconds a watched folder stays watched without being listed")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_unc(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("unc") is None:
+            return data
+        given = [key for key in ("host", "share", "path") if key in data]
+        if given:
+            raise ValueError(f"`unc` names the server, share and path: remove {given[0]!r}")
+        unc = data["unc"]
+        if not isinstance(unc, str):
+            raise ValueError("`unc` must be a string")
+        names = unc.replace("/", "\\")
+        if not names.startswith("\\\\"):
+            raise ValueError("`unc` must start with \\\\server\\share (or //server/share)")
+        host, _, rest = names[2:].partition("\\")
+        share, _, path = rest.partition("\\")
+        return {**data, "host": host, "share": share, "path": path.replace("\\", "/")}
+
     @field_validator("host", "share")
     @classmethod
     def _one_component(cls, value: str) -> str:
@@ -172,7 +200,10 @@ class Options(BaseModel):
     @field_validator("path")
     @classmethod
     def _relative(cls, value: str) -> str:
-        normal = paths.normalize(value)  # refuses "..", NUL and backslashes
+        try:
+            normal = paths.normalize(value)  # refuses "..", NUL and backslashes
+        except InvalidPathError as exc:  # an OSError: pydantic would let it out as a crash
+            raise ValueError(exc.strerror) from None
         for part in filter(None, normal.split("/")):
             problem = windows_name_problem(part)
             if problem:
@@ -180,14 +211,34 @@ class Options(BaseModel):
         return normal
 
 
-def build(options: Options, context: BuildContext) -> SMBFileSystem:
+def build(options: Options, context: BuildContext, kind: str = "smb") -> SMBFileSystem:
     """Builds without connecting: an unreachable server fails the mount's calls (503),
-    and the mount works as soon as the server answers."""
+    and the mount works as soon as the server answers. ``kind``: the provider named in
+    the mount's log lines (``azure_files`` builds through here)."""
     # keyed by the backend folder: every worker and mount serving it forgets together
     cache = ListingCache.for_mount(options.listing_cache_seconds, context.data_dir, "smb",
                                    options.host.lower(), str(options.port),
                                    options.share.lower(), options.path.lower())
-    return SMBFileSystem(options, tenant=context.tenant, mount=context.mount, listings=cache)
+    return SMBFileSystem(options, tenant=context.tenant, mount=context.mount, listings=cache,
+                         kind=kind)
+
+
+def _alive(connection: Connection | None) -> bool:
+    """Connected, and not closed by the server. smbprotocol's receiver thread marks the
+    transport closed when it reads the end of the stream, but it may not have run yet
+    when the next request comes: a peek at the socket (nothing consumed) tells at once,
+    so a DFS mount fails over instead of answering 503."""
+    if connection is None or not connection.transport.connected:
+        return False
+    sock = getattr(connection.transport, "_sock", None)  # recheck when smbprotocol changes
+    if sock is None:
+        return True
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:  # nothing to read: open
+        return True
+    except OSError:  # reset
+        return False
 
 
 def _disconnect_all(cache: dict[str, Connection]) -> None:
@@ -203,15 +254,21 @@ class SMBFileSystem(ProviderFileSystem):
     protocol = "mosaic-smb"
 
     def __init__(self, options: Options, tenant: str = "", mount: str = "",
-                 listings: ListingCache | None = None) -> None:
+                 listings: ListingCache | None = None, kind: str = "smb") -> None:
         super().__init__()
         self._options = options
+        self._provider_name = kind
         self._listings = listings or ListingCache(0, None)
         self._tenant, self._mount = tenant, mount
-        root = "\\".join(filter(None, (options.share, *options.path.split("/"))))
-        self._root = f"\\\\{options.host}\\{root}"
+        # the namespace (or plain) path the mount names, "\\host\\share\\folders"; its calls
+        # go to self._root on self._key, a DFS target once a referral says so
+        self._named = "\\\\" + "\\".join(filter(None, (options.host, options.share,
+                                                       *options.path.split("/"))))
+        self._root = self._named
         self._block = options.io_block_size
         self._key = f"{options.host.lower()}:{options.port}"
+        self._referral: smb_dfs.Referral | None = None
+        self._trying = threading.local()  # .target: see _quietly
         self._lock = threading.Lock()  # connecting and signing in: one thread at a time
         self._retry_at = 0.0  # monotonic time before which a failed server is not retried
         self._failure = ""
@@ -258,19 +315,22 @@ class SMBFileSystem(ProviderFileSystem):
 
     def _unavailable(self, reason: str) -> MountUnavailableError:
         error = MountUnavailableError(self._tenant, self._mount, reason)
+        if getattr(self._trying, "target", False):
+            return error  # one DFS target of several: the mount may still fail over
         with self._state_lock:
             first, self._down = not self._down, True
             self._failure = reason
         if first:  # one line per outage, not one per request
-            log.warning("tenant %s: mount %s (smb) unavailable: %s", self._tenant, self._mount,
-                        reason)
+            log.warning("tenant %s: mount %s (%s) unavailable: %s", self._tenant, self._mount,
+                        self._provider_name, reason)
         return error
 
     def _mark_up(self) -> None:
         with self._state_lock:
             was_down, self._down = self._down, False
         if was_down:
-            log.warning("tenant %s: mount %s (smb) available again", self._tenant, self._mount)
+            log.warning("tenant %s: mount %s (%s) available again", self._tenant, self._mount,
+                        self._provider_name)
 
     @contextmanager
     def _errors(self, parts: Parts) -> Iterator[None]:
@@ -335,21 +395,116 @@ class SMBFileSystem(ProviderFileSystem):
         After a failure the server is left alone for ``retry_after_failure_s``:
         a wrong password tried on every request would lock the account out."""
         with self._lock:
-            connection = self._cache.get(self._key)
-            if connection is not None and connection.transport.connected:
+            if _alive(self._cache.get(self._key)):
                 return
             if time.monotonic() < self._retry_at:
                 raise self._unavailable(self._failure)
             try:
-                self._cache[self._key] = self._connect()
+                self._connect_mount()
             except MountUnavailableError:
                 self._retry_at = time.monotonic() + self._options.retry_after_failure_s
                 raise
         self._mark_up()
 
-    def _connect(self) -> Connection:
+    def _connect_mount(self) -> None:
+        """Sign in where the mount's path lives: the named share, or for a path inside a
+        DFS namespace each target of its referral in turn until one answers."""
+        referral = self._referral
+        if referral is None:
+            referral = self._referral = self._ask_referral()
+        elif referral.expired:
+            try:
+                with self._quietly():
+                    referral = self._ask_referral()
+            except MountUnavailableError:
+                pass  # the namespace server down: its last referral still names the targets
+            self._referral = referral
+        if referral is None:
+            self._use(self._named, check_share=False)
+            return
+        reason = "the DFS link has no target"
+        for number, target in enumerate(referral.candidates(self._named[1:]), 1):
+            try:
+                with self._quietly():
+                    self._use("\\" + target, check_share=True)  # the referral's "\\server\\..."
+            except MountUnavailableError as exc:
+                reason = exc.reason
+                continue  # this target is down: fail over to the next one
+            if number > 1:
+                log.warning("tenant %s: mount %s (%s): DFS target %d of %d answers, the ones "
+                            "tried before it did not", self._tenant, self._mount,
+                            self._provider_name, number, len(referral.targets))
+            referral.prefer(target)
+            return
+        self._referral = None  # every target down: ask the namespace again next time
+        raise self._unavailable(f"no target of the DFS link answers ({reason})")
+
+    @contextmanager
+    def _quietly(self) -> Iterator[None]:
+        """Failures are not the mount's outage (nothing logged): another DFS target, or
+        the referral already known, may still serve it."""
+        self._trying.target = True
+        try:
+            yield
+        finally:
+            self._trying.target = False
+
+    def _ask_referral(self) -> smb_dfs.Referral | None:
+        """The referral covering the mount's path when its share is a DFS namespace root;
+        None for a plain share (or a namespace path no link covers)."""
+        host, share = self._options.host, self._options.share
+        self._sign_in(host)
+        tree = self._tree(f"\\\\{host}\\{share}")
+        if tree is None or not tree.is_dfs_share:
+            return None  # a plain share: its own calls tell what is wrong with it
+        try:
+            return smb_dfs.ask(tree, self._named[1:])
+        except SMBException as exc:
+            raise self._unavailable(session_failure(exc)) from None
+        except (ConnectionError, TimeoutError) as exc:
+            raise self._unavailable("the file server cannot be reached") from exc
+
+    def _use(self, root: str, check_share: bool) -> None:
+        """Serve the mount from ``root`` (``\\\\server\\share\\folders``): signed in to its
+        server, the mount's folder made if asked to. ``check_share``: a DFS target
+        without the share (or whose connection fails) is down like an unreachable one."""
+        server = smb_dfs.server_of(root)
+        self._sign_in(server)
+        if check_share:
+            share = "\\".join(root.lstrip("\\").split("\\")[:2])
+            self._tree(f"\\\\{share}")
+        self._root, self._key = root, f"{server.lower()}:{self._options.port}"
+        if self._options.create and self._options.path:
+            try:
+                self._create_root(root)
+            except SMBException as exc:  # not a refusal of the folder: the connection's end
+                raise self._unavailable(session_failure(exc)) from None
+            except (ConnectionError, TimeoutError) as exc:
+                raise self._unavailable("the file server cannot be reached") from exc
+
+    def _tree(self, share: str) -> Any:
+        """The share's tree connect; None when the share refuses this account (a 403 for
+        the mount's calls, not a mount down)."""
+        try:
+            return smbclient_pool.get_smb_tree(share, **self._call)[0]
+        except SMBException as exc:
+            if status_of(exc) == NtStatus.STATUS_ACCESS_DENIED:
+                return None
+            raise self._unavailable(session_failure(exc)) from None
+        except (ConnectionError, TimeoutError, ValueError) as exc:
+            raise self._unavailable("the file server cannot be reached") from exc
+
+    def _sign_in(self, server: str) -> None:
+        """A live, signed-in connection to ``server`` in this filesystem's cache."""
+        key = f"{server.lower()}:{self._options.port}"
+        if _alive(self._cache.get(key)):
+            return
+        self._cache.pop(key, None)
+        self._cache[key] = self._connect(server)
+
+    def _connect(self, server: str) -> Connection:
         options = self._options
-        connection = Connection(uuid.uuid4(), options.host, options.port,
+        connection = Connection(uuid.uuid4(), server, options.port,
                                 require_signing=options.require_signing)
         # smbprotocol's receiver sends an echo after this much silence and drops the
         # connection when that is not answered in as long again: 10 minutes by default
@@ -365,10 +520,8 @@ class SMBFileSystem(ProviderFileSystem):
                 raise self._unavailable(f"the file server offers no SMB {options.min_dialect} "
                                         "or later")
             # register_session finds the new connection in the cache it is given
-            own = {self._key: connection}
-            smbclient.register_session(options.host, **{**self._call, "connection_cache": own})
-            if options.create and options.path:
-                self._create_root(own)
+            own = {f"{server.lower()}:{options.port}": connection}
+            smbclient.register_session(server, **{**self._call, "connection_cache": own})
         except BaseException as exc:
             with suppress(Exception):
                 connection.disconnect()
@@ -377,17 +530,17 @@ class SMBFileSystem(ProviderFileSystem):
             raise
         return connection
 
-    def _create_root(self, cache: dict[str, Connection]) -> None:
+    def _create_root(self, root: str) -> None:
         """Make the mount's folder (and its parents) on the share if it is missing.
 
         A folder that exists or cannot be made is left as it is: the mount's own calls
         then answer for it (a 404 or 403 of that path, not a mount down)."""
-        call = {**self._call, "connection_cache": cache}
-        folder = f"\\\\{self._options.host}\\{self._options.share}"
-        for name in self._options.path.split("/"):
+        names = root.lstrip("\\").split("\\")
+        folder = "\\\\" + "\\".join(names[:2])
+        for name in names[2:]:
             folder = f"{folder}\\{name}"
             with suppress(SMBOSError):
-                smbclient.mkdir(folder, **call)
+                smbclient.mkdir(folder, **self._call)
 
     def _drop_connection(self) -> None:
         """Forget a broken connection: the next call connects and signs in again."""

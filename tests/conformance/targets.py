@@ -92,6 +92,16 @@ def smb_target(tmp: Path) -> Target:
     return Target(fs, module.CAPABILITIES, cleanup=fs.close)
 
 
+def azure_files_target(tmp: Path) -> Target:
+    """A fresh folder of the test smbd's Azure-like share (SMB 3, encryption required,
+    the account's 88-character key as password), as the mount's ``path``."""
+    module = providers.load("azure_files")
+    spec = samba.azure_files_provider(path=samba.fresh_folder("azurefiles", samba.AZURE))
+    options = module.Options.model_validate({k: v for k, v in spec.items() if k != "type"})
+    fs = module.build(options, _context(tmp))
+    return Target(fs, module.CAPABILITIES, cleanup=fs.close)
+
+
 TARGETS: dict[str, Callable[[Path], Target]] = {
     "local": local_target,
     "memory": memory_target,
@@ -101,4 +111,5 @@ TARGETS: dict[str, Callable[[Path], Target]] = {
     "swift-keystone": swift_keystone_target,
     "azure": azure_target,
     "smb": smb_target,
+    "azure_files": azure_files_target,
 }

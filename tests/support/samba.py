@@ -14,7 +14,15 @@ once per machine, and an entry in the private passdb):
 * ``common`` - both connect, :data:`ACME` may write, :data:`GLOBEX` only read
   (a write is refused by the share: ACCESS_DENIED);
 * ``conformance`` - :data:`ACME`; every caller gets a fresh folder of its own
-  (:func:`fresh_folder`), used as the mount's ``path``.
+  (:func:`fresh_folder`), used as the mount's ``path``;
+* ``dfs`` - a DFS namespace root (``msdfs root = yes``) whose links are symlinks
+  (:data:`DFS_LINKS`): ``projects`` to ``dfsdata`` on this server, ``replicated``
+  to ``replica`` on :func:`second_server` (smbd on ::1, the same port) and then on
+  this one (both serve the same folder: a replicated target, for failover),
+  ``remote`` to ``remote`` on the second server only;
+* ``azurefiles`` - like an Azure file share: encryption required (so SMB 3 only),
+  one account named like a storage account whose password is an 88-character
+  base64 key (:data:`AZURE`).
 
 ``samba-dcerpcd`` (which smbd would start on demand for RPC pipes and which
 outlives it) is not started: the tests need file access only, not share
@@ -23,6 +31,7 @@ enumeration. A missing Samba is a failure, never a skip.
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import shutil
@@ -30,6 +39,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
@@ -52,7 +62,9 @@ class Account:
 
 ACME = Account("msmb_acme", "acme-smb-secret")
 GLOBEX = Account("msmb_globex", "globex-smb-secret")
-ACCOUNTS = (ACME, GLOBEX)
+#: a storage account's name and key (64 random bytes in base64: 88 characters, as Azure's)
+AZURE = Account("mosaicazfiles", base64.b64encode(secrets.token_bytes(64)).decode())
+ACCOUNTS = (ACME, GLOBEX, AZURE)
 
 #: share name -> (accounts that may connect, accounts that may only read)
 SHARES: dict[str, tuple[tuple[Account, ...], tuple[Account, ...]]] = {
@@ -60,7 +72,27 @@ SHARES: dict[str, tuple[tuple[Account, ...], tuple[Account, ...]]] = {
     "globex": ((GLOBEX,), ()),
     "common": ((ACME, GLOBEX), (GLOBEX,)),
     "conformance": ((ACME,), ()),
+    "dfs": ((ACME,), ()),
+    "dfsdata": ((ACME,), ()),
+    "replica": ((ACME,), ()),
+    "azurefiles": ((AZURE,), ()),
 }
+#: share name -> its lines beyond path, access and ACL
+SHARE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "dfs": ("msdfs root = yes",),
+    # per share, as Azure Files: encryption needs SMB 3, so a 2.x client is refused
+    "azurefiles": ("smb encrypt = required",),
+}
+#: link name in the ``dfs`` share -> its targets (a referral carries no port: the
+#: second target server listens on ::1 with the first one's port)
+DFS_LINKS = {
+    "projects": r"msdfs:127.0.0.1\dfsdata",
+    "replicated": r"msdfs:::1\replica,127.0.0.1\replica",
+    "remote": r"msdfs:::1\remote",
+}
+#: shares of :func:`second_server` -> the main server's share whose folder it serves
+#: (None: a folder of its own)
+SECOND_SHARES: dict[str, str | None] = {"replica": "replica", "remote": None}
 
 
 def _binary(name: str) -> str:
@@ -71,23 +103,25 @@ def _binary(name: str) -> str:
     return found
 
 
-def _share_section(name: str, base: Path) -> str:
-    allowed, read_only = SHARES[name]
-    lines = [f"[{name}]", f"path = {base / 'shares' / name}", "read only = no",
-             "valid users = " + " ".join(a.user for a in allowed)]
+def _share_section(name: str, base: Path, folder: Path | None = None) -> str:
+    allowed, read_only = SHARES.get(name, ((ACME,), ()))
+    lines = [f"[{name}]", f"path = {folder or base / 'shares' / name}", "read only = no",
+             "valid users = " + " ".join(a.user for a in allowed), *SHARE_OPTIONS.get(name, ())]
     if read_only:
         lines.append("read list = " + " ".join(a.user for a in read_only))
     return "\n".join(lines) + "\n"
 
 
-def smb_conf(base: Path, port: int) -> str:
-    """The private configuration: a standalone server on loopback, state under ``base``."""
+def smb_conf(base: Path, port: int, interface: str = "127.0.0.1",
+             sections: str | None = None) -> str:
+    """The private configuration: a standalone server on loopback, state under ``base``;
+    ``sections``: its shares (default: every share of :data:`SHARES`)."""
     state = base / "state"
     rpc_low = emulator.free_port()
     glob = f"""[global]
 server role = standalone server
 workgroup = MOSAICTEST
-interfaces = 127.0.0.1
+interfaces = {interface}
 bind interfaces only = yes
 smb ports = {port}
 disable netbios = yes
@@ -112,7 +146,22 @@ host msdfs = yes
 acl allow execute always = yes
 map to guest = never
 """
-    return glob + "\n" + "\n".join(_share_section(name, base) for name in SHARES)
+    if sections is None:
+        sections = "\n".join(_share_section(name, base) for name in SHARES)
+    return glob + "\n" + sections
+
+
+def _wait_until_gone(group: int, seconds: float = 2.0) -> None:
+    """Until no process of ``group`` is left: a child killed a moment ago may still hold
+    its client's connection open (a client would see the server up), or be a zombie
+    whose sockets are closed already (hence the bound)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.01)
 
 
 def _ensure_unix_user(user: str) -> None:
@@ -127,9 +176,10 @@ class SambaServer:
 
     name = "smbd"
 
-    def __init__(self) -> None:
+    def __init__(self, interface: str = "127.0.0.1", port: int | None = None) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="mosaic-samba-"))
-        self.port = emulator.free_port()
+        self.interface = interface
+        self.port = port or emulator.free_port()
         self.conf = self.base / "smb.conf"
         self._process: subprocess.Popen[bytes] | None = None
         self._prepare()
@@ -139,16 +189,21 @@ class SambaServer:
         for sub in ("lock", "state", "cache", "private", "pid", "ncalrpc"):
             (self.base / "state" / sub).mkdir(parents=True)
         self.conf.write_text(smb_conf(self.base, self.port))
-        for account in ACCOUNTS:
-            _ensure_unix_user(account.user)
-            subprocess.run([_binary("smbpasswd"), "-c", str(self.conf), "-s", "-a", account.user],
-                           input=f"{account.password}\n{account.password}\n".encode(),
-                           check=True, capture_output=True)
+        self._add_accounts()
         for name, (allowed, _read_only) in SHARES.items():
             folder = self.base / "shares" / name
             folder.mkdir(parents=True)
             shutil.chown(folder, user=allowed[0].user)
             folder.chmod(0o755)
+        for link, targets in DFS_LINKS.items():
+            (self.base / "shares" / "dfs" / link).symlink_to(targets)
+
+    def _add_accounts(self) -> None:
+        for account in ACCOUNTS:
+            _ensure_unix_user(account.user)
+            subprocess.run([_binary("smbpasswd"), "-c", str(self.conf), "-s", "-a", account.user],
+                           input=f"{account.password}\n{account.password}\n".encode(),
+                           check=True, capture_output=True)
 
     def share_dir(self, share: str) -> Path:
         return self.base / "shares" / share
@@ -172,7 +227,7 @@ class SambaServer:
 
     def answers(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+            with socket.create_connection((self.interface, self.port), timeout=1):
                 return True
         except OSError:
             return False
@@ -192,6 +247,7 @@ class SambaServer:
             emulator.stop(process, kill)
             with suppress(ProcessLookupError):  # a child still finishing its request
                 os.killpg(process.pid, signal.SIGKILL)
+            _wait_until_gone(process.pid)
         self._stop_dcerpcd()
 
     def pause(self) -> None:
@@ -218,6 +274,32 @@ class SambaServer:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
+class SecondSambaServer(SambaServer):
+    """A second file server for DFS targets: smbd on ::1 with the main one's port
+    (a referral names a server but no port, and smbprotocol keeps the caller's),
+    serving :data:`SECOND_SHARES`."""
+
+    name = "smbd (::1)"
+
+    def __init__(self, main: SambaServer) -> None:
+        self._main = main
+        super().__init__("::1", main.port)
+
+    def _prepare(self) -> None:
+        self.base.chmod(0o755)
+        for sub in ("lock", "state", "cache", "private", "pid", "ncalrpc"):
+            (self.base / "state" / sub).mkdir(parents=True)
+        sections = []
+        for name, served in SECOND_SHARES.items():
+            folder = self._main.share_dir(served) if served else self.base / "shares" / name
+            if not served:
+                folder.mkdir(parents=True)
+                shutil.chown(folder, user=ACME.user)
+            sections.append(_share_section(name, self.base, folder))
+        self.conf.write_text(smb_conf(self.base, self.port, "::1", "\n".join(sections)))
+        self._add_accounts()
+
+
 def _start() -> SambaServer:
     server = SambaServer()
     try:
@@ -233,6 +315,48 @@ _shared = emulator.OnePerProcess(_start, SambaServer.remove)
 def server() -> SambaServer:
     """This test process's smbd, started on first use."""
     return _shared()
+
+
+def _start_second() -> SambaServer:
+    second = SecondSambaServer(server())
+    try:
+        return second.start()
+    except BaseException:
+        second.remove()
+        raise
+
+
+_second = emulator.OnePerProcess(_start_second, SambaServer.remove)
+
+
+def second_server() -> SambaServer:
+    """This test process's second smbd (::1, the main one's port), started on first use;
+    a test that stops it starts it again (:meth:`SambaServer.start`)."""
+    return _second()
+
+
+def dfs_provider(path: str, account: Account = ACME, **extra: Any) -> dict[str, Any]:
+    """An ``smb`` mount of the DFS namespace path ``//127.0.0.1/dfs/<path>``,
+    named by its ``unc``; starts both servers."""
+    second_server()
+    spec: dict[str, Any] = {
+        "type": "smb", "unc": f"\\\\127.0.0.1\\dfs\\{path}", "port": server().port,
+        "credentials": {"kind": "service_account", "username": account.user,
+                        "password": account.password},
+    }
+    return {**spec, **extra}
+
+
+def azure_files_provider(path: str = "", key: str | None = None,
+                         **extra: Any) -> dict[str, Any]:
+    """An ``azure_files`` mount of the Azure-like share on the test smbd."""
+    spec: dict[str, Any] = {
+        "type": "azure_files", "account": AZURE.user, "account_key": key or AZURE.password,
+        "share": "azurefiles", "endpoint": "127.0.0.1", "port": server().port,
+    }
+    if path:
+        spec["path"] = path
+    return {**spec, **extra}
 
 
 def fresh_folder(share: str = "conformance", owner: Account = ACME) -> str:
