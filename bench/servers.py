@@ -75,7 +75,7 @@ def free_port() -> int:
 @cache
 def password_hash() -> str:
     # Mosaic's production hasher (argon2id, 64 MiB): its cost is part of the stack.
-    from mosaic.auth.passwords import hash_password
+    from mosaic.core.passwords import hash_password
 
     return hash_password(PASSWORD)
 

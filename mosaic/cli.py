@@ -106,7 +106,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _hash_password(args: argparse.Namespace) -> int:
-    from mosaic.auth.passwords import hash_password
+    from mosaic.core.passwords import hash_password
 
     if args.stdin or not sys.stdin.isatty():
         password = sys.stdin.readline().rstrip("\n")

@@ -9,12 +9,12 @@ import time
 import pytest
 from argon2 import PasswordHasher
 
-from mosaic.auth import passwords
 from mosaic.auth.cache import CredentialCache
 from mosaic.auth.identity import LocalIdentitySource, Principal, identity_sources
 from mosaic.auth.login import ResolvedLogin, resolve_login
 from mosaic.auth.throttle import GO, Attempt, LoginThrottle, SlowDown, Verdict
 from mosaic.config.schema import AuthSettings, Config, User
+from mosaic.core import passwords
 
 # Cheap parameters for test hashes only; verification reads them from the hash.
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)

@@ -19,12 +19,12 @@ from wsgidav.http_authenticator import HTTPAuthenticator
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
-from mosaic.auth import passwords
 from mosaic.auth.domain_controller import MosaicDomainController
 from mosaic.auth.identity import Principal
 from mosaic.auth.middleware import BasicHeaderGuard, CanonicalUserMiddleware
 from mosaic.auth.throttle import LoginThrottle, SlowDown
 from mosaic.config.schema import Config
+from mosaic.core import passwords
 
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 PASSWORD = "correct horse"

@@ -28,10 +28,10 @@ from pydantic import ValidationError
 
 from mosaic import providers
 from mosaic.config.loader import load_config
+from mosaic.core.capabilities import BuildContext
+from mosaic.core.errors import MountUnavailableError
 from mosaic.providers.azure_blob import BlobStore, read_listing_page
-from mosaic.providers.base import BuildContext
 from mosaic.providers.primitives import MTIME_KEY, Listing
-from mosaic.vfs.errors import MountUnavailableError
 from tests.support import azurite, scenarios, tenants
 from tests.support.azurite import Azurite, stoppable_azurite  # noqa: F401 (fixture)
 from tests.support.live import live_server

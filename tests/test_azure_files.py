@@ -25,7 +25,7 @@ from smbprotocol.tree import TreeConnect
 
 from mosaic import providers
 from mosaic.config.loader import ConfigError, load_config
-from mosaic.providers.base import BuildContext
+from mosaic.core.capabilities import BuildContext
 from tests.hostile.support import two_tenant_process
 from tests.support import samba, tenants
 from tests.support.live import Live, live_server

@@ -15,7 +15,7 @@ import pytest
 import requests
 import yaml
 
-from mosaic.auth.passwords import verify_password
+from mosaic.core.passwords import verify_password
 from tests.support import tenants
 
 REPO = Path(__file__).resolve().parent.parent

@@ -28,9 +28,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import ValidationError
 
 from mosaic import providers
+from mosaic.core.capabilities import BuildContext
+from mosaic.core.errors import MountUnavailableError
 from mosaic.providers import gcs
-from mosaic.providers.base import BuildContext
-from mosaic.vfs.errors import MountUnavailableError
 from tests.support import fakegcs, scenarios, tenants
 from tests.support.fakegcs import StoppableGCS, stoppable_gcs  # noqa: F401 (fixture)
 from tests.support.live import live_server

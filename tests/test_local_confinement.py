@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from mosaic.core.capabilities import BuildContext
+from mosaic.core.errors import InvalidPathError, MountUnavailableError
 from mosaic.providers import local
-from mosaic.providers.base import BuildContext
-from mosaic.vfs.errors import InvalidPathError, MountUnavailableError
 
 SECRET = b"TOP SECRET - outside the root"
 CONTEXT = BuildContext(tenant="acme", mount="/home", data_dir=Path("/nonexistent"))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mosaic import providers
-from mosaic.providers.base import BuildContext
+from mosaic.core.capabilities import BuildContext
 from tests.support import moto
 
 FILES = 40
@@ -24,7 +24,7 @@ CHILD = r"""
 import json, sys, time
 from pathlib import Path
 from mosaic import providers
-from mosaic.providers.base import BuildContext
+from mosaic.core.capabilities import BuildContext
 
 spec, data_dir, phase, source, target = json.loads(sys.argv[1])
 module = providers.load("s3")

@@ -18,9 +18,9 @@ from botocore.exceptions import ClientError
 
 from mosaic import providers
 from mosaic.config.loader import ConfigError, load_config
-from mosaic.providers.base import BuildContext
+from mosaic.core.capabilities import BuildContext
+from mosaic.core.errors import MountUnavailableError
 from mosaic.providers.s3 import MultipartUpload, S3Store
-from mosaic.vfs.errors import MountUnavailableError
 from tests.support import moto, scenarios
 from tests.support.moto import StoppableS3, stoppable_s3  # noqa: F401 (fixture)
 from tests.support.scenarios import MIB, Outage, Traffic

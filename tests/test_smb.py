@@ -29,7 +29,7 @@ import smbclient._pool
 
 from mosaic import providers
 from mosaic.config.loader import ConfigError, load_config
-from mosaic.providers.base import BuildContext
+from mosaic.core.capabilities import BuildContext
 from tests.support import emulator, samba, tenants
 from tests.support.live import Live, live_server
 from tests.test_litmus import SUITES, SUMMARY, run_litmus

@@ -26,7 +26,7 @@ import smbclient._pool
 from pydantic import ValidationError
 
 from mosaic import providers
-from mosaic.providers.base import BuildContext
+from mosaic.core.capabilities import BuildContext
 from tests.support import samba, tenants
 from tests.support.live import Live, live_server
 from tests.test_litmus import SUITES, SUMMARY, run_litmus

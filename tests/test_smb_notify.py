@@ -31,7 +31,7 @@ import yaml
 from mosaic import providers
 from mosaic.config.holder import ConfigHolder
 from mosaic.config.loader import load_config
-from mosaic.providers.base import BuildContext
+from mosaic.core.capabilities import BuildContext
 from mosaic.server import make_server
 from tests.support import samba, tenants
 from tests.support.live import Live

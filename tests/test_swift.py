@@ -24,9 +24,9 @@ import pytest
 import yaml
 
 from mosaic import providers
-from mosaic.providers.base import BuildContext
+from mosaic.core.capabilities import BuildContext
+from mosaic.core.errors import MountUnavailableError
 from mosaic.providers.swift import POOL_IDLE, SwiftStore, _utc_seconds
-from mosaic.vfs.errors import MountUnavailableError
 from tests.support import scenarios, swift, tenants
 from tests.support.live import live_server
 from tests.support.scenarios import ALICE, MIB, Outage, Traffic, eventually

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from mosaic.core.errors import FileTooLargeError
 from mosaic.providers.listcache import ListingCache
 from mosaic.providers.transfers import (
     BodyPipe,
@@ -25,7 +26,6 @@ from mosaic.providers.transfers import (
     StreamedReader,
     StreamedWriter,
 )
-from mosaic.vfs.errors import FileTooLargeError
 
 BLOCK = 1000
 CHUNK = 100  # what the fake stream hands over at a time

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mosaic.config.schema import Config
-from mosaic.vfs.errors import (
+from mosaic.core.errors import (
     AccessDeniedError,
     InvalidPathError,
     MountUnavailableError,

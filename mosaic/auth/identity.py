@@ -13,10 +13,10 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
-from mosaic.auth import passwords
 from mosaic.auth.login import fold_case
 from mosaic.config.derived import PerObject
 from mosaic.config.schema import Tenant, User
+from mosaic.core import passwords
 
 _log = logging.getLogger(__name__)
 

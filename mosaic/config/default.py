@@ -18,9 +18,9 @@ from pathlib import Path
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from mosaic.auth.passwords import hash_password
 from mosaic.config.loader import ConfigError, Problem
 from mosaic.config.schema import Config
+from mosaic.core.passwords import hash_password
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError, core_schema
 
 from mosaic import providers
-from mosaic.vfs.paths import match_key
+from mosaic.core.paths import match_key
 
 TENANT_ID = r"^[a-z0-9][a-z0-9-]{0,62}$"
 USER_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -313,7 +313,7 @@ class User(Strict):
 
 
 def _normalised(path: str) -> str:
-    # Matches mosaic.vfs.paths: no NUL or backslash, no ., .., //, trailing /.
+    # Matches mosaic.core.paths: no NUL or backslash, no ., .., //, trailing /.
     if "\x00" in path or "\\" in path:
         raise ValueError("path must not contain a NUL or a backslash")
     if path != "/" and (path.startswith("//") or posixpath.normpath(path) != path):

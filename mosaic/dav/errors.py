@@ -22,7 +22,7 @@ from wsgidav.dav_error import (
     DAVError,
 )
 
-from mosaic.vfs.errors import (
+from mosaic.core.errors import (
     DirectoryNotEmptyError,
     FileTooLargeError,
     InvalidPathError,

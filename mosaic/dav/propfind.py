@@ -21,6 +21,7 @@ from xml.sax.saxutils import escape
 from wsgidav import util, xml_tools
 from wsgidav.dav_provider import _DAVResource
 
+from mosaic.core import paths
 from mosaic.dav.resources import (
     created_time,
     display_name,
@@ -29,7 +30,6 @@ from mosaic.dav.resources import (
     mime_type,
     modified_time,
 )
-from mosaic.vfs import paths
 
 DAV = "{DAV:}"
 HREF_SAFE = "/!*'(),$-_|."

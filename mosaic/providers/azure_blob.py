@@ -58,7 +58,7 @@ from azure.storage.blob._generated.models import (  # the generated download's c
 )
 from pydantic import Field, SecretStr, model_validator
 
-from mosaic.providers.base import BuildContext
+from mosaic.core.capabilities import BuildContext
 from mosaic.providers.objectstore import CAPABILITIES as STORE_CAPABILITIES
 from mosaic.providers.objectstore import ObjectStoreFileSystem
 from mosaic.providers.primitives import (

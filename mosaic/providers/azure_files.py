@@ -16,8 +16,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from mosaic.core.capabilities import BuildContext
 from mosaic.providers import smb
-from mosaic.providers.base import BuildContext
 
 CAPABILITIES = smb.CAPABILITIES
 #: the domain Azure Files expects before the account name (NTLM)

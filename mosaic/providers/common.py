@@ -16,8 +16,8 @@ from typing import Any, BinaryIO
 
 from fsspec import AbstractFileSystem
 
-from mosaic.vfs import paths
-from mosaic.vfs.errors import DirectoryNotEmptyError, InvalidPathError
+from mosaic.core import paths
+from mosaic.core.errors import DirectoryNotEmptyError, InvalidPathError
 
 Parts = tuple[str, ...]
 

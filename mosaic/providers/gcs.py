@@ -36,7 +36,7 @@ import requests
 from fsspec.asyn import sync
 from pydantic import Field, field_validator, model_validator
 
-from mosaic.providers.base import BuildContext
+from mosaic.core.capabilities import BuildContext
 from mosaic.providers.common import Parts
 from mosaic.providers.objectstore import CAPABILITIES, MARKER, ObjectStoreFileSystem
 from mosaic.providers.primitives import (

@@ -35,17 +35,17 @@ from typing import Any, BinaryIO
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from mosaic.providers.base import BuildContext, Capabilities
-from mosaic.providers.common import Parts, ProviderFileSystem, Upload, oserror
-from mosaic.providers.upload_register import UploadRegister, lock_for_writing, remove_if_abandoned
-from mosaic.vfs import paths
-from mosaic.vfs.errors import (
+from mosaic.core import paths
+from mosaic.core.capabilities import BuildContext, Capabilities
+from mosaic.core.errors import (
     CrossDeviceError,
     InvalidPathError,
     MountUnavailableError,
     ReadOnlyError,
 )
-from mosaic.vfs.health import HEALTH
+from mosaic.core.health import HEALTH
+from mosaic.providers.common import Parts, ProviderFileSystem, Upload, oserror
+from mosaic.providers.upload_register import UploadRegister, lock_for_writing, remove_if_abandoned
 
 CAPABILITIES = Capabilities(
     empty_directories=True,

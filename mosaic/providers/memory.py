@@ -17,9 +17,9 @@ from typing import Any, BinaryIO
 
 from pydantic import BaseModel, ConfigDict
 
-from mosaic.providers.base import BuildContext, Capabilities
+from mosaic.core.capabilities import BuildContext, Capabilities
+from mosaic.core.errors import InvalidPathError
 from mosaic.providers.common import Parts, ProviderFileSystem, Upload, oserror
-from mosaic.vfs.errors import InvalidPathError
 
 CAPABILITIES = Capabilities(
     empty_directories=True,

@@ -46,7 +46,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from typing import Any, BinaryIO
 
-from mosaic.providers.base import BuildContext, Capabilities
+from mosaic.core.capabilities import BuildContext, Capabilities
+from mosaic.core.errors import FileTooLargeError, InvalidPathError, MountUnavailableError
+from mosaic.core.health import HEALTH
 from mosaic.providers.common import Parts, ProviderFileSystem, Upload, oserror
 from mosaic.providers.journal import Move, MoveJournal
 from mosaic.providers.listcache import ListingCache
@@ -67,8 +69,6 @@ from mosaic.providers.transfers import (
     StreamedReader,
     StreamedWriter,
 )
-from mosaic.vfs.errors import FileTooLargeError, InvalidPathError, MountUnavailableError
-from mosaic.vfs.health import HEALTH
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from mosaic.core import paths
+from mosaic.core.errors import InvalidPathError
 from mosaic.providers.transfers import PartedUpload
-from mosaic.vfs import paths
-from mosaic.vfs.errors import InvalidPathError
 
 #: user-metadata key holding a modification time a client set (epoch seconds)
 MTIME_KEY = "mosaic-mtime"

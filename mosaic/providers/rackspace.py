@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from mosaic.providers.base import BuildContext
+from mosaic.core.capabilities import BuildContext
 from mosaic.providers.objectstore import CAPABILITIES as STORE_CAPABILITIES
 from mosaic.providers.objectstore import ObjectStoreFileSystem
 from mosaic.providers.primitives import ServiceUrl

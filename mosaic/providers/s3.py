@@ -41,7 +41,7 @@ import botocore.session
 import s3fs
 from pydantic import Field, SecretStr, model_validator
 
-from mosaic.providers.base import BuildContext
+from mosaic.core.capabilities import BuildContext
 from mosaic.providers.objectstore import CAPABILITIES as STORE_CAPABILITIES
 from mosaic.providers.objectstore import ObjectStoreFileSystem
 from mosaic.providers.primitives import (

@@ -56,8 +56,11 @@ from smbprotocol.exceptions import (
 )
 from smbprotocol.header import NtStatus
 
+from mosaic.core import paths
+from mosaic.core.capabilities import BuildContext, Capabilities
+from mosaic.core.errors import InvalidPathError, MountUnavailableError
+from mosaic.core.names import windows_name_problem
 from mosaic.providers import smb_dfs
-from mosaic.providers.base import BuildContext, Capabilities
 from mosaic.providers.common import Parts, ProviderFileSystem, Upload, oserror
 from mosaic.providers.listcache import ListingCache
 from mosaic.providers.smb_notify import ChangeWatcher
@@ -69,9 +72,6 @@ from mosaic.providers.smb_status import (
     status_of,
 )
 from mosaic.providers.smb_streams import Reader, TempWriter
-from mosaic.vfs import paths
-from mosaic.vfs.errors import InvalidPathError, MountUnavailableError
-from mosaic.vfs.names import windows_name_problem
 
 log = logging.getLogger(__name__)
 # smbprotocol logs every request at INFO: at the server's usual level that would be

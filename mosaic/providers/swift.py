@@ -58,7 +58,7 @@ from urllib.parse import quote, unquote, urlparse
 from pydantic import Field, SecretStr, field_validator, model_validator
 from swiftclient.client import ClientException, Connection
 
-from mosaic.providers.base import BuildContext
+from mosaic.core.capabilities import BuildContext
 from mosaic.providers.objectstore import CAPABILITIES as STORE_CAPABILITIES
 from mosaic.providers.objectstore import ObjectStoreFileSystem
 from mosaic.providers.primitives import (

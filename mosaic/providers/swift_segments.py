@@ -18,8 +18,8 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from mosaic.core.errors import FileTooLargeError
 from mosaic.providers.transfers import BodyPipe, PartedUpload
-from mosaic.vfs.errors import FileTooLargeError
 
 if TYPE_CHECKING:
     from mosaic.providers.swift import SwiftStore

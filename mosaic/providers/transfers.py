@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from typing import Any
 
-from mosaic.vfs.errors import FileTooLargeError
+from mosaic.core.errors import FileTooLargeError
 
 OpenStream = Callable[[int], Iterator[bytes]]  # start -> the object's bytes from there on
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from mosaic.providers.base import Capabilities
-from mosaic.vfs import names, paths
-from mosaic.vfs.errors import InvalidPathError, NameCollisionError
+from mosaic.core import names, paths
+from mosaic.core.capabilities import Capabilities
+from mosaic.core.errors import InvalidPathError, NameCollisionError
 
 #: (folder, its member names) for every folder of a tree, the top one first
 Walk = Iterable[tuple[str, list[str]]]

@@ -8,9 +8,9 @@ from urllib.parse import unquote
 
 from fsspec import AbstractFileSystem
 
-from mosaic.providers.base import Capabilities
-from mosaic.vfs import paths
-from mosaic.vfs.errors import MountUnavailableError
+from mosaic.core import paths
+from mosaic.core.capabilities import Capabilities
+from mosaic.core.errors import MountUnavailableError
 from mosaic.vfs.quota import Usage
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from mosaic.vfs import paths
+from mosaic.core import paths
 
 LEVEL = {"none": 0, "read": 1, "write": 2}
 

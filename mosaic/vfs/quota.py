@@ -17,7 +17,7 @@ from typing import Any
 
 from fsspec import AbstractFileSystem
 
-from mosaic.vfs.errors import QuotaExceededError
+from mosaic.core.errors import QuotaExceededError
 
 
 class Usage:

@@ -4,7 +4,7 @@ One filesystem instance per (tenant, mount, expanded user): instances are
 never shared between tenants (providers set ``cachable = False``) and a config
 reload drops them all. A mount that fails to build is remembered only briefly,
 so it recovers by itself once its backend is back; the failure is reported to
-:data:`~mosaic.vfs.health.HEALTH`, which logs it once, not at every retry.
+:data:`~mosaic.core.health.HEALTH`, which logs it once, not at every retry.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Any
 
 from mosaic import providers
 from mosaic.config.schema import Config, Mount, ProviderSpec
-from mosaic.providers.base import BuildContext, Capabilities
-from mosaic.vfs import paths
-from mosaic.vfs.errors import MountUnavailableError
-from mosaic.vfs.health import HEALTH
+from mosaic.core import paths
+from mosaic.core.capabilities import BuildContext, Capabilities
+from mosaic.core.errors import MountUnavailableError
+from mosaic.core.health import HEALTH
 from mosaic.vfs.mounts import MountEntry, MountTable
 from mosaic.vfs.quota import Usage
 

@@ -18,8 +18,9 @@ from typing import Any
 
 from fsspec import AbstractFileSystem
 
-from mosaic.vfs import fit, names, paths
-from mosaic.vfs.errors import AccessDeniedError, InvalidPathError, ReadOnlyError, SameFileError
+from mosaic.core import names, paths
+from mosaic.core.errors import AccessDeniedError, InvalidPathError, ReadOnlyError, SameFileError
+from mosaic.vfs import fit
 from mosaic.vfs.mounts import MountEntry, MountTable
 from mosaic.vfs.permissions import PermissionView
 from mosaic.vfs.quota import Limit, QuotaWriter, check_size

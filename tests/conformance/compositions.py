@@ -15,7 +15,7 @@ from typing import Any
 from fsspec import AbstractFileSystem
 
 from mosaic.config.schema import Config
-from mosaic.providers.base import Capabilities
+from mosaic.core.capabilities import Capabilities
 from mosaic.providers.memory import MemoryFileSystem
 from mosaic.vfs.mounts import MountEntry, MountTable
 from mosaic.vfs.permissions import PermissionView

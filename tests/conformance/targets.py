@@ -3,7 +3,7 @@
 A target factory receives a fresh temporary directory and returns a
 :class:`Target`: the filesystem and the Capabilities its provider declares (the
 suite reads those flags; it keeps no per-backend flags of its own). Every target
-speaks the provider contract of :mod:`mosaic.providers.base`: relative paths, ""
+speaks the provider contract of :mod:`mosaic.core.capabilities`: relative paths, ""
 is the root. Add a target (e.g. a tenant filesystem composing mounts) with one
 entry in ``TARGETS``.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 from fsspec import AbstractFileSystem
 
 from mosaic import providers
-from mosaic.providers.base import BuildContext, Capabilities
+from mosaic.core.capabilities import BuildContext, Capabilities
 from tests.support import azurite, fakegcs, moto, samba, swift
 
 

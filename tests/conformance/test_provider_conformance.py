@@ -1,6 +1,6 @@
 """Every target must pass every test here: the provider contract, executable.
 
-Only the fsspec-level contract of ``mosaic.providers.base`` is used (relative
+Only the fsspec-level contract of ``mosaic.core.capabilities`` is used (relative
 paths, "" is the root), so composed filesystems can be added as targets.
 Error types are asserted exactly: the DAV layer maps them to status codes.
 
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from mosaic.vfs.errors import DirectoryNotEmptyError, InvalidPathError
+from mosaic.core.errors import DirectoryNotEmptyError, InvalidPathError
 from tests.conformance.compositions import COMPOSITIONS
 from tests.conformance.targets import TARGETS, Target
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 from argon2 import PasswordHasher
 
-from mosaic.auth.passwords import hash_password
+from mosaic.core.passwords import hash_password
 from tests.hostile.support import ServerProcess, basic, raw_request, two_tenant_process
 
 CHEAP = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)

@@ -22,8 +22,8 @@ import psutil
 import pytest
 import yaml
 
+from mosaic.core.capabilities import BuildContext
 from mosaic.providers import local
-from mosaic.providers.base import BuildContext
 from mosaic.server import MAX_START_FAILURES
 from tests.hostile.support import (
     TRACEBACK,

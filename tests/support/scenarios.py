@@ -24,8 +24,8 @@ from xml.etree import ElementTree
 import pytest
 import requests
 
+from mosaic.core.errors import MountUnavailableError
 from mosaic.providers.transfers import StreamedWriter
-from mosaic.vfs.errors import MountUnavailableError
 from tests.support import moto, tenants
 from tests.support.live import Live, live_server
 from tests.test_litmus import SUITES, SUMMARY, run_litmus

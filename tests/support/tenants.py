@@ -8,8 +8,8 @@ from typing import Any
 
 from argon2 import PasswordHasher
 
-from mosaic.auth.passwords import hash_password
 from mosaic.config.schema import Config
+from mosaic.core.passwords import hash_password
 
 # Cheap parameters keep the suite fast; verification reads them from the hash.
 _TEST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)

@@ -12,7 +12,7 @@ import re
 import unicodedata
 from urllib.parse import quote
 
-from mosaic.vfs.errors import InvalidPathError
+from mosaic.core.errors import InvalidPathError
 
 _FORBIDDEN_CHARS = ("\x00", "\\")
 _PLAIN = re.compile(r"[A-Za-z0-9_.-]*")  # what quote() leaves as it is, whatever ``safe``

@@ -10,7 +10,7 @@ The filesystem it builds must:
 
 * use paths relative to its own root ("" or "a/b", never leading "/"),
   and refuse anything that escapes that root with ``InvalidPathError``;
-* raise only the errors of :mod:`mosaic.vfs.errors` and built-in OSErrors;
+* raise only the errors of :mod:`mosaic.core.errors` and built-in OSErrors;
 * return ``ls(path, detail=True)`` entries with ``name`` (relative path),
   ``type`` ("file" | "directory"), ``size`` and ``mtime`` (epoch float), and
   optionally ``etag`` (unquoted);

@@ -8,7 +8,7 @@ the mount and the cause in words (never an address or a secret), and one INFO
 when it answers again.
 
 Providers report here: a failure when they raise
-:class:`~mosaic.vfs.errors.MountUnavailableError` (or a mount cannot be built),
+:class:`~mosaic.core.errors.MountUnavailableError` (or a mount cannot be built),
 a success when a call to the backend returned. The success path is one
 lock-free dict lookup.
 """
