@@ -13,14 +13,11 @@ import gc
 import logging
 import os
 import pwd
-import re
-import secrets
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import pytest
 import requests
@@ -31,7 +28,7 @@ from mosaic import providers
 from mosaic.config.loader import ConfigError, load_config
 from mosaic.core.capabilities import BuildContext
 from tests.support import emulator, samba, tenants
-from tests.support.live import Live, live_server
+from tests.support.live import Live, dav, listed, live_server, unique
 from tests.test_litmus import SUITES, SUMMARY, run_litmus
 
 ACME_LOGIN = ("alice@acme.example", "alice-secret")
@@ -39,7 +36,6 @@ GLOBEX_LOGIN = ("dave@globex.example", "dave-secret")
 WRONG = samba.Account(samba.ACME.user, "not-" + samba.ACME.password)
 MIB = 1024 * 1024
 LISTING_CACHE_S = 1.0
-HREF = re.compile(r"<(?:\w+:)?href>([^<]+)</(?:\w+:)?href>")
 
 
 @pytest.fixture(scope="module")
@@ -69,25 +65,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         yield live
 
 
-def dav(live: Live, login: tuple[str, str], method: str, path: str,
-        **kwargs: Any) -> requests.Response:
-    headers = kwargs.pop("headers", {})
-    if method == "PROPFIND":
-        headers.setdefault("Depth", "1")
-    return requests.request(method, live.url + path, auth=login, headers=headers, timeout=30,
-                            **kwargs)
 
-
-def listed(live: Live, login: tuple[str, str], folder: str) -> set[str]:
-    """The member names of a PROPFIND Depth 1 of ``folder`` (ending in "/")."""
-    reply = dav(live, login, "PROPFIND", folder)
-    assert reply.status_code == 207, reply.text
-    hrefs = {unquote(h) for h in HREF.findall(reply.text)}
-    return {h[len(folder):].rstrip("/") for h in hrefs if h != folder}
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{secrets.token_hex(4)}"
 
 
 def test_each_tenant_sees_its_own_share_only(server: Live) -> None:

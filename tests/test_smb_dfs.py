@@ -12,28 +12,22 @@ next, and a link with every target down is a 503 for that mount only.
 from __future__ import annotations
 
 import logging
-import re
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-from urllib.parse import unquote
 
 import pytest
-import requests
 import smbclient._pool
 from pydantic import ValidationError
 
 from mosaic import providers
 from mosaic.core.capabilities import BuildContext
 from tests.support import samba, tenants
-from tests.support.live import Live, live_server
+from tests.support.live import Live, dav, listed, live_server, unique
 from tests.test_litmus import SUITES, SUMMARY, run_litmus
 
 ACME_LOGIN = ("alice@acme.example", "alice-secret")
 GLOBEX_LOGIN = ("dave@globex.example", "dave-secret")
-HREF = re.compile(r"<(?:\w+:)?href>([^<]+)</(?:\w+:)?href>")
 FAST_RETRY = {"retry_after_failure_s": 0.2, "timeout_s": 1}
 
 
@@ -56,24 +50,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         yield live
 
 
-def dav(live: Live, login: tuple[str, str], method: str, path: str,
-        **kwargs: Any) -> requests.Response:
-    headers = kwargs.pop("headers", {})
-    if method == "PROPFIND":
-        headers.setdefault("Depth", "1")
-    return requests.request(method, live.url + path, auth=login, headers=headers, timeout=30,
-                            **kwargs)
 
-
-def listed(live: Live, login: tuple[str, str], folder: str) -> set[str]:
-    reply = dav(live, login, "PROPFIND", folder)
-    assert reply.status_code == 207, reply.text
-    hrefs = {unquote(h) for h in HREF.findall(reply.text)}
-    return {h[len(folder):].rstrip("/") for h in hrefs if h != folder}
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{secrets.token_hex(4)}"
 
 
 def test_list_read_write_through_a_dfs_link(server: Live) -> None:

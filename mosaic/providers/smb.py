@@ -42,11 +42,10 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO
 
 import smbclient
 import smbclient._pool as smbclient_pool
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from smbprotocol.connection import Connection
 from smbprotocol.exceptions import (
     SMBAuthenticationError,
@@ -56,7 +55,6 @@ from smbprotocol.exceptions import (
 )
 from smbprotocol.header import NtStatus
 
-from mosaic.core import paths
 from mosaic.core.capabilities import BuildContext, Capabilities
 from mosaic.core.errors import InvalidPathError, MountUnavailableError
 from mosaic.core.names import windows_name_problem
@@ -64,6 +62,7 @@ from mosaic.providers import smb_dfs
 from mosaic.providers.common import Parts, ProviderFileSystem, Upload, oserror
 from mosaic.providers.listcache import ListingCache
 from mosaic.providers.smb_notify import ChangeWatcher
+from mosaic.providers.smb_options import DIALECTS, Options
 from mosaic.providers.smb_status import (
     ERRNO_BY_STATUS,
     INVALID_NAME,
@@ -89,7 +88,6 @@ def _without_worker_tracebacks(record: logging.LogRecord) -> bool:
 
 logging.getLogger("smbprotocol.connection").addFilter(_without_worker_tracebacks)
 
-MIB = 1024 * 1024
 CAPABILITIES = Capabilities(
     empty_directories=True,
     atomic_rename=True,
@@ -104,111 +102,9 @@ CAPABILITIES = Capabilities(
 TEMP_PREFIX = ".~mosaic-upload-"
 #: an upload temp file untouched this long belongs to a killed process; listings remove it
 STALE_UPLOAD_S = 24 * 3600
-#: a server that failed (unreachable, account refused) is not asked again before this
-RETRY_AFTER_FAILURE_S = 5.0
 FILE_ATTRIBUTE_DIRECTORY = 0x10
-DIALECTS = {"2.0.2": 0x0202, "2.1": 0x0210, "3.0": 0x0300, "3.0.2": 0x0302, "3.1.1": 0x0311}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MICROSECOND = timedelta(microseconds=1)
-
-
-class ServiceAccount(BaseModel):
-    """One account of the file server for every user of the mount."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # A discriminator: the signed-in user's own credentials ("pass_through") will be
-    # the other kind, so existing configs keep their meaning.
-    kind: Literal["service_account"] = Field(
-        "service_account", description="Whose credentials: `service_account` (the only kind yet)")
-    username: str = Field(min_length=1, description="Account name on the file server")
-    password: SecretStr = Field(description="Its password")
-
-
-class Options(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    unc: str | None = Field(
-        None, description="The mount's root as one UNC path, `\\\\server\\share\\folder` "
-                          "(or `//server/share/folder`), e.g. a DFS namespace path "
-                          "`\\\\corp.example\\dfs\\projects`; instead of `host`, `share` "
-                          "and `path`")
-    host: str = Field(min_length=1, description="File server or DFS namespace (domain or "
-                                                "server name): host name or IP address")
-    port: int = Field(445, ge=1, le=65535, description="SMB port")
-    share: str = Field(min_length=1, description="Share name")
-    path: str = Field("", description="Folder of the share served as the mount's root; "
-                                      "`{user}` is replaced by the signed-in user")
-    domain: str | None = Field(None, description="Windows domain (workgroup) of the account")
-    credentials: ServiceAccount = Field(description="How Mosaic signs in to the file server")
-    encrypt: bool = Field(False, description="Require SMB 3 encryption of all traffic")
-    min_dialect: Literal["2.0.2", "2.1", "3.0", "3.0.2", "3.1.1"] = Field(
-        "2.1", description="Lowest SMB dialect accepted from the server")
-    require_signing: bool = Field(
-        True, description="Require signed messages (SMB 3.1.1 needs it for tree connects)")
-    connect_timeout_s: float = Field(10.0, gt=0, description="Seconds to connect and sign in")
-    timeout_s: float = Field(
-        30.0, ge=1, le=600,
-        description="Seconds a silent file server has to answer a keep-alive before its "
-                    "connection is given up (its requests fail with 503, no worker waits on)")
-    io_block_size: int = Field(4 * MIB, ge=MIB, le=4 * MIB,
-                               description="Bytes per read and write request (1-4 MiB)")
-    retry_after_failure_s: float = Field(
-        RETRY_AFTER_FAILURE_S, gt=0, le=300,
-        description="Seconds a file server that failed (unreachable, account refused) is "
-                    "left alone before the next try")
-    create: bool = Field(True, description="Create `path` on the share when it is missing "
-                                           "(a user's home on first use)")
-    listing_cache_seconds: float = Field(
-        2.0, ge=0, le=3600,
-        description="How long a listing is reused; changes made through Mosaic show at once, "
-                    "changes made on the file server by others after this long (0: no cache)")
-    change_notify_folders: int = Field(
-        64, ge=0, le=1024,
-        description="Folders listed last that are watched for outside changes (SMB2 "
-                    "CHANGE_NOTIFY): a change drops their cached listing within about a "
-                    "second (0: off; changes then show after `listing_cache_seconds`)")
-    change_notify_idle_s: float = Field(
-        600.0, gt=0, le=86400,
-        description="Seconds a watched folder stays watched without being listed")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_unc(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or data.get("unc") is None:
-            return data
-        given = [key for key in ("host", "share", "path") if key in data]
-        if given:
-            raise ValueError(f"`unc` names the server, share and path: remove {given[0]!r}")
-        unc = data["unc"]
-        if not isinstance(unc, str):
-            raise ValueError("`unc` must be a string")
-        names = unc.replace("/", "\\")
-        if not names.startswith("\\\\"):
-            raise ValueError("`unc` must start with \\\\server\\share (or //server/share)")
-        host, _, rest = names[2:].partition("\\")
-        share, _, path = rest.partition("\\")
-        return {**data, "host": host, "share": share, "path": path.replace("\\", "/")}
-
-    @field_validator("host", "share")
-    @classmethod
-    def _one_component(cls, value: str) -> str:
-        if any(c in value for c in "/\\\x00") or value != value.strip():
-            raise ValueError("must be a single name without slashes")
-        return value
-
-    @field_validator("path")
-    @classmethod
-    def _relative(cls, value: str) -> str:
-        try:
-            normal = paths.normalize(value)  # refuses "..", NUL and backslashes
-        except InvalidPathError as exc:  # an OSError: pydantic would let it out as a crash
-            raise ValueError(exc.strerror) from None
-        for part in filter(None, normal.split("/")):
-            problem = windows_name_problem(part)
-            if problem:
-                raise ValueError(problem)
-        return normal
 
 
 def build(options: Options, context: BuildContext, kind: str = "smb") -> SMBFileSystem:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
 
 import requests
 
@@ -50,3 +54,30 @@ def two_tenant_server(base: Path) -> Iterator[Live]:
     with live_server(tenants.build(tenants.two_tenants(base))) as live:
         live.base = base
         yield live
+
+
+#: the href of a multistatus member, whatever the DAV: prefix
+HREF = re.compile(r"<(?:\w+:)?href>([^<]+)</(?:\w+:)?href>")
+
+
+def dav(live: Live, login: tuple[str, str], method: str, path: str,
+        **kwargs: Any) -> requests.Response:
+    """One WebDAV request as ``login`` (a PROPFIND is Depth 1 unless told)."""
+    headers = kwargs.pop("headers", {})
+    if method == "PROPFIND":
+        headers.setdefault("Depth", "1")
+    return requests.request(method, live.url + path, auth=login, headers=headers, timeout=30,
+                            **kwargs)
+
+
+def listed(live: Live, login: tuple[str, str], folder: str) -> set[str]:
+    """The member names of a PROPFIND Depth 1 of ``folder`` (ending in "/")."""
+    reply = dav(live, login, "PROPFIND", folder)
+    assert reply.status_code == 207, reply.text
+    hrefs = {unquote(h) for h in HREF.findall(reply.text)}
+    return {h[len(folder):].rstrip("/") for h in hrefs if h != folder}
+
+
+def unique(prefix: str) -> str:
+    """A name no other test run uses."""
+    return f"{prefix}-{secrets.token_hex(4)}"
