@@ -17,20 +17,20 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import NamedTuple
-
-from mosaic.auth.identity import Principal
+from typing import Generic, NamedTuple, TypeVar
 
 Clock = Callable[[], float]
+V = TypeVar("V")
 
 
-class _Entry(NamedTuple):
-    principal: Principal
+class _Entry(NamedTuple, Generic[V]):
+    value: V
     expires: float
 
 
-class CredentialCache:
-    """LRU map HMAC(tenant, user, password) -> Principal with a per-entry expiry.
+class CredentialCache(Generic[V]):
+    """LRU map HMAC(tenant, user, password) -> value (a Principal, or a refusal) with a
+    per-entry expiry.
 
     Thread-safe. ``generation`` changes on every :meth:`clear`; a caller that
     read it before verifying passes it to :meth:`put`, so a login checked
@@ -41,7 +41,7 @@ class CredentialCache:
         self._max = max_entries
         self._clock = clock
         self._secret = secrets.token_bytes(32)
-        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
+        self._entries: OrderedDict[bytes, _Entry[V]] = OrderedDict()
         self._lock = threading.Lock()
         self._generation = 0
 
@@ -49,8 +49,8 @@ class CredentialCache:
     def generation(self) -> int:
         return self._generation
 
-    def get(self, tenant: str, user: str, password: str) -> Principal | None:
-        """The cached principal for these exact credentials, if not expired."""
+    def get(self, tenant: str, user: str, password: str) -> V | None:
+        """The cached value for these exact credentials, if not expired."""
         key = self._key(tenant, user, password)
         with self._lock:
             entry = self._entries.get(key)
@@ -60,18 +60,18 @@ class CredentialCache:
                 del self._entries[key]
                 return None
             self._entries.move_to_end(key)
-            return entry.principal
+            return entry.value
 
-    def put(self, tenant: str, user: str, password: str, principal: Principal, ttl: float,
+    def put(self, tenant: str, user: str, password: str, value: V, ttl: float,
             generation: int | None = None) -> None:
-        """Remember verified credentials for ``ttl`` seconds (0 disables caching)."""
+        """Remember checked credentials for ``ttl`` seconds (0 disables caching)."""
         if ttl <= 0:
             return
         key = self._key(tenant, user, password)
         with self._lock:
             if generation is not None and generation != self._generation:
                 return
-            self._entries[key] = _Entry(principal, self._clock() + ttl)
+            self._entries[key] = _Entry(value, self._clock() + ttl)
             self._entries.move_to_end(key)
             while len(self._entries) > self._max:
                 self._entries.popitem(last=False)

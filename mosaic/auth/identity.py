@@ -1,48 +1,22 @@
-"""Who a user is: identity sources and the principal they produce.
+"""Local users: the accounts listed in the config, with argon2 password hashes.
 
-An identity source checks a user name and password inside ONE tenant (the
-tenant is resolved before, see :mod:`mosaic.auth.login`). Local users from the
-config are the only source today; a directory (Active Directory) becomes a
-second class implementing :class:`IdentitySource` plus one line in
-:func:`identity_sources`.
+A source checks a user name and password inside ONE tenant (the tenant is
+resolved before, see :mod:`mosaic.auth.login`, and the source chosen by
+:func:`mosaic.auth.authenticator.route_login`). The other source is a
+tenant's Active Directory (:mod:`mosaic.auth.directory.source`).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Protocol
 
 from mosaic.auth.login import fold_case
+from mosaic.auth.principal import Principal
 from mosaic.config.derived import PerObject
 from mosaic.config.schema import Tenant, User
 from mosaic.core import passwords
 
 _log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Principal:
-    """An authenticated user of one tenant."""
-
-    tenant: str
-    #: The configured spelling, whatever case the client typed.
-    user: str
-    groups: frozenset[str]
-    display_name: str | None = None
-
-    @property
-    def canonical(self) -> str:
-        """``user@tenant``: the one name used as lock owner and in logs."""
-        return f"{self.user}@{self.tenant}"
-
-
-class IdentitySource(Protocol):
-    """Checks credentials for the tenant it was built for."""
-
-    def authenticate(self, user: str, password: str) -> Principal | None:
-        """The principal for valid credentials, else None. Must not raise for bad input."""
-        ...
 
 
 class LocalIdentitySource:
@@ -90,7 +64,3 @@ def _users_by_folded_name(tenant: Tenant) -> dict[str, tuple[tuple[str, User], .
 #: A tenant's users by ASCII-folded name, built once per (immutable) Tenant.
 users_by_folded_name = PerObject(_users_by_folded_name)
 
-
-def identity_sources(tenant_id: str, tenant: Tenant) -> list[IdentitySource]:
-    """The sources to try, in order, for a login to ``tenant``; the first success wins."""
-    return [LocalIdentitySource(tenant_id, tenant)]

@@ -8,7 +8,12 @@ Accepted forms of the Basic-auth user name:
 * ``alice@acme`` / ``acme\\alice`` - the tenant id itself as an implicit
   domain, so every tenant has a working login without DNS or NetBIOS setup;
 * ``alice`` - the tenant whose ``hosts`` lists the request's Host header, or
-  the only tenant when the config has exactly one.
+  the only tenant when the config has exactly one;
+* ``alice@corp.example.com`` / ``CORP\\alice`` - the name or a UPN suffix, or
+  the NetBIOS name, of one of a tenant's Active Directory domains.
+
+Several tenants may share a directory domain (departments of one company):
+such a qualifier then needs the Host header to pick one of them.
 
 Names are compared ASCII-case-insensitively (Unicode case folding would let
 e.g. the Kelvin sign stand for ``k``). A qualifier that matches several
@@ -21,12 +26,11 @@ from __future__ import annotations
 
 import string
 from collections import defaultdict
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from mosaic.config.derived import PerObject
-from mosaic.config.schema import Config
+from mosaic.config.schema import Config, Tenant
 
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
@@ -35,6 +39,9 @@ class ResolvedLogin(NamedTuple):
     tenant_id: str
     #: The user part as typed (case not normalised; identity sources do that).
     user: str
+    #: "domains" (``user@qualifier``), "netbios" (``qualifier\\user``) or "" (bare)
+    kind: str = ""
+    qualifier: str | None = None
 
 
 def fold_case(name: str) -> str:
@@ -42,26 +49,29 @@ def fold_case(name: str) -> str:
     return name.translate(_ASCII_LOWER)
 
 
-def resolve_login(config: Config, login: str, environ: Mapping[str, Any]) -> ResolvedLogin | None:
-    """The tenant and user part of ``login``, or None if it names no single tenant."""
+def resolve_login(config: Config, login: str, host: str | None) -> ResolvedLogin | None:
+    """The tenant and user part of ``login`` sent to ``host`` (the Host header),
+    or None if it names no single tenant."""
     split = _split(login)
     if split is None:
         return None
     kind, qualifier, user = split
-    host_tenant = host_tenant_id(config, environ)
+    host_tenant = host_tenant_id(config, host)
     if qualifier is None:
         tenant_id = host_tenant or _only_tenant(config)
     else:
-        tenant_id = _qualified_tenant(config, kind, qualifier)
-        if host_tenant is not None and tenant_id != host_tenant:
-            return None
-    return ResolvedLogin(tenant_id, user) if tenant_id is not None else None
+        owners = tenant_index(config).qualifiers[kind].get(fold_case(qualifier), frozenset())
+        if host_tenant is not None:
+            tenant_id = host_tenant if host_tenant in owners else None
+        else:
+            tenant_id = next(iter(owners)) if len(owners) == 1 else None
+    return ResolvedLogin(tenant_id, user, kind, qualifier) if tenant_id is not None else None
 
 
-def host_tenant_id(config: Config, environ: Mapping[str, Any]) -> str | None:
-    """The tenant whose ``hosts`` lists the request's Host header (port ignored)."""
-    host = _host_name(environ.get("HTTP_HOST", ""))
-    return tenant_index(config).by_host.get(host) if host else None
+def host_tenant_id(config: Config, host: str | None) -> str | None:
+    """The tenant whose ``hosts`` lists ``host`` (port ignored)."""
+    name = _host_name(host or "")
+    return tenant_index(config).by_host.get(name) if name else None
 
 
 @dataclass(frozen=True)
@@ -80,7 +90,7 @@ def _build_index(config: Config) -> TenantIndex:
         owners: defaultdict[str, set[str]] = defaultdict(set)
         for tenant_id, tenant in config.tenants.items():
             owners[tenant_id].add(tenant_id)  # the id is an implicit domain and NetBIOS name
-            for name in getattr(tenant, kind):
+            for name in _qualifiers(tenant, kind):
                 owners[fold_case(name)].add(tenant_id)
         qualifiers[kind] = {name: frozenset(ids) for name, ids in owners.items()}
     by_host: dict[str, str] = {}
@@ -93,6 +103,13 @@ def _build_index(config: Config) -> TenantIndex:
 
 #: A reload makes a new Config, and with it a new index.
 tenant_index = PerObject(_build_index)
+
+
+def _qualifiers(tenant: Tenant, kind: str) -> list[str]:
+    """The tenant's own login domains or NetBIOS names, and its directories'."""
+    if kind == "domains":
+        return [*tenant.domains, *(s for d in tenant.active_directory for s in d.login_suffixes)]
+    return [*tenant.netbios, *(d.netbios for d in tenant.active_directory)]
 
 
 def _split(login: str) -> tuple[str, str | None, str] | None:
@@ -115,12 +132,6 @@ def _split(login: str) -> tuple[str, str | None, str] | None:
     if not qualifier or not user or "\\" in user:
         return None
     return kind, qualifier, user
-
-
-def _qualified_tenant(config: Config, kind: str, qualifier: str) -> str | None:
-    """The one tenant whose ``kind`` list (domains or netbios) or id is ``qualifier``."""
-    owners = tenant_index(config).qualifiers[kind].get(fold_case(qualifier), frozenset())
-    return next(iter(owners)) if len(owners) == 1 else None
 
 
 def _only_tenant(config: Config) -> str | None:

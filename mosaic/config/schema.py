@@ -32,6 +32,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError, core_schema
 
 from mosaic import providers
+from mosaic.config.directory import ActiveDirectory
 from mosaic.core.paths import match_key
 
 TENANT_ID = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -95,6 +96,10 @@ def _mapping(value: Any) -> dict[Any, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 class Strict(BaseModel):
     # hide_input_in_errors: a ValidationError printed anywhere must not show secrets.
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
@@ -115,6 +120,10 @@ class AuthSettings(Strict):
     """
 
     cache_seconds: float = Field(60, ge=0, description="How long a verified login is remembered")
+    refusal_cache_seconds: float = Field(
+        600, ge=0, description="How long a refused user-and-password pair is remembered: a "
+        "client retrying a stale password is refused without asking argon2 or the directory "
+        "again, so it counts once against the lockout (Mosaic's and Active Directory's)")
     max_failures: int = Field(
         5, ge=1, description="Failed logins of one user from one client address that lock "
                              "that user at that address")
@@ -343,6 +352,10 @@ class Tenant(Strict):
         {}, description="User name -> account"
     )
     groups: list[str] = Field([], description="Group names users and permissions may refer to")
+    active_directory: list[ActiveDirectory] = Field(
+        [], description="Active Directory domains whose accounts sign in beside the local "
+        "users; bare logins go to the first. Permission rules name their users and groups "
+        "`DOMAIN\\user`, `@DOMAIN\\group` or `@group` (any of the tenant's domains)")
     default_access: Access = Field(
         "write", description="Access of a tenant user where no permission rule applies"
     )
@@ -386,23 +399,53 @@ class Tenant(Strict):
 
 
 def _reference_problems(tenant: dict[str, Any]) -> list[InitErrorDetails]:
-    """Users' groups and permission principals must be declared in the tenant."""
+    """Users' groups and permission principals must be declared in the tenant.
+
+    A directory's users and groups cannot be checked offline: with Active
+    Directory domains, ``@group`` and ``DOMAIN\\name`` of a listed domain pass
+    (``mosaic ad-check`` asks the domain).
+    """
     groups = {group for _, group in _strings(tenant.get("groups"))}
     users = _mapping(tenant.get("users"))
+    domains = _directory_names(tenant)
     problems = [_problem(("users", name, "groups", index), f"undeclared group {group!r}")
                 for name, user in users.items()
                 for index, group in _strings(_get(user, "groups")) if group not in groups]
     for path, rules in _mapping(tenant.get("permissions")).items():
         for principal in _mapping(rules):
             loc = ("permissions", path, principal, "[key]")
-            if not isinstance(principal, str) or principal == "*":
-                continue
-            if principal.startswith("@") and principal[1:] not in groups:
-                problems.append(_problem(loc, f"undeclared group {principal[1:]!r}"))
-            elif not principal.startswith("@") and principal not in users:
-                problems.append(_problem(loc, f"unknown user {principal!r}; expected a "
-                                         "user name, @group or '*'"))
+            if isinstance(principal, str) and principal != "*":
+                message = _principal_problem(principal, groups, users, domains)
+                if message:
+                    problems.append(_problem(loc, message))
     return problems
+
+
+def _directory_names(tenant: dict[str, Any]) -> set[str]:
+    """The NetBIOS names (folded) of the tenant's directory domains."""
+    return {domain["netbios"].lower() for domain in _list(tenant.get("active_directory"))
+            if isinstance(domain, dict) and isinstance(domain.get("netbios"), str)}
+
+
+def _principal_problem(principal: str, groups: set[str], users: dict[Any, Any],
+                       domains: set[str]) -> str | None:
+    is_group = principal.startswith("@")
+    name = principal[1:] if is_group else principal
+    qualifier, backslash, _ = name.partition("\\")
+    if backslash:
+        if qualifier.lower() in domains:
+            return None
+        listed = ", ".join(sorted(domains)) or "none"
+        return (f"{principal!r} names the domain {qualifier!r}, which is not one of the "
+                f"tenant's active_directory domains (netbios: {listed})")
+    if is_group and (name in groups or domains):
+        return None
+    if is_group:
+        return f"undeclared group {name!r}"
+    if name in users:
+        return None
+    hint = " (a directory user is named DOMAIN\\user)" if domains else ""
+    return f"unknown user {principal!r}; expected a user name, @group or '*'{hint}"
 
 
 class Config(Strict):

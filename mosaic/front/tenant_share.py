@@ -22,8 +22,8 @@ from typing import Any
 
 from wsgidav.mw.base_mw import BaseMiddleware
 
-from mosaic.auth.domain_controller import PRINCIPAL_KEY
 from mosaic.config.schema import Config
+from mosaic.dav.authentication import PRINCIPAL_KEY
 from mosaic.front.admission import at_end_of_this_request, busy_threads, close_after_this_request
 from mosaic.front.shares import Shares, refusal_head
 

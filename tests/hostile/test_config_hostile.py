@@ -352,27 +352,26 @@ def many_tenants(count: int, users: int = 1) -> Config:
 def test_login_finds_its_tenant_without_scanning(monkeypatch: pytest.MonkeyPatch, login: str,
                                                  host: str, tenant_id: str | None) -> None:
     config = many_tenants(1000)
-    environ = {"HTTP_HOST": host} if host else {}
-    login_module.resolve_login(config, "user0@t0", {})  # the index is built here, once
+    login_module.resolve_login(config, "user0@t0", None)  # the index is built here, once
     folds = CallCounter(login_module.fold_case)
     monkeypatch.setattr(login_module, "fold_case", folds)
     for _ in range(10):
-        resolved = login_module.resolve_login(config, login, environ)
+        resolved = login_module.resolve_login(config, login, host or None)
         assert (resolved.tenant_id if resolved else None) == tenant_id
     assert folds.calls <= 2 * 10, "names are folded per tenant: the tenants are scanned"
     builds = login_module.tenant_index.builds
-    login_module.resolve_login(config, login, environ)
+    login_module.resolve_login(config, login, host or None)
     assert login_module.tenant_index.builds == builds
 
 
 def test_a_new_config_gets_a_new_index() -> None:
     first = many_tenants(2)
-    assert login_module.resolve_login(first, "user0@t1.example", {}).tenant_id == "t1"
+    assert login_module.resolve_login(first, "user0@t1.example", None).tenant_id == "t1"
     builds = login_module.tenant_index.builds
     reloaded = first.model_copy(update={"tenants": {"t7": first.tenants["t1"]}})
     for _ in range(3):
-        assert login_module.resolve_login(reloaded, "user0@t1.example", {}).tenant_id == "t7"
-        assert login_module.resolve_login(first, "user0@t1.example", {}).tenant_id == "t1"
+        assert login_module.resolve_login(reloaded, "user0@t1.example", None).tenant_id == "t7"
+        assert login_module.resolve_login(first, "user0@t1.example", None).tenant_id == "t1"
     assert login_module.tenant_index.builds == builds + 1  # one for the new config, once
 
 

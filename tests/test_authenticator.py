@@ -1,4 +1,4 @@
-"""MosaicDomainController and CanonicalUserMiddleware, alone and inside a real WsgiDAVApp."""
+"""The Authenticator, alone and behind HttpAuthentication inside a real WsgiDAVApp."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import io
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -15,16 +15,15 @@ from typing import Any
 import pytest
 from argon2 import PasswordHasher
 from pydantic import SecretStr
-from wsgidav.http_authenticator import HTTPAuthenticator
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
-from mosaic.auth.domain_controller import MosaicDomainController
-from mosaic.auth.identity import Principal
-from mosaic.auth.middleware import BasicHeaderGuard, CanonicalUserMiddleware
+from mosaic.auth.authenticator import Authenticator, Client
+from mosaic.auth.principal import Principal
 from mosaic.auth.throttle import LoginThrottle, SlowDown
 from mosaic.config.schema import Config
 from mosaic.core import passwords
+from mosaic.dav.authentication import HttpAuthentication
 
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 PASSWORD = "correct horse"
@@ -58,16 +57,17 @@ class Live:
         return self.config
 
 
-def make_dc(config: Config) -> tuple[MosaicDomainController, Live]:
+def make_dc(config: Config) -> tuple[Authenticator, Live]:
     live = Live(config)
-    return MosaicDomainController(None, {"mosaic": {"get_config": live}}), live
+    return Authenticator(live), live
 
 
-def login(dc: MosaicDomainController, name: str, password: str = PASSWORD,
+def login(dc: Authenticator, name: str, password: str = PASSWORD,
           **environ: str) -> dict[str, Any] | None:
-    """The environ after a successful basic_auth_user, None on failure."""
+    """{"mosaic.principal": ...} after a successful login, None on failure."""
     env: dict[str, Any] = {**ACME, **environ}
-    return env if dc.basic_auth_user("Mosaic", name, password, env) else None
+    principal = dc.authenticate(name, password, Client(env["REMOTE_ADDR"], env["HTTP_HOST"]))
+    return {"mosaic.principal": principal} if principal else None
 
 
 @pytest.fixture
@@ -86,21 +86,6 @@ def verify_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 # -- domain controller -----------------------------------------------------------
 
-def test_dc_contract() -> None:
-    dc, _ = make_dc(make_config())
-    assert dc.get_domain_realm("/any/path", None) == "Mosaic"
-    assert dc.get_domain_realm("/", dict(ACME)) == "Mosaic"
-    assert dc.supports_http_digest_auth() is False
-    assert dc.require_authentication("Mosaic", None) is True  # start-up: no anonymous share
-    assert dc.require_authentication("Mosaic", {"REQUEST_METHOD": "PROPFIND"}) is True
-    assert dc.require_authentication("Mosaic", {"REQUEST_METHOD": "OPTIONS"}) is False
-
-
-def test_dc_needs_get_config() -> None:
-    with pytest.raises(RuntimeError, match="get_config"):
-        MosaicDomainController(None, {})
-
-
 @pytest.mark.parametrize("name", ["alice", "ALICE", "alice@acme.example", "ACME\\alice",
                                   "alice@acme", "acme\\alice"])
 def test_successful_login_sets_principal_and_roles(name: str) -> None:
@@ -108,24 +93,20 @@ def test_successful_login_sets_principal_and_roles(name: str) -> None:
     env = login(dc, name)
     assert env is not None
     assert env["mosaic.principal"] == Principal("acme", "alice", frozenset(), None)
-    assert env["wsgidav.auth.roles"] == ["editor"]
 
 
-def test_admins_are_editors_too() -> None:
+def test_groups_come_with_the_principal() -> None:
     dc, _ = make_dc(make_config())
     env = login(dc, "root")
-    assert env is not None and env["wsgidav.auth.roles"] == ["editor"]
-    assert env["mosaic.principal"].groups == frozenset({"admins"})
+    assert env is not None and env["mosaic.principal"].groups == frozenset({"admins"})
 
 
 @pytest.mark.parametrize(("name", "password"), [
     ("alice", PASSWORD + "x"), ("nobody", PASSWORD), ("alice@nowhere.example", PASSWORD),
 ])
-def test_failed_login_sets_nothing(name: str, password: str) -> None:
+def test_failed_login_gives_no_principal(name: str, password: str) -> None:
     dc, _ = make_dc(make_config())
-    env: dict[str, Any] = dict(ACME)
-    assert dc.basic_auth_user("Mosaic", name, password, env) is False
-    assert "mosaic.principal" not in env
+    assert login(dc, name, password) is None
 
 
 @pytest.mark.parametrize("name", ["alice@globex.example", "GLOBEX\\alice", "alice@globex"])
@@ -223,8 +204,8 @@ def test_throttled_login_is_refused_without_verifying(
     dc, _ = make_dc(make_config(max_failures=2, lockout_seconds=30))
     clock = Clock()
     dc.throttle = LoginThrottle(clock=clock)
-    for _ in range(2):
-        assert login(dc, "alice", "guess") is None
+    for attempt in range(2):
+        assert login(dc, "alice", f"guess{attempt}") is None
     assert len(verify_calls) == 2
     assert login(dc, "alice") is None  # right password, but locked
     assert len(verify_calls) == 2
@@ -232,6 +213,28 @@ def test_throttled_login_is_refused_without_verifying(
     assert "guess" not in caplog.text and PASSWORD not in caplog.text
     clock.now += 30
     assert login(dc, "alice") is not None
+
+
+def test_a_stale_password_retried_counts_once(verify_calls: list[str]) -> None:
+    dc, _ = make_dc(make_config(max_failures=2))
+    for _ in range(50):  # a client that keeps sending a password changed elsewhere
+        assert login(dc, "alice", "old password") is None
+    assert verify_calls == ["old password"]  # checked once, then refused from memory
+    assert login(dc, "alice") is not None  # one failure: the pair is not locked
+    assert login(dc, "alice", "another guess") is None
+    assert len(verify_calls) == 3
+
+
+def test_a_remembered_refusal_ends(verify_calls: list[str]) -> None:
+    dc, live = make_dc(make_config(refusal_cache_seconds=0))
+    for _ in range(2):
+        assert login(dc, "alice", "old password") is None
+    assert len(verify_calls) == 2
+    dc, live = make_dc(make_config())
+    assert login(dc, "alice", "old password") is None
+    live.config = make_config()  # a reload forgets refusals (the password may be right now)
+    assert login(dc, "alice", "old password") is None
+    assert len(verify_calls) == 4
 
 
 class RecordedSleeps(list[float]):
@@ -243,9 +246,9 @@ def test_guessing_from_one_address_cannot_lock_the_user_out_elsewhere(
         verify_calls: list[str]) -> None:
     dc, _ = make_dc(make_config(max_failures=3, user_slowdown_after=3, slowdown_seconds=2))
     dc.slow_down = SlowDown(sleep=(sleeps := RecordedSleeps()))
-    for _ in range(50):
-        assert login(dc, "alice", "guess", REMOTE_ADDR="192.0.2.66") is None
-    assert verify_calls.count("guess") == 3  # then refused before any password check
+    for attempt in range(50):
+        assert login(dc, "alice", f"guess{attempt}", REMOTE_ADDR="192.0.2.66") is None
+    assert len(verify_calls) == 3  # then refused before any password check
     assert login(dc, "alice", REMOTE_ADDR="192.0.2.66") is None  # that pair is locked
     assert login(dc, "alice", REMOTE_ADDR="192.0.2.10") is not None
     assert sleeps == []  # and not even slowed down from an address without failures
@@ -256,7 +259,7 @@ def test_a_failing_address_of_a_user_under_attack_is_slowed_down() -> None:
                                 max_slowed_logins=1))
     dc.slow_down = SlowDown(sleep=(sleeps := RecordedSleeps()))
     for address in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
-        assert login(dc, "alice", "guess", REMOTE_ADDR=address) is None
+        assert login(dc, "alice", "guess " + address, REMOTE_ADDR=address) is None
     assert login(dc, "alice", REMOTE_ADDR="192.0.2.1") is not None  # slowed, not refused
     assert sleeps == [2]
 
@@ -265,7 +268,7 @@ def test_a_slowed_login_finding_no_place_to_wait_is_refused() -> None:
     dc, _ = make_dc(make_config(max_failures=3, user_slowdown_after=3, max_slowed_logins=0))
     dc.slow_down = SlowDown(sleep=(sleeps := RecordedSleeps()))
     for address in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
-        assert login(dc, "alice", "guess", REMOTE_ADDR=address) is None
+        assert login(dc, "alice", "guess " + address, REMOTE_ADDR=address) is None
     assert login(dc, "alice", REMOTE_ADDR="192.0.2.1") is None
     assert login(dc, "alice", REMOTE_ADDR="192.0.2.4") is not None
     assert sleeps == []
@@ -304,50 +307,13 @@ def test_concurrent_logins_get_their_own_answers(verify_calls: list[str]) -> Non
     assert verify_calls.count(PASSWORD) <= 8 * 2  # cached after the first success per tenant
 
 
-# -- middleware --------------------------------------------------------------------
-
-def run_middleware(environ: dict[str, Any]) -> tuple[str, bool]:
-    seen: list[dict[str, Any]] = []
-
-    def next_app(env: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        seen.append(env)
-        start_response("200 OK", [])
-        return [b""]
-
-    statuses: list[str] = []
-    mw = CanonicalUserMiddleware(None, next_app, {})
-    mw(environ, lambda status, headers: statuses.append(status))
-    return statuses[0], bool(seen)
-
-
-def test_middleware_sets_canonical_user() -> None:
-    env = {"REQUEST_METHOD": "LOCK", "wsgidav.auth.user_name": "ACME\\ALICE",
-           "mosaic.principal": Principal("acme", "alice", frozenset(), None)}
-    assert run_middleware(env) == ("200 OK", True)
-    assert env["wsgidav.auth.user_name"] == env["wsgidav.user_name"] == "alice@acme"
-
-
-def test_middleware_passes_anonymous_options() -> None:
-    assert run_middleware({"REQUEST_METHOD": "OPTIONS"}) == ("200 OK", True)
-
-
-def test_middleware_refuses_requests_without_principal() -> None:
-    # e.g. trusted_auth_header let the request past the domain controller
-    env = {"REQUEST_METHOD": "GET", "wsgidav.auth.user_name": "mallory"}
-    assert run_middleware(env) == ("403 Forbidden", False)
-
-
 # -- end to end: a real WsgiDAVApp --------------------------------------------------
 
 def make_app(root: Path, live: Live) -> WsgiDAVApp:
     return WsgiDAVApp({
         "provider_mapping": {"/": str(root)},
-        "http_authenticator": {"domain_controller": MosaicDomainController,
-                               "accept_basic": True, "accept_digest": False,
-                               "default_to_digest": False},
-        "middleware_stack": [BasicHeaderGuard, HTTPAuthenticator, CanonicalUserMiddleware,
-                             RequestResolver],
-        "mosaic": {"get_config": live},
+        "middleware_stack": [HttpAuthentication, RequestResolver],
+        "mosaic": {"authenticator": Authenticator(live)},
         "lock_storage": True,
         "logging": {"enable": False},
         "verbose": 1,
