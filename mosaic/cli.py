@@ -1,4 +1,4 @@
-"""The ``mosaic`` command: serve, check-config, hash-password."""
+"""The ``mosaic`` command: serve, check-config, ad-check, hash-password."""
 
 from __future__ import annotations
 
@@ -105,6 +105,27 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ad_check(args: argparse.Namespace) -> int:
+    from mosaic.auth.directory.check import check_tenant
+    from mosaic.config.loader import ConfigError, load_config
+
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    tenant = config.tenants.get(args.tenant)
+    if tenant is None:
+        print(f"{args.file}: no tenant {args.tenant!r} (tenants: {', '.join(config.tenants)})",
+              file=sys.stderr)
+        return 1
+    password = None
+    if args.user is not None:
+        password = (sys.stdin.readline().rstrip("\n") if args.stdin or not sys.stdin.isatty()
+                    else getpass.getpass(f"Password of {args.user}: "))
+    return 0 if check_tenant(args.tenant, tenant.active_directory, args.user, password) else 1
+
+
 def _hash_password(args: argparse.Namespace) -> int:
     from mosaic.core.passwords import hash_password
 
@@ -138,6 +159,16 @@ def parser() -> argparse.ArgumentParser:
                        help="validate the file only, not this machine (TLS files, data_dir, "
                             "listen address): for a config checked away from its server")
     check.set_defaults(run=_check_config)
+    ad_check = commands.add_parser(
+        "ad-check", help="check a tenant's Active Directory step by step (TCP, TLS and its "
+        "certificate, binds, a user's entry and groups)")
+    ad_check.add_argument("file", type=Path, help="YAML config")
+    ad_check.add_argument("tenant", help="tenant id")
+    ad_check.add_argument("user", nargs="?",
+                          help="also sign in as this user (alice, alice@corp.example.com or "
+                               "CORP\\alice); the password is asked for")
+    ad_check.add_argument("--stdin", action="store_true", help="read the password from stdin")
+    ad_check.set_defaults(run=_ad_check)
     hashing = commands.add_parser("hash-password", help="print an argon2 hash for a config")
     hashing.add_argument("--stdin", action="store_true", help="read the password from stdin")
     hashing.set_defaults(run=_hash_password)

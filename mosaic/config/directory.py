@@ -86,8 +86,8 @@ class ActiveDirectory(_Strict):
         None, description="Only members (also nested) of this group may sign in (its name)")
     connect_timeout_seconds: float = Field(3, gt=0, le=60,
                                            description="TCP and TLS set-up to one DC")
-    timeout_seconds: float = Field(5, gt=0, le=120,
-                                   description="One LDAP operation (bind or search)")
+    timeout_seconds: int = Field(5, ge=1, le=120,
+                                 description="One LDAP operation (bind or search)")
     max_concurrent_logins: int = Field(
         8, ge=1, le=256, description="Logins checked against this domain at once per worker; "
         "more wait up to `timeout_seconds`, then get 503 (no thread pile-up when DCs hang)")

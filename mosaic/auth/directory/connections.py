@@ -79,7 +79,7 @@ def make_controller(domain: ActiveDirectory, url: str) -> DomainController:
     return DomainController(url, server, start_tls=not secure)
 
 
-def open_connection(dc: DomainController, timeout: float) -> ldap3.Connection:
+def open_connection(dc: DomainController, timeout: int) -> ldap3.Connection:
     """A connection to ``dc`` with TLS in place, not yet bound."""
     conn = ldap3.Connection(dc.server, authentication=ldap3.SIMPLE, read_only=True,
                             auto_referrals=False, receive_timeout=timeout,
@@ -132,7 +132,7 @@ class DomainConnections:
         for dc in candidates:
             try:
                 return self._run_on(dc, operation)
-            except (DomainControllerError, LDAPException, OSError) as exc:
+            except Exception as exc:  # ldap3 raises more than LDAPException (struct.error...)
                 reasons.append(f"{dc.url}: {_in_words(exc)}")
                 self._skip(dc, reasons[-1])
         raise NoDomainController(reasons)
@@ -142,7 +142,7 @@ class DomainConnections:
         if reused is not None:
             try:
                 return self._use(dc, reused, operation)
-            except (DomainControllerError, LDAPException, OSError):
+            except Exception:
                 pass  # the DC may have closed an idle connection: one fresh try
         return self._use(dc, open_connection(dc, self.domain.timeout_seconds), operation)
 

@@ -100,8 +100,8 @@ class ActiveDirectorySource:
         login = self.login_for(sam_account_name, "netbios", None)
 
         def read(conn: ldap3.Connection) -> Account | None:
-            _bind_service(conn, service.user, service.password.get_secret_value())
-            return self._read_account(conn, login.account_filter)
+            bind_service(conn, service.user, service.password.get_secret_value())
+            return self.read_account(conn, login.account_filter)
 
         account = self._ask(read)
         return self._principal(account, KERBEROS, login.typed) if account else None
@@ -118,23 +118,14 @@ class ActiveDirectorySource:
 
     def _check_password(self, conn: ldap3.Connection, login: DirectoryLogin,
                         password: str) -> Account | None:
-        conn.user, conn.password = login.bind_name, password
-        if not conn.bind():
-            self._refused(conn.result, login)
+        refusal = bind_user(conn, login, password)
+        if refusal is not None:
+            _log.info("tenant %s: directory %s: login %s refused: %s", self.tenant,
+                      self.domain.netbios, login.typed, refusal)
             return None
-        return self._read_account(conn, login.account_filter)
+        return self.read_account(conn, login.account_filter)
 
-    def _refused(self, result: dict[str, Any], login: DirectoryLogin) -> None:
-        code = result.get("result")
-        if code != _INVALID_CREDENTIALS and (code in _DC_TROUBLE or code is None):
-            raise DomainControllerError(f"bind: {result.get('description')} "
-                                        f"{result.get('message', '')}".strip())
-        sub_code, reason = bind_refusal(result.get("message"))
-        _log.info("tenant %s: directory %s: login %s refused: %s%s", self.tenant,
-                  self.domain.netbios, login.typed, reason,
-                  f" (AD {sub_code})" if sub_code else "")
-
-    def _read_account(self, conn: ldap3.Connection, account_filter: str) -> Account | None:
+    def read_account(self, conn: ldap3.Connection, account_filter: str) -> Account | None:
         entries = _search(conn, self.domain.search_base, account_filter, ACCOUNT_ATTRIBUTES)
         if len(entries) != 1:
             _log.info("tenant %s: directory %s: %s account for %s under %s", self.tenant,
@@ -182,11 +173,28 @@ class ActiveDirectorySource:
                          account_id=account.guid)
 
 
+def bind_user(conn: ldap3.Connection, login: DirectoryLogin, password: str) -> str | None:
+    """Bind as the user: None on success, else AD's reason in words. Raises
+    DomainControllerError when the DC, not the credentials, is the problem."""
+    if not password:
+        return "empty password"  # would be an "unauthenticated" bind, which AD accepts
+    conn.user, conn.password = login.bind_name, password
+    if conn.bind():
+        return None
+    result = conn.result
+    code = result.get("result")
+    if code != _INVALID_CREDENTIALS and (code in _DC_TROUBLE or code is None):
+        raise DomainControllerError(f"bind: {result.get('description')} "
+                                    f"{result.get('message', '')}".strip())
+    sub_code, reason = bind_refusal(result.get("message"))
+    return f"{reason} (AD {sub_code})" if sub_code else reason
+
+
 def _users(condition: str) -> str:
     return f"(&(objectCategory=person)(objectClass=user){condition})"
 
 
-def _bind_service(conn: ldap3.Connection, user: str, password: str) -> None:
+def bind_service(conn: ldap3.Connection, user: str, password: str) -> None:
     conn.user, conn.password = user, password
     if not conn.bind():
         _, reason = bind_refusal(conn.result.get("message"))
