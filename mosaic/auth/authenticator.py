@@ -16,6 +16,7 @@ local lockout.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import NamedTuple
@@ -23,11 +24,19 @@ from typing import NamedTuple
 from mosaic.auth.cache import CredentialCache
 from mosaic.auth.directory.registry import Directories
 from mosaic.auth.identity import LocalIdentitySource, users_by_folded_name
-from mosaic.auth.login import ResolvedLogin, fold_case, resolve_login
-from mosaic.auth.principal import Principal
+from mosaic.auth.kerberos import KerberosUnavailable, TicketHolder
+from mosaic.auth.login import (
+    ResolvedLogin,
+    fold_case,
+    host_tenant_id,
+    only_tenant,
+    resolve_login,
+)
+from mosaic.auth.principal import KERBEROS, Principal
 from mosaic.auth.throttle import Attempt, LoginThrottle, SlowDown
 from mosaic.config.schema import Config, Tenant
 
+_log = logging.getLogger(__name__)
 VERIFY_LOCK_STRIPES = 64
 #: the value a refusal is cached as
 REFUSED = True
@@ -86,6 +95,50 @@ class Authenticator:
         else:
             self.throttle.succeeded(attempt)
         return principal if isinstance(principal, Principal) else None
+
+    def authenticate_ticket(self, token: bytes,
+                            client: Client) -> tuple[Principal | None, bytes | None]:
+        """(principal, reply token) for a Kerberos SPNEGO token sent to the tenant that
+        ``client.host`` selects; raises DirectoryUnavailable like :meth:`authenticate`."""
+        config = self.current_config()
+        tenant_id = host_tenant_id(config, client.host) or only_tenant(config)
+        acceptor = self.directories.acceptor(config, tenant_id) if tenant_id else None
+        if acceptor is None:
+            return None, None
+        try:
+            holder = acceptor.accept(token)
+        except KerberosUnavailable as exc:
+            _log.warning("%s; Negotiate refused, Basic still works", exc)
+            return None, None
+        if holder is None:
+            return None, None
+        return self._ticket_principal(config, tenant_id or "", holder), holder.reply
+
+    def offers_kerberos(self, host: str | None) -> bool:
+        """Whether a 401 to ``host`` should offer Negotiate beside Basic."""
+        config = self.current_config()
+        tenant_id = host_tenant_id(config, host) or only_tenant(config)
+        return tenant_id is not None and config.tenants[tenant_id].kerberos is not None
+
+    def _ticket_principal(self, config: Config, tenant_id: str,
+                          holder: TicketHolder) -> Principal | None:
+        generation = self.cache.generation
+        key = f"{fold_case(holder.account)}@{fold_case(holder.realm)}"
+        principal = self.cache.get(tenant_id, key, KERBEROS)
+        if principal is not None:
+            return principal
+        tenant = config.tenants[tenant_id]
+        index = next((i for i, d in enumerate(tenant.active_directory)
+                      if d.name.upper() == holder.realm.upper()), None)
+        if index is None or tenant.active_directory[index].service_account is None:
+            _log.info("tenant %s: Kerberos client %s@%s: the realm is no active_directory "
+                      "domain with a service_account", tenant_id, holder.account, holder.realm)
+            return None
+        principal = self.directories.source(config, tenant_id, index).lookup(holder.account)
+        if principal is not None:
+            self.cache.put(tenant_id, key, KERBEROS, principal, config.server.auth.cache_seconds,
+                           generation)
+        return principal
 
     def clear_cache(self) -> None:
         """Forget checked logins (a config reload does this)."""

@@ -58,7 +58,7 @@ def resolve_login(config: Config, login: str, host: str | None) -> ResolvedLogin
     kind, qualifier, user = split
     host_tenant = host_tenant_id(config, host)
     if qualifier is None:
-        tenant_id = host_tenant or _only_tenant(config)
+        tenant_id = host_tenant or only_tenant(config)
     else:
         owners = tenant_index(config).qualifiers[kind].get(fold_case(qualifier), frozenset())
         if host_tenant is not None:
@@ -134,7 +134,8 @@ def _split(login: str) -> tuple[str, str | None, str] | None:
     return kind, qualifier, user
 
 
-def _only_tenant(config: Config) -> str | None:
+def only_tenant(config: Config) -> str | None:
+    """The tenant of a config that has exactly one, else None."""
     return tenant_index(config).only_tenant
 
 

@@ -110,3 +110,13 @@ class ActiveDirectory(_Strict):
     def login_suffixes(self) -> list[str]:
         return [self.name, *self.upn_suffixes]
 
+
+
+class Kerberos(_Strict):
+    """HTTP Negotiate (Kerberos) single sign-on for a tenant."""
+
+    spn: str = Field(pattern=r"^HTTP/[A-Za-z0-9.-]+(@[A-Za-z0-9.-]+)?$",
+                     description="This server's service principal, `HTTP/files.corp.example.com` "
+                     "(the realm defaults to the first domain's name in capitals)")
+    keytab: Path = Field(description="Keytab holding the SPN's keys (AES; exported with "
+                         "`samba-tool domain exportkeytab` or `ktpass`)")

@@ -32,7 +32,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError, core_schema
 
 from mosaic import providers
-from mosaic.config.directory import ActiveDirectory
+from mosaic.config.directory import ActiveDirectory, Kerberos
 from mosaic.core.paths import match_key
 
 TENANT_ID = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -356,6 +356,10 @@ class Tenant(Strict):
         [], description="Active Directory domains whose accounts sign in beside the local "
         "users; bare logins go to the first. Permission rules name their users and groups "
         "`DOMAIN\\user`, `@DOMAIN\\group` or `@group` (any of the tenant's domains)")
+    kerberos: Kerberos | None = Field(
+        None, description="Single sign-on with Kerberos tickets (HTTP Negotiate) of the "
+        "active_directory domains; needs a domain with a `service_account`, which reads the "
+        "signed-in account's groups. The tenant is the one `hosts` selects")
     default_access: Access = Field(
         "write", description="Access of a tenant user where no permission rule applies"
     )
@@ -390,6 +394,13 @@ class Tenant(Strict):
                                          "(paths are compared case-insensitively)"))
         _raise_all(info.field_name, problems)
         return value
+
+    @model_validator(mode="after")
+    def _kerberos_can_look_accounts_up(self) -> Tenant:
+        if self.kerberos and not any(d.service_account for d in self.active_directory):
+            raise ValueError("kerberos needs an active_directory domain with a service_account "
+                             "(a ticket carries no groups; the service account reads them)")
+        return self
 
     @model_validator(mode="wrap")
     @classmethod

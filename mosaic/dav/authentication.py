@@ -53,12 +53,16 @@ class HttpAuthentication(BaseMiddleware):
         if environ.get("REQUEST_METHOD") == "OPTIONS":
             environ["wsgidav.auth.user_name"] = ""
             return self.next_app(environ, start_response)
+        client = Client(environ.get("REMOTE_ADDR"), environ.get("HTTP_HOST"))
         try:
-            principal = self._sign_in(environ)
+            principal, reply = self._sign_in(environ, client)
         except DirectoryUnavailable as exc:
             return _unavailable(start_response, exc.retry_after)
         if principal is None:
-            return _challenge(start_response)
+            return _challenge(start_response, self.authenticator.offers_kerberos(client.host))
+        if reply:
+            start_response = _with_header(start_response, "WWW-Authenticate",
+                                          "Negotiate " + base64.b64encode(reply).decode())
         environ[PRINCIPAL_KEY] = principal
         environ["wsgidav.auth.realm"] = REALM
         environ["wsgidav.auth.user_name"] = principal.canonical
@@ -66,36 +70,55 @@ class HttpAuthentication(BaseMiddleware):
         environ["wsgidav.auth.roles"] = list(ROLES)
         return self.next_app(environ, start_response)
 
-    def _sign_in(self, environ: dict[str, Any]) -> Principal | None:
+    def _sign_in(self, environ: dict[str, Any],
+                 client: Client) -> tuple[Principal | None, bytes | None]:
         scheme, _, value = (environ.get("HTTP_AUTHORIZATION") or "").strip().partition(" ")
+        if scheme.lower() == "negotiate":
+            token = _base64(value)
+            return self.authenticator.authenticate_ticket(token, client) if token else (None,
+                                                                                          None)
         if scheme.lower() != "basic":
-            return None
+            return None, None
         credentials = basic_credentials(value)
         if credentials is None:
-            return None
-        client = Client(environ.get("REMOTE_ADDR"), environ.get("HTTP_HOST"))
-        return self.authenticator.authenticate(*credentials, client)
+            return None, None
+        return self.authenticator.authenticate(*credentials, client), None
 
 
 def basic_credentials(value: str) -> tuple[str, str] | None:
     """(user, password) from a Basic header's value, None if it is not base64 of
     ``user:password`` in UTF-8."""
     try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        decoded = (_base64(value) or b"").decode("utf-8")
+    except UnicodeDecodeError:
         return None
     user, colon, password = decoded.partition(":")
     return (user, password) if colon else None
 
 
-def _challenge(start_response: StartResponse) -> list[bytes]:
+def _base64(value: str) -> bytes | None:
+    try:
+        return base64.b64decode(value.strip(), validate=True) or None
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _challenge(start_response: StartResponse, negotiate: bool) -> list[bytes]:
     body = b"401 Unauthorized: sign in with your user name and password\n"
+    offers = [("WWW-Authenticate", "Negotiate")] if negotiate else []
     start_response("401 Unauthorized", [
+        *offers,
         ("WWW-Authenticate", f'Basic realm="{REALM}"'),
         ("Content-Type", "text/plain; charset=utf-8"),
         ("Content-Length", str(len(body))),
     ])
     return [body]
+
+
+def _with_header(start_response: StartResponse, name: str, value: str) -> StartResponse:
+    def respond(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        return start_response(status, [*headers, (name, value)], exc_info)
+    return respond
 
 
 def _unavailable(start_response: StartResponse, retry_after: float) -> list[bytes]:

@@ -21,6 +21,7 @@ from ldap3.core.exceptions import LDAPException
 from mosaic.auth.directory.connections import (
     DomainController,
     DomainControllerError,
+    close_quietly,
     make_controller,
     open_connection,
 )
@@ -107,7 +108,7 @@ def _tls(report: Report, domain: ActiveDirectory, dc: DomainController) -> Itera
     try:
         yield conn
     finally:
-        conn.unbind()
+        close_quietly(conn)
 
 
 def _describe(conn: ldap3.Connection) -> str:

@@ -17,7 +17,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -57,16 +57,36 @@ class DomainController:
     idle: list[tuple[float, ldap3.Connection]] = field(default_factory=list)
 
 
+class VerifiedTls(ldap3.Tls):
+    """TLS whose certificate must name exactly ``expected``.
+
+    ldap3's own check accepts a certificate that names the URL's host OR any
+    of its ``valid_names``; here Python's hostname check runs against the one
+    name the config expects (``server_name``, else the URL's host), during the
+    handshake, for LDAPS and StartTLS alike.
+    """
+
+    def __init__(self, ca_file: str | None, expected: str) -> None:
+        super().__init__(validate=ssl.CERT_REQUIRED, ca_certs_file=ca_file)
+        self.expected = expected
+
+    def wrap_socket(self, connection: Any, do_handshake: bool = False) -> None:
+        context = ssl.create_default_context(cafile=self.ca_certs_file)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            connection.socket = context.wrap_socket(connection.socket,
+                                                    server_hostname=self.expected,
+                                                    do_handshake_on_connect=do_handshake)
+        except (ssl.SSLError, OSError) as exc:
+            # ldap3 may replace this error by a later one ("socket sending error")
+            connection.tls_failure = f"TLS handshake: {_ssl_words(exc)}"
+            raise
+
+
 def tls_settings(domain: ActiveDirectory, host: str) -> ldap3.Tls:
     """Certificate verification that cannot be turned off: CA from the config or the system."""
-    expected = domain.server_name or host
-    return ldap3.Tls(validate=ssl.CERT_REQUIRED,
-                     ca_certs_file=str(domain.ca_file) if domain.ca_file else None,
-                     valid_names=[expected], sni=expected if not _is_address(expected) else None)
-
-
-def _is_address(host: str) -> bool:
-    return host.replace(".", "").isdigit() or ":" in host
+    return VerifiedTls(str(domain.ca_file) if domain.ca_file else None,
+                       domain.server_name or host)
 
 
 def make_controller(domain: ActiveDirectory, url: str) -> DomainController:
@@ -86,12 +106,27 @@ def open_connection(dc: DomainController, timeout: int) -> ldap3.Connection:
                             raise_exceptions=False)
     try:
         conn.open()
-        if dc.start_tls and not conn.start_tls():
-            raise DomainControllerError(f"StartTLS refused: {conn.result.get('message')}")
-    except LDAPException as exc:
-        conn.unbind()
-        raise DomainControllerError(_in_words(exc)) from exc
+        if dc.start_tls:
+            started = conn.start_tls(read_server_info=False)
+            # ldap3 may swallow a failed handshake: only an SSL socket counts
+            if not started or not isinstance(conn.socket, ssl.SSLSocket):
+                raise DomainControllerError(f"StartTLS failed: {conn.last_error or conn.result}")
+    except (LDAPException, OSError) as exc:
+        close_quietly(conn)
+        raise DomainControllerError(getattr(conn, "tls_failure", None) or _in_words(exc)) from exc
     return conn
+
+
+def close_quietly(conn: ldap3.Connection) -> None:
+    """Unbind and close; a connection that broke may fail to (ldap3 then raises)."""
+    with suppress(Exception):
+        conn.unbind()
+
+
+def _ssl_words(exc: Exception) -> str:
+    """``certificate verify failed: Hostname mismatch, ...`` without the C file name."""
+    reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or str(exc)
+    return str(reason).split(" (_ssl.c")[0]
 
 
 def _in_words(exc: Exception) -> str:
@@ -151,7 +186,7 @@ class DomainConnections:
         try:
             result = operation(conn)
         except BaseException:
-            conn.unbind()
+            close_quietly(conn)
             raise
         self._give_back(dc, conn)
         return result
@@ -166,7 +201,7 @@ class DomainConnections:
             dc.skipped_until = self._clock() + self.domain.dc_retry_seconds
             idle, dc.idle = dc.idle, []
         for _, conn in idle:
-            conn.unbind()
+            close_quietly(conn)
         if was_up:
             _log.warning("directory %s: domain controller %s", self.domain.name, reason)
 
@@ -177,7 +212,7 @@ class DomainConnections:
                 since, conn = dc.idle.pop()
                 if now - since < MAX_IDLE_SECONDS:
                     return conn
-                conn.unbind()
+                close_quietly(conn)
         return None
 
     def _give_back(self, dc: DomainController, conn: ldap3.Connection) -> None:
@@ -189,7 +224,7 @@ class DomainConnections:
             if len(dc.idle) < self.domain.max_concurrent_logins:
                 dc.idle.append((self._clock(), conn))
                 return
-        conn.unbind()
+        close_quietly(conn)
 
     def close(self) -> None:
         with self._lock:
@@ -197,7 +232,7 @@ class DomainConnections:
             for dc in self.controllers:
                 dc.idle = []
         for conn in idle:
-            conn.unbind()
+            close_quietly(conn)
 
     @contextmanager
     def probe(self, dc: DomainController) -> Iterator[Any]:
@@ -206,4 +241,4 @@ class DomainConnections:
         try:
             yield conn
         finally:
-            conn.unbind()
+            close_quietly(conn)

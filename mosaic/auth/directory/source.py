@@ -34,7 +34,8 @@ _log = logging.getLogger(__name__)
 
 IN_CHAIN = "1.2.840.113556.1.4.1941"
 ACCOUNT_ATTRIBUTES = ["objectGUID", "objectSid", "sAMAccountName", "userPrincipalName",
-                      "displayName", "primaryGroupID"]
+                      "displayName", "primaryGroupID", "userAccountControl"]
+ACCOUNTDISABLE = 0x2
 #: LDAP result codes that are the DC's trouble, not the user's: busy, unavailable,
 #: unwilling (e.g. a DC still starting), strongerAuthRequired, other
 _DC_TROUBLE = {8, 51, 52, 53, 80}
@@ -59,6 +60,7 @@ class Account:
     guid: str
     display_name: str | None
     groups: frozenset[str]
+    disabled: bool = False
 
 
 class ActiveDirectorySource:
@@ -104,6 +106,12 @@ class ActiveDirectorySource:
             return self.read_account(conn, login.account_filter)
 
         account = self._ask(read)
+        if account is not None and account.disabled:
+            # The KDC issues no new ticket to a disabled account, but one issued
+            # before stays valid for hours.
+            _log.info("tenant %s: directory %s: %s is disabled; its ticket is refused",
+                      self.tenant, self.domain.netbios, login.typed)
+            return None
         return self._principal(account, KERBEROS, login.typed) if account else None
 
     def close(self) -> None:
@@ -135,9 +143,11 @@ class ActiveDirectorySource:
         dn, attrs = entries[0]
         sid = _first(attrs, "objectSid")
         groups = self._groups(conn, dn, sid, _first(attrs, "primaryGroupID"))
+        control = int(_first(attrs, "userAccountControl") or 0)
         account = Account(dn=dn, sam=_text(attrs, "sAMAccountName") or "",
                           guid=str(uuid.UUID(bytes_le=_first(attrs, "objectGUID"))),
-                          display_name=_text(attrs, "displayName"), groups=groups)
+                          display_name=_text(attrs, "displayName"), groups=groups,
+                          disabled=bool(control & ACCOUNTDISABLE))
         return account if self._allowed(account) else None
 
     def _groups(self, conn: ldap3.Connection, dn: str, sid: bytes | None,
