@@ -240,15 +240,24 @@ def test_second_domain_runs_beside_the_first(corp: Domain, other: OtherDomain,
     assert kinit(other, other.olga, kerberos_env(other, tmp_path)).returncode == 0
 
 
+def test_a_second_dc_on_the_same_address_is_refused(corp: Domain) -> None:
+    twin = samba_ad.DomainController(samba_ad.CORP)
+    try:
+        with pytest.raises(RuntimeError, match=r"127\.0\.0\.1:389 is taken \(pid \d+: samba"):
+            twin.start()
+    finally:
+        twin.remove()
+
+
 def test_stop_leaves_no_process(other: OtherDomain) -> None:
     controller = samba_ad.other_controller()
-    conf = str(controller.conf)
-    started = [p for p in psutil.process_iter(["cmdline"])
-               if any(conf in arg for arg in p.info["cmdline"] or ())]
-    assert started  # smbd and winbindd at least
+    started = controller.processes()
+    names = {p.name() for p in started}
+    assert {"samba", "smbd", "winbindd"} <= names, names
     controller.stop()
     assert not [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert controller.processes() == []
     with pytest.raises(OSError):
         socket.create_connection((other.address, 636), timeout=1).close()
-    controller.start()  # for the tests after this one
+    controller.start()  # for any test after this one
     assert bound(samba_ad.other_domain(), other.olga).bound

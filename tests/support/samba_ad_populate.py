@@ -3,7 +3,7 @@
 Run by tests/support/samba_ad.py as ``/usr/bin/python3 samba_ad_populate.py < spec.json``
 (Samba's Python bindings exist only for Debian's own interpreter, never for the
 venv), once per provisioning, while the DC is not running: it opens sam.ldb
-directly, as samba-tool does. The JSON spec (see ``samba_ad._populate_spec``)
+directly, as samba-tool does. The JSON spec (``samba_ad_build.populate_input``)
 gives the password policy, an OU, groups (with their nesting), users (with the
 state each one is in), the share folders with the one group that may read each,
 and the principal whose keytab to export. Everything in one process: ~0.5 s,
