@@ -203,13 +203,20 @@ def test_keytab_holds_aes_keys_only(corp: Domain) -> None:
     assert any("aes256-cts-hmac-sha1-96" in line for line in keys)
 
 
-def smb_get(domain: Domain, account: Account, path: str) -> str:
-    """smbclient's ``get <path> -`` on the DC's share: the file's text, or the error."""
+def smbclient(domain: ADDomain, share: str, user: str, password: str, command: str) -> str:
+    """Samba's smbclient against the DC's own file server: what it said (smbclient
+    exits 0 after a failed command; its NT_STATUS line tells)."""
     done = subprocess.run(
-        ["smbclient", f"//{domain.address}/{domain.share}", "-p", str(domain.smb_port),
-         "-U", rf"{domain.netbios}\{account.user}%{account.password}", "-m", "SMB3",
-         "-c", f"get {path} -"], capture_output=True, text=True, timeout=30)
+        ["smbclient", f"//{domain.address}/{share}", "-p", str(domain.smb_port),
+         "-U", f"{user}%{password}", "-m", "SMB3", "-c", command],
+        capture_output=True, text=True, timeout=30)
     return done.stdout + done.stderr
+
+
+def smb_get(domain: Domain, account: Account, path: str) -> str:
+    """``get <path> -`` on the DC's share as CORP\\<account>: the file's text, or the error."""
+    return smbclient(domain, domain.share, rf"{domain.netbios}\{account.user}",
+                     account.password, f"get {path} -")
 
 
 @pytest.mark.parametrize(("who", "readable"), [
@@ -238,6 +245,11 @@ def test_second_domain_runs_beside_the_first(corp: Domain, other: OtherDomain,
     assert sub_code(other, rf"OTHER\{corp.alice.user}", corp.alice.password) == "52e"
     assert sub_code(corp, rf"CORP\{other.olga.user}", other.olga.password) == "52e"
     assert kinit(other, other.olga, kerberos_env(other, tmp_path)).returncode == 0
+    # each DC's smbd asks its own winbindd (each has its own /run/samba)
+    listed = smbclient(other, "netlogon", r"OTHER\olga", other.olga.password, "ls")
+    assert "NT_STATUS" not in listed and "blocks available" in listed
+    assert "NT_STATUS_LOGON_FAILURE" in smbclient(corp, "netlogon", r"CORP\olga",
+                                                  other.olga.password, "ls")
 
 
 def test_a_second_dc_on_the_same_address_is_refused(corp: Domain) -> None:

@@ -331,7 +331,11 @@ class DomainController:
                 "-s", str(self.conf)]
 
     def answers(self) -> bool:
-        """Whether LDAPS, SMB and the KDC accept connections."""
+        """Whether LDAPS, SMB and the KDC accept connections, and winbindd does: smbd
+        asks it to check every SMB login (NT_STATUS_INTERNAL_ERROR until it listens,
+        0.3-0.5 s after the rest)."""
+        if not (self.base / "run" / "winbindd" / "pipe").exists():
+            return False
         for port in (636, self.ports.smb, self.ports.kdc):
             try:
                 with socket.create_connection((self.spec.address, port), timeout=1):
