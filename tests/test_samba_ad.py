@@ -53,7 +53,8 @@ def bound(domain: ADDomain, account: Account) -> ldap3.Connection:
     return conn
 
 
-def entries(conn: ldap3.Connection, base: str, query: str, *attributes: str) -> list[dict]:
+def entries(conn: ldap3.Connection, base: str, query: str,
+            *attributes: str) -> list[dict[str, str]]:
     """Search results only (AD adds continuation references to subtree searches), each
     attribute's values as one string (no schema read: ldap3 cannot tell single-valued
     attributes without it)."""
@@ -263,9 +264,15 @@ def test_a_second_dc_on_the_same_address_is_refused(corp: Domain) -> None:
 
 def test_stop_leaves_no_process(other: OtherDomain) -> None:
     controller = samba_ad.other_controller()
+    # listing the shares makes smbd start samba-dcerpcd (on demand, a daemon of its own)
+    listed = subprocess.run(
+        ["smbclient", "-L", f"//{other.address}", "-p", str(other.smb_port),
+         "-U", rf"OTHER\{other.oscar.user}%{other.oscar.password}"],
+        capture_output=True, text=True, timeout=30).stdout
+    assert "netlogon" in listed
     started = controller.processes()
     names = {p.name() for p in started}
-    assert {"samba", "smbd", "winbindd"} <= names, names
+    assert {"samba", "smbd", "winbindd", "samba-dcerpcd"} <= names, names
     controller.stop()
     assert not [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert controller.processes() == []

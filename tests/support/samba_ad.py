@@ -34,8 +34,19 @@ fails the start with a message naming it. SMB, Kerberos, kpasswd and the RPC
 range are free ports chosen at every start.
 
 Provisioning takes ~5 s per domain, so it is cached (tests/support/samba_ad_build.py)
-and every test process restores a fresh copy (~0.1 s) and starts it (~0.5 s). A
+and every test process restores a fresh copy (~0.2 s) and starts it (~0.5-0.8 s). A
 missing package is a failure with the command that installs it, never a skip.
+
+Use::
+
+    d = samba_ad.domain()
+    tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=str(d.ca_file),
+                    valid_names=[d.server_name])
+    ldap3.Connection(ldap3.Server(d.ldaps_url, use_ssl=True, tls=tls),
+                     d.alice.upn, d.alice.password).bind()
+    subprocess.run(["kinit", f"alice@{d.realm}"], input=d.alice.password, text=True,
+                   env={**os.environ, "KRB5_CONFIG": str(d.krb5_conf), "KRB5CCNAME": ...})
+    # smbclient //127.0.0.1/pt -p <d.smb_port> -U 'CORP\\alice%...'; d.keytab, d.http_spn
 """
 
 from __future__ import annotations
