@@ -86,8 +86,8 @@ FIXED_PORTS = (389, 636, 3268, 3269, 135)
 #: one process for LDAP, the KDC, RPC... (plus smbd and winbindd): the default
 #: "prefork" model starts ~40 processes, too many for a 2-core test machine
 PROCESS_MODEL = "single"
-#: starts again with fresh ports when one chosen as free was taken meanwhile
-#: (samba binds without SO_REUSEADDR: even a TIME_WAIT connection on it refuses it)
+#: starts again with fresh ports when one chosen as free was taken meanwhile (seen:
+#: a connection in TIME_WAIT on the kpasswd port made samba's bind fail)
 START_ATTEMPTS = 3
 TEMP_PREFIX = "mosaic-ad-"
 #: in a DC's directory: the pid of the test process that owns it
