@@ -11,11 +11,14 @@ cd "$(dirname "$0")/.."
 # NodeSource's nodejs bundles npm and conflicts with Debian's npm package.
 # samba smbclient: the standalone smbd the SMB tests start under a temp dir
 # (tests/support/samba.py); the policy keeps Debian from starting the system's.
+# samba-ad-dc samba-ad-provision krb5-user ldap-utils winbind: the Active Directory DCs
+# the directory tests provision and start under a temp dir (tests/support/samba_ad.py).
 scripts/samba-policy-rc.sh
 command -v npm >/dev/null || node_packages="nodejs npm"
 MOSAIC_EXTRAS=test MOSAIC_EDITABLE=1 scripts/bootstrap.sh litmus davfs2 rclone cadaver postgresql \
   swift swift-proxy swift-object swift-container swift-account memcached \
-  samba smbclient ${node_packages:-}
+  samba smbclient samba-ad-dc samba-ad-provision krb5-user ldap-utils winbind \
+  ${node_packages:-}
 # node_modules/ as package-lock.json pins it (skipped when already installed from this lock)
 [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund --loglevel=error
 .venv/bin/ruff check .
