@@ -242,8 +242,11 @@ def test_second_domain_runs_beside_the_first(corp: Domain, other: OtherDomain,
     query = f"(&(objectClass=group)(member:{NESTED}:={escape_filter_chars(other.dn('olga'))}))"
     assert [e["dn"] for e in entries(conn, other.base_dn, query)] == [
         "CN=Finance,CN=Users,DC=other,DC=example,DC=test"]
-    # the same names, other directories: CORP's alice is nobody in OTHER
-    assert sub_code(other, rf"OTHER\{corp.alice.user}", corp.alice.password) == "52e"
+    # the same names, other directories: CORP's bob is nobody in OTHER; OTHER's alice,
+    # who has CORP's alice's password too (the isolation tests' twin), is OTHER's own
+    assert sub_code(other, rf"OTHER\{corp.bob.user}", corp.bob.password) == "52e"
+    assert other.alice.password == corp.alice.password
+    bound(other, other.alice).unbind()
     assert sub_code(corp, rf"CORP\{other.olga.user}", other.olga.password) == "52e"
     assert kinit(other, other.olga, kerberos_env(other, tmp_path)).returncode == 0
     # each DC's smbd asks its own winbindd (each has its own /run/samba)

@@ -18,7 +18,8 @@ hank has no logon hours (530); ``svc-mosaic`` for LDAP searches and ``svc-http``
 holding ``HTTP/mosaic.corp.example.test`` (AES only, its keytab exported); and the
 DC's own share ``pt``, whose finance/ only Finance may read and eng/ only
 Engineering (NT ACLs). OTHER (:data:`OTHER`) holds olga (in a group Finance,
-named as CORP's on purpose) and oscar. The lockout policy is in
+named as CORP's on purpose), oscar, and an alice with CORP's alice's password (one
+name and password in two domains: the isolation tests' twin). The lockout policy is in
 :data:`LOCKOUT_THRESHOLD` and the two constants after it; passwords never expire.
 
 Everything of a DC is under a temporary directory. Each ``samba`` runs inside
@@ -166,13 +167,16 @@ OTHER_REALM = "OTHER.EXAMPLE.TEST"
 OTHER_ADMIN = _account("Administrator", "Adm1n-Other-Test-2026!", OTHER_REALM)
 OLGA = _account("olga", "Birch-Lagoon-28!", OTHER_REALM)
 OSCAR = _account("oscar", "Tundra-Falcon-64!", OTHER_REALM)
+#: another person who happens to have CORP\\alice's name and password
+OTHER_ALICE = _account("alice", ALICE.password, OTHER_REALM)
 
 OTHER = DomainSpec(
     realm=OTHER_REALM, netbios="OTHER", host="dc2", address="127.0.0.2",
     admin_password=OTHER_ADMIN.password, **_POLICY,
     groups=(GroupSpec("Finance"),),  # the same name as CORP's, on purpose
     users=(UserSpec(OLGA, "Olga", "Other", member_of=("Finance",)),
-           UserSpec(OSCAR, "Oscar", "Other")),
+           UserSpec(OSCAR, "Oscar", "Other"),
+           UserSpec(OTHER_ALICE, "Alice", "Otherwise")),
 )
 
 
@@ -239,10 +243,12 @@ class Domain(ADDomain):
 
 @dataclass(frozen=True)
 class OtherDomain(ADDomain):
-    """OTHER.EXAMPLE.TEST: a group Finance (named as CORP's) holding olga; oscar."""
+    """OTHER.EXAMPLE.TEST: a group Finance (named as CORP's) holding olga; oscar; alice,
+    with the same password as CORP's alice (no group)."""
 
     olga: Account
     oscar: Account
+    alice: Account
 
 
 def _listener(address: str, port: int) -> str | None:
@@ -458,7 +464,7 @@ def domain() -> Domain:
 def other_domain() -> OtherDomain:
     """OTHER.EXAMPLE.TEST on 127.0.0.2, started on first use; runs beside :func:`domain`."""
     return OtherDomain(**other_controller().domain_fields(),  # type: ignore[arg-type]
-                       olga=OLGA, oscar=OSCAR)
+                       olga=OLGA, oscar=OSCAR, alice=OTHER_ALICE)
 
 
 @pytest.fixture(scope="session")

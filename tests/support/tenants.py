@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from argon2 import PasswordHasher
 
 from mosaic.config.schema import Config
 from mosaic.core.passwords import hash_password
+
+if TYPE_CHECKING:
+    from tests.support.samba_ad import ADDomain
 
 # Cheap parameters keep the suite fast; verification reads them from the hash.
 _TEST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
@@ -78,6 +81,31 @@ def two_tenants(base: Path) -> dict[str, Any]:
             },
         },
     }
+
+
+def active_directory(domain: ADDomain) -> dict[str, Any]:
+    """A tenant's ``active_directory`` entry for a test domain (tests/support/samba_ad.py)."""
+    return {"name": domain.dns_name, "netbios": domain.netbios, "urls": [domain.ldaps_url],
+            "ca_file": str(domain.ca_file), "server_name": domain.server_name}
+
+
+#: the one local user of each tenant of :func:`two_tenants_on_two_domains`
+BREAK_GLASS = ("root", "root-secret")
+
+
+def two_tenants_on_two_domains(base: Path, corp: ADDomain, other: ADDomain) -> dict[str, Any]:
+    """:func:`two_tenants` whose users are the accounts of ``corp`` (acme) and ``other``
+    (globex), beside one local break-glass user each (:data:`BREAK_GLASS`, named as no
+    account: a bare name on a tenant's host is its domain's account); the rule naming
+    alice names CORP's, and globex's own /finance is for its group Finance."""
+    data = two_tenants(base)
+    acme, globex = data["tenants"]["acme"], data["tenants"]["globex"]
+    for tenant, domain in ((acme, corp), (globex, other)):
+        tenant["users"] = {BREAK_GLASS[0]: {"password_hash": _hash(BREAK_GLASS[1])}}
+        tenant["active_directory"] = [active_directory(domain)]
+    acme["permissions"]["/public"] = {"*": "read", f"{corp.netbios}\\alice": "write"}
+    globex["permissions"] = {"/finance": {"@Finance": "write", "*": "none"}}
+    return data
 
 
 def build(data: dict[str, Any]) -> Config:
