@@ -181,6 +181,36 @@ def test_permission_rules_hide_and_forbid(server):
     assert bob.get(server.url + "/public/x.txt").content == b"x"
 
 
+def test_readers_may_neither_lock_nor_annotate_what_they_cannot_write(server):
+    """A lock blocks every writer (for up to a month) and dead properties are what
+    Windows keeps a file's attributes in (hidden, read-only): both are writes."""
+    alice, bob = server.session(*ALICE), server.session(*BOB)
+    assert alice.request("MKCOL", server.url + "/public").status_code in (201, 405)
+    assert alice.put(server.url + "/public/memo.txt", data=b"memo").status_code in (201, 204)
+    (server.base / "acme-library").mkdir(exist_ok=True)
+    (server.base / "acme-library" / "atlas.txt").write_bytes(b"atlas")
+    annotate = ('<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" '
+                'xmlns:Z="urn:schemas-microsoft-com:"><D:set><D:prop>'
+                "<Z:Win32FileAttributes>00000002</Z:Win32FileAttributes>"
+                "</D:prop></D:set></D:propertyupdate>")
+    for reader, path in ((bob, "/public/memo.txt"), (alice, "/library/atlas.txt")):
+        lock = reader.request("LOCK", server.url + path, data=LOCK_BODY,
+                              headers={"Content-Type": "application/xml"})
+        assert lock.status_code == 403, path
+        assert reader.request("PROPPATCH", server.url + path, data=annotate).status_code == 403
+        found = reader.request("PROPFIND", server.url + path, headers={"Depth": "0"})
+        assert "Win32FileAttributes" not in found.text and "locktoken" not in found.text
+    assert alice.put(server.url + "/public/memo.txt", data=b"v2").status_code == 204
+    # the writer may do both
+    lock = alice.request("LOCK", server.url + "/public/memo.txt", data=LOCK_BODY,
+                         headers={"Content-Type": "application/xml"})
+    assert lock.status_code == 200
+    assert alice.request("PROPPATCH", server.url + "/public/memo.txt", data=annotate,
+                         headers={"If": f"({lock.headers['Lock-Token']})"}).status_code == 207
+    assert alice.request("UNLOCK", server.url + "/public/memo.txt",
+                         headers={"Lock-Token": lock.headers["Lock-Token"]}).status_code == 204
+
+
 def test_aborted_put_leaves_neither_file_nor_damage(server):
     alice = server.session(*ALICE)
     alice.put(server.url + "/keep.txt", data=b"previous version")

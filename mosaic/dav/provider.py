@@ -77,6 +77,8 @@ class MosaicProvider(DAVProvider):
             return _anonymous_options(start_response)
         if method == "PROPFIND":
             return self._propfind(environ, start_response, default_handler)
+        if method in ("LOCK", "PROPPATCH"):
+            self._check_may_change(environ)
         if method in ("GET", "HEAD"):
             # fresh: the length and ETag sent are those of the content read next
             res = self.get_resource_inst(environ["PATH_INFO"], environ, fresh=True)
@@ -87,6 +89,19 @@ class MosaicProvider(DAVProvider):
                               res.get_last_modified())
             environ["mosaic.read_res"] = (environ["PATH_INFO"], res)
         return default_handler(environ, start_response)
+
+    def _check_may_change(self, environ: dict[str, Any]) -> None:
+        """wsgidav asks for no right to LOCK or PROPPATCH an existing resource, yet a
+        lock blocks every writer and dead properties hold what Windows shows of a file
+        (hidden, read-only): both need write access. (A LOCK that creates the file is
+        checked by the VFS when it creates it.)"""
+        path = environ["PATH_INFO"]
+        if self.get_resource_inst(path, environ) is None:
+            return
+        try:
+            self.session(environ).check_write(path.strip("/"))
+        except Exception as exc:
+            raise to_dav_error(exc) from exc
 
     def _propfind(self, environ: dict[str, Any], start_response: Any,
                   default_handler: Any) -> Any:

@@ -401,6 +401,12 @@ class TenantFileSystem(AbstractFileSystem):
             available = min(available, volume[1])
         return tightest.used(), available
 
+    def check_write(self, path: str) -> None:
+        """Raise unless the user may change ``path``: its content, and what others see of
+        it beside the content (a WebDAV lock, dead properties)."""
+        vpath = paths.normalize(path)
+        self._check_write(vpath, self.table.resolve(vpath)[0])
+
     def mount_of(self, path: str) -> MountEntry:
         return self.table.resolve(paths.normalize(path))[0]
 
