@@ -6,6 +6,7 @@ with an unmount/remount in between so nothing is served from davfs2's cache.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import moto, samba, tenants
+from tests.support import moto, samba, samba_ad, tenants
 from tests.support.live import live_server, two_tenant_server
 
 pytestmark = pytest.mark.davfs
@@ -38,12 +39,17 @@ def make_tree(root: Path) -> None:
         (root / "docs" / f"file-{index:02}.txt").write_text(f"content {index}\n" * index)
 
 
+def _escaped(value: str) -> str:
+    """A value for davfs2's config files, where \\ escapes (CORP\\\\alice)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
 class Drive:
     def __init__(self, url: str, mountpoint: Path, workdir: Path, login: str, password: str):
         self.url, self.mountpoint = url, mountpoint
         self.conf = workdir / "davfs2.conf"
         secrets = workdir / "davfs2.secrets"
-        secrets.write_text(f'{mountpoint} "{login}" "{password}"\n')
+        secrets.write_text(f'{mountpoint} "{_escaped(login)}" "{_escaped(password)}"\n')
         secrets.chmod(0o600)
         # davfs2 1.7 on this kernel needs buf_size 64, or listings fail (EINVAL).
         self.conf.write_text(f"secrets {secrets}\nbuf_size 64\nuse_locks 1\n"
@@ -166,3 +172,61 @@ def test_mapped_drive_on_an_smb_root(smb_root_server, tmp_path):
     assert tree_digest(copied_out) == tree_digest(source)
     assert tree_digest(share_folder / "tree") == tree_digest(source)  # as the file server has it
     assert (share_folder / "tree" / "empty-folder").is_dir()
+
+
+@pytest.fixture(scope="module")
+def directory_server(tmp_path_factory):
+    """acme with its accounts in CORP (tests/support/samba_ad.py): /finance for @Finance,
+    /engineering readable by all and writable by @Engineering."""
+    assert shutil.which("mount.davfs"), "davfs2 is not installed: run scripts/test.sh"
+    corp = samba_ad.domain()
+    base = tmp_path_factory.mktemp("davfs-ad")
+    data = tenants.two_tenants(base)
+    acme = data["tenants"]["acme"]
+    acme["active_directory"] = [tenants.active_directory(corp)]
+    acme["permissions"]["/engineering"] = {"@Engineering": "write", "*": "read"}
+    (base / "acme-root" / "finance").mkdir(parents=True)
+    (base / "acme-root" / "engineering").mkdir()
+    (base / "acme-root" / "engineering" / "build.txt").write_text("how to build\n")
+    with live_server(tenants.build(data)) as live:
+        live.base = base
+        yield live, corp
+
+
+def test_mapped_drive_signed_in_as_a_directory_user(directory_server, tmp_path):
+    """CORP\\alice: Accounting, so Finance through nesting; not Engineering."""
+    live, corp = directory_server
+    drive = Drive(f"{live.url}/", tmp_path / "drive", tmp_path, f"CORP\\{corp.alice.user}",
+                  corp.alice.password)
+    payload = os.urandom(2 * 1024 * 1024 + 5)
+    drive.mount()
+    try:
+        finance, engineering = drive.mountpoint / "finance", drive.mountpoint / "engineering"
+        (finance / "q1").mkdir()
+        (finance / "q1" / "report.txt").write_text("numbers\n")
+        (finance / "q1" / "data.bin").write_bytes(payload)
+        (finance / "q1" / "report.txt").rename(finance / "q1" / "final.txt")
+        assert sorted(os.listdir(finance / "q1")) == ["data.bin", "final.txt"]
+        # /engineering: she reads it, and every write is refused (davfs2 turns the
+        # server's 403 to a LOCK or MKCOL into EINVAL, to a PUT into EACCES)
+        assert (engineering / "build.txt").read_text() == "how to build\n"
+        for write in (lambda: (engineering / "alice.txt").write_text("x"),
+                      lambda: (engineering / "sub").mkdir(),
+                      lambda: (engineering / "build.txt").write_text("overwritten")):
+            with pytest.raises(OSError) as refused:
+                write()
+            assert refused.value.errno in (errno.EACCES, errno.EINVAL)
+        assert sorted(os.listdir(engineering)) == ["build.txt"]
+    finally:
+        drive.unmount()
+    acme = live.base / "acme-root"
+    assert (acme / "finance" / "q1" / "final.txt").read_text() == "numbers\n"
+    assert (acme / "finance" / "q1" / "data.bin").read_bytes() == payload
+    assert sorted(p.name for p in (acme / "engineering").iterdir()) == ["build.txt"]
+    assert (acme / "engineering" / "build.txt").read_text() == "how to build\n"
+    drive.mount()  # nothing from davfs2's cache now
+    try:
+        assert (drive.mountpoint / "finance" / "q1" / "data.bin").read_bytes() == payload
+        assert sorted(os.listdir(drive.mountpoint / "engineering")) == ["build.txt"]
+    finally:
+        drive.unmount()
