@@ -246,3 +246,16 @@ def test_hung_dcs_do_not_pile_up_threads(silent_port: int) -> None:
     assert outcomes.count("busy") >= 1 and "answered" not in outcomes
     time.sleep(0.2)
     assert threading.active_count() <= before + 1
+
+
+@pytest.mark.parametrize("scheme", ["ldaps", "ldap"])
+def test_a_hung_dc_costs_the_connect_timeout(silent_port: int, scheme: str) -> None:
+    """connect_timeout_seconds bounds the TCP and TLS set-up (the LDAPS handshake, the
+    StartTLS exchange), not timeout_seconds, which is for each bind and search."""
+    cfg = config(domain(f"{scheme}://127.0.0.1:{silent_port}", connect_timeout_seconds=0.5,
+                        timeout_seconds=10))
+    auth = authenticator(cfg)
+    started = time.monotonic()
+    with pytest.raises(DirectoryUnavailable, match="timed out"):
+        auth.authenticate("CORP\\alice", "secret", Client("192.0.2.1"))
+    assert time.monotonic() - started < 2

@@ -63,7 +63,9 @@ class VerifiedTls(ldap3.Tls):
     ldap3's own check accepts a certificate that names the URL's host OR any
     of its ``valid_names``; here Python's hostname check runs against the one
     name the config expects (``server_name``, else the URL's host), during the
-    handshake, for LDAPS and StartTLS alike.
+    handshake, for LDAPS and StartTLS alike. The handshake is part of setting
+    the connection up: ``connect_timeout_seconds`` bounds it (ldap3 would wait
+    ``timeout_seconds``, meant for each bind and search, on a hung DC).
     """
 
     def __init__(self, ca_file: str | None, expected: str) -> None:
@@ -73,6 +75,7 @@ class VerifiedTls(ldap3.Tls):
     def wrap_socket(self, connection: Any, do_handshake: bool = False) -> None:
         context = ssl.create_default_context(cafile=self.ca_certs_file)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
+        connection.socket.settimeout(connection.server.connect_timeout)
         try:
             connection.socket = context.wrap_socket(connection.socket,
                                                     server_hostname=self.expected,
@@ -81,6 +84,7 @@ class VerifiedTls(ldap3.Tls):
             # ldap3 may replace this error by a later one ("socket sending error")
             connection.tls_failure = f"TLS handshake: {_ssl_words(exc)}"
             raise
+        connection.socket.settimeout(connection.receive_timeout)
 
 
 def tls_settings(domain: ActiveDirectory, host: str) -> ldap3.Tls:
@@ -107,6 +111,8 @@ def open_connection(dc: DomainController, timeout: int) -> ldap3.Connection:
     try:
         conn.open()
         if dc.start_tls:
+            # the StartTLS answer is part of the set-up too (wrap_socket then resets it)
+            conn.socket.settimeout(dc.server.connect_timeout)
             started = conn.start_tls(read_server_info=False)
             # ldap3 may swallow a failed handshake: only an SSL socket counts
             if not started or not isinstance(conn.socket, ssl.SSLSocket):
