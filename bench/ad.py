@@ -92,8 +92,8 @@ class Settings:
 FULL = Settings(first_logins=20, requests=2000, calls=20_000, storm_seconds=15,
                 max_attempts=20_000, concurrency=16, connect_timeout=3.0, timeout=5,
                 settle_seconds=1.0, kept_logins=5_000)
-QUICK = Settings(first_logins=3, requests=100, calls=2_000, storm_seconds=1, max_attempts=300,
-                 concurrency=6, connect_timeout=0.5, timeout=1, settle_seconds=0.3,
+QUICK = Settings(first_logins=3, requests=60, calls=2_000, storm_seconds=0.5, max_attempts=300,
+                 concurrency=6, connect_timeout=0.5, timeout=1, settle_seconds=0.2,
                  kept_logins=500)
 SLOW_MS = 100.0  # a 503 slower than this waited for a DC (or for a slot)
 KEPT_BYTES = 64 * 1024  # what Python may keep after settings.kept_logins refused logins
