@@ -96,7 +96,7 @@ def _check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    problems = [] if args.schema_only else check(config.server)
+    problems = [] if args.schema_only else check(config)
     for problem in problems:
         print(f"{args.file}: {problem}", file=sys.stderr)
     if problems:
