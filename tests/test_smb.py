@@ -26,6 +26,9 @@ import smbclient._pool
 from mosaic import providers
 from mosaic.config.loader import ConfigError, load_config
 from mosaic.core.capabilities import BuildContext
+from mosaic.core.errors import InvalidPathError
+from mosaic.vfs.storage import StorageRegistry
+from tests.conformance import compositions
 from tests.support import emulator, samba, tenants
 from tests.support.live import Live, dav, listed, live_server, unique
 from tests.test_litmus import SUITES, SUMMARY, run_litmus
@@ -243,6 +246,41 @@ def test_per_user_folders_on_a_share(server: Live) -> None:
     assert dav(server, bob, "GET", f"/home/{name}").status_code == 404
     on_disk = samba.server().share_dir("acme") / "homes" / "alice" / name
     assert on_disk.read_bytes() == b"alice's"
+
+
+def test_users_of_a_per_user_mount_never_see_each_others_files(tmp_path: Path) -> None:
+    """Two users of the `{user}` SMB mount the conformance suite runs in: each works in
+    a folder of their own on the share, and nothing of one reaches the other (listing,
+    lookup, read, overwrite, delete, rename, a cached listing, a path that climbs)."""
+    config = compositions.smb_homes(tmp_path)
+    registry = StorageRegistry(tmp_path)  # one per server: both users' mounts come from it
+    alice, bob = (compositions.user_fs(registry, config, user) for user in ("alice", "bob"))
+    with alice.open("home/secret.txt", "wb") as upload:
+        upload.write(b"alice's")
+    alice.mkdir("home/folder")
+    assert set(alice.ls("home", detail=False)) == {"home/secret.txt", "home/folder"}
+    assert bob.ls("home", detail=False) == []  # not alice's listing, cached a moment ago
+    for name, attempt in [("info", bob.info), ("cat_file", bob.cat_file), ("ls", bob.ls),
+                          ("rm_file", bob.rm_file),
+                          ("mv", lambda path: bob.mv(path, "home/taken.txt"))]:
+        for path in ("home/secret.txt", "home/folder"):
+            with pytest.raises(FileNotFoundError):
+                attempt(path)
+                pytest.fail(f"bob's {name} of alice's {path}")
+    for climbing in ("home/../alice/secret.txt", "home/..\\alice\\secret.txt"):
+        with pytest.raises(InvalidPathError):  # SMB's separator is "\\": never passed on
+            bob.cat_file(climbing)
+    with bob.open("home/secret.txt", "wb") as upload:  # the same name: his own file
+        upload.write(b"bob's")
+    assert bob.ls("home", detail=False) == ["home/secret.txt"]
+    assert alice.cat_file("home/secret.txt") == b"alice's"
+    bob.rm_file("home/secret.txt")
+    assert alice.cat_file("home/secret.txt") == b"alice's"
+    homes = samba.server().share_dir("conformance") / \
+        config.tenants["t"].mounts["/home"].provider.model_extra["path"].split("/")[0]
+    assert {p.name for p in homes.iterdir()} == {"alice", "bob"}
+    assert (homes / "alice" / "secret.txt").read_bytes() == b"alice's"
+    assert not any((homes / "bob").iterdir())
 
 
 def test_unreachable_file_server_is_503_for_that_mount_only(server: Live) -> None:
