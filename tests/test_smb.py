@@ -292,19 +292,23 @@ def test_unreachable_file_server_is_503_for_that_mount_only(server: Live) -> Non
 
 @pytest.fixture(scope="module")
 def smb_rooted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    """globex's root on a folder of the share; acme's /smb mount on another."""
+    """globex's root on a folder of the share; acme's /smb mount on another, and its
+    /home on a third, a folder of its own below it for each user."""
     data = tenants.two_tenants(tmp_path_factory.mktemp("smb-root"))
     data["tenants"]["globex"]["root"] = samba.provider("conformance",
                                                        path=samba.fresh_folder())
-    data["tenants"]["acme"]["mounts"]["/smb"] = {
-        "provider": samba.provider("conformance", path=samba.fresh_folder())}
+    acme = data["tenants"]["acme"]["mounts"]
+    acme["/smb"] = {"provider": samba.provider("conformance", path=samba.fresh_folder())}
+    acme["/home"] = {"provider": samba.provider("conformance",
+                                                path=samba.fresh_folder() + "/{user}")}
     with live_server(tenants.build(data)) as live:
         yield live
 
 
 @pytest.mark.litmus
-@pytest.mark.parametrize(("folder", "login"), [("/", GLOBEX_LOGIN), ("/smb/", ACME_LOGIN)],
-                         ids=["smb-root", "smb-mount"])
+@pytest.mark.parametrize(("folder", "login"), [("/", GLOBEX_LOGIN), ("/smb/", ACME_LOGIN),
+                                               ("/home/", ACME_LOGIN)],
+                         ids=["smb-root", "smb-mount", "smb-per-user-mount"])
 def test_litmus_passes_every_suite_on_smb(smb_rooted: Live, folder: str,
                                           login: tuple[str, str], tmp_path: Path) -> None:
     output = run_litmus(smb_rooted.url + folder, *login, str(tmp_path))
