@@ -335,8 +335,13 @@ class DomainController:
         """samba in a mount namespace where /run/samba is base/run and a pid namespace
         that ends with it (--kill-child: with unshare too); ``-i``: in the foreground,
         logging to stdout, ending when its standard input closes."""
-        mount_run = 'mount --bind "$1" /run/samba && shift && exec "$@"'
-        return [binary("unshare"), "--mount", "--propagation", "private", "--pid", "--fork",
+        # Private before the bind, so it never shows outside. unshare's own
+        # "--propagation private" fails where / is no mount point (a chroot, as in
+        # a fresh-machine check): make private the mount that holds /run/samba.
+        mount_run = ('{ mount --make-rprivate / 2>/dev/null || mount --make-rprivate '
+                     '"$(findmnt -n -o TARGET --target /run/samba)"; } && '
+                     'mount --bind "$1" /run/samba && shift && exec "$@"')
+        return [binary("unshare"), "--mount", "--propagation", "unchanged", "--pid", "--fork",
                 "--kill-child", "--mount-proc", "--", "/bin/sh", "-c", mount_run, "sh",
                 str(self.base / "run"), binary("samba"), "-i", "-M", PROCESS_MODEL,
                 "-s", str(self.conf)]
