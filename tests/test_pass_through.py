@@ -172,7 +172,9 @@ def test_the_share_acls_apply_to_each_user(app: App, corp: samba_ad.Domain, who:
 
 def test_two_users_of_one_mount_keep_their_own_rights(app: App, corp: samba_ad.Domain) -> None:
     alice, bob = as_user(corp.alice), as_user(corp.bob)
-    for _ in range(2):  # interleaved: neither borrows the other's session
+    for _ in range(2):  # interleaved: neither borrows the other's session or listings
+        assert "/pt/finance/readme.txt" in app.listing("/pt/finance/", alice)[1]
+        assert app.listing("/pt/finance/", bob)[0] == 403
         assert app.request("GET", "/pt/finance/readme.txt", alice) == (200, FINANCE)
         assert app.request("GET", "/pt/finance/readme.txt", bob)[0] == 403
         assert app.request("GET", "/pt/eng/readme.txt", bob) == (200, ENG)
