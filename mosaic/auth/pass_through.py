@@ -74,11 +74,10 @@ class Session:
 class PassThroughSessions:
     """The open sessions of one worker and the thread that ends idle ones."""
 
-    def __init__(self, idle_seconds: Callable[[], float], max_sessions: int = MAX_SESSIONS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._idle_seconds = idle_seconds
+    def __init__(self, idle_seconds: Callable[[], float],
+                 max_sessions: int = MAX_SESSIONS) -> None:
+        self._idle_seconds = idle_seconds  # read at each sweep: the live config's
         self._max = max_sessions
-        self._clock = clock
         self._sessions: OrderedDict[Hashable, Session] = OrderedDict()  # least recent first
         self._ending: list[Session] = []  # out of the table, still in use
         self._lock = threading.Lock()
@@ -90,7 +89,7 @@ class PassThroughSessions:
             session = self._sessions.get(key)
             if session is None or session.config is not config:
                 return None
-            session.last_used = self._clock()
+            session.last_used = time.monotonic()
             self._sessions.move_to_end(key)
             return session.view
 
@@ -118,7 +117,7 @@ class PassThroughSessions:
 
     def sweep(self) -> None:
         """End the sessions idle for ``idle_seconds`` and those waiting to end."""
-        deadline = self._clock() - self._idle_seconds()
+        deadline = time.monotonic() - self._idle_seconds()
         with self._lock:
             while self._sessions:
                 key, session = next(iter(self._sessions.items()))
@@ -132,11 +131,6 @@ class PassThroughSessions:
         if busy:
             with self._lock:
                 self._ending.extend(busy)
-
-    def __len__(self) -> int:
-        """Sessions open and ending."""
-        with self._lock:
-            return len(self._sessions) + len(self._ending)
 
     def _start_reaper(self) -> None:
         if self._reaper is None:
