@@ -14,7 +14,7 @@ from mosaic.accesslog import AccessLog
 from mosaic.auth.authenticator import Authenticator
 from mosaic.auth.sessions import SessionService
 from mosaic.config.holder import ConfigHolder
-from mosaic.dav.authentication import PRINCIPAL_KEY, HttpAuthentication
+from mosaic.dav.authentication import PRINCIPAL_KEY, SECRET_KEY, HttpAuthentication
 from mosaic.dav.locks import SqlLockStorage, install_lock_manager
 from mosaic.dav.properties import SqlPropertyManager
 from mosaic.dav.provider import MosaicProvider
@@ -62,7 +62,8 @@ def build_app(holder: ConfigHolder) -> WsgiDAVApp:
     # existed (mosaic.server.claim); the lock and property stores check again.
     engine = make_engine(database_url(holder.current.server))
     sessions = SessionService(holder)
-    provider = MosaicProvider(lambda environ: sessions.open(environ[PRINCIPAL_KEY]))
+    provider = MosaicProvider(lambda environ: sessions.open(environ[PRINCIPAL_KEY],
+                                                            environ.get(SECRET_KEY)))
     holder.on_change(logs.on_reload)  # new secrets to mask, new levels
     authenticator = Authenticator(lambda: holder.current)
     app = WsgiDAVApp(wsgidav_config(holder, provider, engine, authenticator))

@@ -87,16 +87,24 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
     return changes
 
 
-def _check_config(args: argparse.Namespace) -> int:
+def _load(path: Path) -> Config | None:
+    """The config at ``path``, or None after printing why it is not valid."""
     from mosaic.config.loader import ConfigError, load_config
-    from mosaic.preflight import check
 
     try:
-        config = load_config(args.file)
+        return load_config(path)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
+        return None
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from mosaic.preflight import check
+
+    config = _load(args.file)
+    if config is None:
         return 1
-    problems = [] if args.schema_only else check(config.server)
+    problems = [] if args.schema_only else check(config)
     for problem in problems:
         print(f"{args.file}: {problem}", file=sys.stderr)
     if problems:
@@ -107,12 +115,9 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def _ad_check(args: argparse.Namespace) -> int:
     from mosaic.auth.directory.check import check_tenant
-    from mosaic.config.loader import ConfigError, load_config
 
-    try:
-        config = load_config(args.file)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    config = _load(args.file)
+    if config is None:
         return 1
     tenant = config.tenants.get(args.tenant)
     if tenant is None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from cheroot import wsgi
 
-from mosaic.config.schema import TLS, Server
+from mosaic.config.schema import TLS, Config, Server
 
 #: Backlog of the listening socket: a file server takes bursts of connections.
 LISTEN_BACKLOG = 256
@@ -47,12 +47,37 @@ class StartupError(Exception):
         return f"{self.key}: {self.message}"
 
 
-def check(server: Server) -> list[StartupError]:
-    """Every start-up problem of ``server`` that can be found without serving
+def check(config: Config) -> list[StartupError]:
+    """Every start-up problem of ``config`` that can be found without serving
     or changing anything (``serve`` then binds and calls :func:`make_data_dir`)."""
+    server = config.server
     problems = [*_tls_problems(server.tls), *_listen_problems(server)]
     data_dir = data_dir_problem(Path(server.data_dir))
-    return [*problems, *([data_dir] if data_dir else [])]
+    return [*problems, *([data_dir] if data_dir else []), *_sign_in_problems(config)]
+
+
+def _sign_in_problems(config: Config) -> list[StartupError]:
+    """Directory CA files and Kerberos keytabs: a login would fail on each, for hours,
+    with only a log line to tell why."""
+    problems = []
+    for tenant_id, tenant in config.tenants.items():
+        for index, domain in enumerate(tenant.active_directory):
+            if domain.ca_file is not None:
+                key = f"tenants.{tenant_id}.active_directory.{index}.ca_file"
+                problems.append(_unreadable(key, domain.ca_file) or _ca_problem(key,
+                                                                                domain.ca_file))
+        if tenant.kerberos is not None:
+            key = f"tenants.{tenant_id}.kerberos.keytab"
+            problems.append(_unreadable(key, tenant.kerberos.keytab))
+    return [problem for problem in problems if problem]
+
+
+def _ca_problem(key: str, path: Path) -> StartupError | None:
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (ssl.SSLError, ValueError):
+        return StartupError(key, f"{path} holds no PEM certificate")
+    return None
 
 
 # -- TLS --------------------------------------------------------------------------

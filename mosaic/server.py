@@ -104,7 +104,7 @@ def claim(config: Config, listener: socket.socket | None = None) -> socket.socke
 
     Raises the first :class:`StartupError`.
     """
-    problems = preflight.check(config.server)
+    problems = preflight.check(config)
     if problems:
         raise problems[0]
     # Bound before anything is created: a second instance changes nothing.

@@ -13,14 +13,14 @@ cd "$(dirname "$0")/.."
 # (tests/support/samba.py); the policy keeps Debian from starting the system's.
 # samba-ad-dc samba-ad-provision krb5-user ldap-utils winbind: the Active Directory DCs
 # the directory tests provision and start under a temp dir (tests/support/samba_ad.py).
-# curl: a real client of several tests. gcc python3-dev libkrb5-dev: python-gssapi
+# curl: a real client of several tests. build-essential python3-dev libkrb5-dev: python-gssapi
 # (Kerberos sign-on) has no Linux wheels and builds against MIT krb5.
 scripts/samba-policy-rc.sh
 command -v npm >/dev/null || node_packages="nodejs npm"
 MOSAIC_EXTRAS=test MOSAIC_EDITABLE=1 scripts/bootstrap.sh litmus davfs2 rclone cadaver postgresql \
   swift swift-proxy swift-object swift-container swift-account memcached \
   samba smbclient samba-ad-dc samba-ad-provision krb5-user ldap-utils winbind \
-  gcc python3-dev libkrb5-dev curl \
+  build-essential python3-dev libkrb5-dev curl \
   ${node_packages:-}
 # node_modules/ as package-lock.json pins it (skipped when already installed from this lock)
 [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund --loglevel=error

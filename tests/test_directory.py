@@ -8,13 +8,17 @@ dead or hung DC looks like from the client's side.
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from argon2 import PasswordHasher
 from pydantic import ValidationError
 
@@ -22,6 +26,7 @@ from mosaic.auth.authenticator import Authenticator, Client, route_login
 from mosaic.auth.directory.codes import bind_refusal
 from mosaic.auth.errors import DirectoryUnavailable
 from mosaic.auth.login import resolve_login
+from mosaic.config.loader import load_config
 from mosaic.config.schema import Config
 from mosaic.core import passwords
 
@@ -259,3 +264,58 @@ def test_a_hung_dc_costs_the_connect_timeout(silent_port: int, scheme: str) -> N
     with pytest.raises(DirectoryUnavailable, match="timed out"):
         auth.authenticate("CORP\\alice", "secret", Client("192.0.2.1"))
     assert time.monotonic() - started < 2
+
+
+# -- check-config ---------------------------------------------------------------------
+
+def check_config(tmp_path: Path, tenant: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    raw = {"server": {"data_dir": str(tmp_path / "data")},
+           "tenants": {"acme": {"root": {"type": "memory"}, **tenant}}}
+    path = tmp_path / "mosaic.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return subprocess.run([sys.executable, "-m", "mosaic", "check-config", str(path)],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_check_config_reads_the_service_password_from_a_file(tmp_path: Path) -> None:
+    secret = tmp_path / "svc.secret"
+    secret.write_text("Lookup-Only-Svc-2026!\n")
+    done = check_config(tmp_path, {"active_directory": [domain(
+        "ldaps://dc1.corp.example.test", service_account={"user": "svc@corp.example.test",
+                                                          "password_file": str(secret)})]})
+    assert done.returncode == 0, done.stderr
+    cfg = load_config(tmp_path / "mosaic.yaml")
+    service = cfg.tenants["acme"].active_directory[0].service_account
+    assert service is not None
+    assert service.password.get_secret_value() == "Lookup-Only-Svc-2026!"
+    assert "Lookup-Only" not in repr(cfg)
+
+
+@pytest.mark.parametrize(("files", "complaint"), [
+    ({"ca_file": "missing.pem"}, "tenants.acme.active_directory.0.ca_file: cannot read "),
+    ({"ca_file": "not-pem.txt"}, "tenants.acme.active_directory.0.ca_file: "),
+    ({"keytab": "missing.keytab"}, "tenants.acme.kerberos.keytab: cannot read "),
+])
+def test_check_config_names_unreadable_sign_in_files(tmp_path: Path, files: dict[str, str],
+                                                     complaint: str) -> None:
+    (tmp_path / "not-pem.txt").write_text("hello")
+    ad = domain("ldaps://dc1.corp.example.test",
+                service_account={"user": "svc@corp.example.test", "password": "x"})
+    if "ca_file" in files:
+        ad["ca_file"] = str(tmp_path / files["ca_file"])
+    tenant: dict[str, Any] = {"active_directory": [ad]}
+    if "keytab" in files:
+        tenant["kerberos"] = {"spn": "HTTP/files.acme.example",
+                              "keytab": str(tmp_path / files["keytab"])}
+    done = check_config(tmp_path, tenant)
+    assert done.returncode == 1
+    assert complaint in done.stderr
+    assert "holds no PEM certificate" in done.stderr or "cannot read" in done.stderr
+
+
+def test_kerberos_needs_a_service_account(tmp_path: Path) -> None:
+    done = check_config(tmp_path, {
+        "active_directory": [domain("ldaps://dc1.corp.example.test")],
+        "kerberos": {"spn": "HTTP/files.acme.example", "keytab": "/etc/hostname"}})
+    assert done.returncode == 1
+    assert "kerberos needs an active_directory domain with a service_account" in done.stderr

@@ -13,15 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import gssapi
 import pytest
 import requests
 
 from mosaic.config.schema import Config
 from tests.support import samba_ad
+from tests.support.kerberos import SERVICE_HOST, kinit, negotiate_header
 from tests.support.live import Live, live_server
 
-SERVICE_HOST = "mosaic.corp.example.test"
 LOCK_BODY = (b'<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
              b"</D:lockscope><D:locktype><D:write/></D:locktype></D:lockinfo>")
 
@@ -39,13 +38,6 @@ def kerberos_env(corp: samba_ad.Domain, tmp_path: Path,
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
-
-
-def kinit(account: samba_ad.Account, env: dict[str, str]) -> None:
-    done = subprocess.run(["kinit", account.upn.split("@")[0] + "@CORP.EXAMPLE.TEST"],
-                          input=account.password + "\n", capture_output=True, text=True,
-                          env={"PATH": "/usr/bin:/bin", **env}, timeout=30, check=False)
-    assert done.returncode == 0, done.stderr
 
 
 def config(corp: samba_ad.Domain, tmp_path: Path, **kerberos: Any) -> Config:
@@ -73,14 +65,6 @@ def server(corp: samba_ad.Domain, tmp_path: Path, kerberos_env: dict[str, str]) 
 
 def url(live: Live, path: str = "/") -> str:
     return f"http://{SERVICE_HOST}:{live.port}{path}"
-
-
-def negotiate_header() -> str:
-    """A fresh SPNEGO token for the service, from the credential cache kinit filled."""
-    target = gssapi.Name(f"HTTP@{SERVICE_HOST}", gssapi.NameType.hostbased_service)
-    context = gssapi.SecurityContext(name=target, usage="initiate",
-                                     mech=gssapi.Mechanism.from_sasl_name("SPNEGO"))
-    return "Negotiate " + base64.b64encode(context.step()).decode()
 
 
 def request(live: Live, method: str, path: str, **headers: str) -> requests.Response:

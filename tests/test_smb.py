@@ -20,13 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 import smbclient
 import smbclient._pool
 
 from mosaic import providers
 from mosaic.config.loader import ConfigError, load_config
 from mosaic.core.capabilities import BuildContext
+from mosaic.core.errors import InvalidPathError
+from mosaic.vfs.storage import StorageRegistry
+from tests.conformance import compositions
 from tests.support import emulator, samba, tenants
 from tests.support.live import Live, dav, listed, live_server, unique
 from tests.test_litmus import SUITES, SUMMARY, run_litmus
@@ -246,6 +248,41 @@ def test_per_user_folders_on_a_share(server: Live) -> None:
     assert on_disk.read_bytes() == b"alice's"
 
 
+def test_users_of_a_per_user_mount_never_see_each_others_files(tmp_path: Path) -> None:
+    """Two users of the `{user}` SMB mount the conformance suite runs in: each works in
+    a folder of their own on the share, and nothing of one reaches the other (listing,
+    lookup, read, overwrite, delete, rename, a cached listing, a path that climbs)."""
+    config = compositions.smb_homes(tmp_path)
+    registry = StorageRegistry(tmp_path)  # one per server: both users' mounts come from it
+    alice, bob = (compositions.user_fs(registry, config, user) for user in ("alice", "bob"))
+    with alice.open("home/secret.txt", "wb") as upload:
+        upload.write(b"alice's")
+    alice.mkdir("home/folder")
+    assert set(alice.ls("home", detail=False)) == {"home/secret.txt", "home/folder"}
+    assert bob.ls("home", detail=False) == []  # not alice's listing, cached a moment ago
+    for name, attempt in [("info", bob.info), ("cat_file", bob.cat_file), ("ls", bob.ls),
+                          ("rm_file", bob.rm_file),
+                          ("mv", lambda path: bob.mv(path, "home/taken.txt"))]:
+        for path in ("home/secret.txt", "home/folder"):
+            with pytest.raises(FileNotFoundError):
+                attempt(path)
+                pytest.fail(f"bob's {name} of alice's {path}")
+    for climbing in ("home/../alice/secret.txt", "home/..\\alice\\secret.txt"):
+        with pytest.raises(InvalidPathError):  # SMB's separator is "\\": never passed on
+            bob.cat_file(climbing)
+    with bob.open("home/secret.txt", "wb") as upload:  # the same name: his own file
+        upload.write(b"bob's")
+    assert bob.ls("home", detail=False) == ["home/secret.txt"]
+    assert alice.cat_file("home/secret.txt") == b"alice's"
+    bob.rm_file("home/secret.txt")
+    assert alice.cat_file("home/secret.txt") == b"alice's"
+    homes = samba.server().share_dir("conformance") / \
+        config.tenants["t"].mounts["/home"].provider.model_extra["path"].split("/")[0]
+    assert {p.name for p in homes.iterdir()} == {"alice", "bob"}
+    assert (homes / "alice" / "secret.txt").read_bytes() == b"alice's"
+    assert not any((homes / "bob").iterdir())
+
+
 def test_unreachable_file_server_is_503_for_that_mount_only(server: Live) -> None:
     assert dav(server, GLOBEX_LOGIN, "PROPFIND", "/down/").status_code == 503
     assert dav(server, GLOBEX_LOGIN, "PUT", "/down/x.txt", data=b"x").status_code == 503
@@ -255,19 +292,23 @@ def test_unreachable_file_server_is_503_for_that_mount_only(server: Live) -> Non
 
 @pytest.fixture(scope="module")
 def smb_rooted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    """globex's root on a folder of the share; acme's /smb mount on another."""
+    """globex's root on a folder of the share; acme's /smb mount on another, and its
+    /home on a third, a folder of its own below it for each user."""
     data = tenants.two_tenants(tmp_path_factory.mktemp("smb-root"))
     data["tenants"]["globex"]["root"] = samba.provider("conformance",
                                                        path=samba.fresh_folder())
-    data["tenants"]["acme"]["mounts"]["/smb"] = {
-        "provider": samba.provider("conformance", path=samba.fresh_folder())}
+    acme = data["tenants"]["acme"]["mounts"]
+    acme["/smb"] = {"provider": samba.provider("conformance", path=samba.fresh_folder())}
+    acme["/home"] = {"provider": samba.provider("conformance",
+                                                path=samba.fresh_folder() + "/{user}")}
     with live_server(tenants.build(data)) as live:
         yield live
 
 
 @pytest.mark.litmus
-@pytest.mark.parametrize(("folder", "login"), [("/", GLOBEX_LOGIN), ("/smb/", ACME_LOGIN)],
-                         ids=["smb-root", "smb-mount"])
+@pytest.mark.parametrize(("folder", "login"), [("/", GLOBEX_LOGIN), ("/smb/", ACME_LOGIN),
+                                               ("/home/", ACME_LOGIN)],
+                         ids=["smb-root", "smb-mount", "smb-per-user-mount"])
 def test_litmus_passes_every_suite_on_smb(smb_rooted: Live, folder: str,
                                           login: tuple[str, str], tmp_path: Path) -> None:
     output = run_litmus(smb_rooted.url + folder, *login, str(tmp_path))
@@ -390,102 +431,6 @@ def test_mtime_set_through_the_mount_persists_on_the_server(smb_fs: tuple[Any, P
     for name in ("f", "d"):
         fs.set_mtime(name, 1_500_000_000.5)
         assert os.stat(disk / name).st_mtime == 1_500_000_000.5
-
-
-# -- the file server going away and coming back ----------
-
-
-@pytest.fixture(scope="module")
-def flaky(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Live, samba.SambaServer]]:
-    """globex's /flaky on an smbd of its own, which the tests stop and start."""
-    smbd = samba.SambaServer().start()
-    data = tenants.two_tenants(tmp_path_factory.mktemp("smb-flaky"))
-    data["tenants"]["globex"]["mounts"] = {"/flaky": {"provider": {
-        **samba.provider("globex", samba.GLOBEX), "port": smbd.port,
-        "retry_after_failure_s": 0.2, "timeout_s": 1}}}
-    try:
-        with live_server(tenants.build(data)) as live:
-            yield live, smbd
-    finally:
-        smbd.remove()
-
-
-def test_mount_recovers_when_the_file_server_is_back(
-        flaky: tuple[Live, samba.SambaServer], caplog: pytest.LogCaptureFixture) -> None:
-    live, smbd = flaky
-    name = unique("kept") + ".txt"
-    assert dav(live, GLOBEX_LOGIN, "PUT", f"/flaky/{name}", data=b"kept").status_code == 201
-    smbd.stop()
-    try:
-        with caplog.at_level(logging.INFO):
-            assert dav(live, GLOBEX_LOGIN, "PROPFIND", "/flaky/").status_code == 503
-            assert dav(live, GLOBEX_LOGIN, "GET", f"/flaky/{name}").status_code == 503
-            assert dav(live, GLOBEX_LOGIN, "PROPFIND", "/", headers={"Depth": "0"}).status_code \
-                == 207
-    finally:
-        smbd.start()
-    time.sleep(0.3)  # retry_after_failure_s
-    assert dav(live, GLOBEX_LOGIN, "GET", f"/flaky/{name}").content == b"kept"
-    assert "tenant globex: mount /flaky (smb) unavailable" in caplog.text
-    assert samba.GLOBEX.password not in caplog.text
-
-
-def test_a_hung_file_server_fails_its_mount_in_seconds(
-        flaky: tuple[Live, samba.SambaServer], caplog: pytest.LogCaptureFixture) -> None:
-    live, smbd = flaky
-    assert dav(live, GLOBEX_LOGIN, "PROPFIND", "/flaky/").status_code == 207
-    smbd.pause()  # accepts bytes, answers nothing
-    try:
-        caplog.set_level(logging.INFO)
-        started = time.monotonic()
-        reply = dav(live, GLOBEX_LOGIN, "PROPFIND", f"/flaky/{unique('hung')}/")
-        waited = time.monotonic() - started
-        assert reply.status_code == 503
-        assert waited < 5  # timeout_s 1: an unanswered keep-alive after 1 s, given up at 2 s
-        assert caplog.text.count("mount /flaky (smb) unavailable") == 1
-        assert "Traceback" not in caplog.text
-        assert dav(live, GLOBEX_LOGIN, "PROPFIND", "/", headers={"Depth": "0"}).status_code \
-            == 207
-    finally:
-        smbd.resume()
-    time.sleep(0.3)
-    assert dav(live, GLOBEX_LOGIN, "PROPFIND", "/flaky/").status_code == 207
-
-
-def test_upload_cut_by_the_file_server_leaves_no_file(
-        flaky: tuple[Live, samba.SambaServer]) -> None:
-    live, smbd = flaky
-    name = unique("cut") + ".bin"
-
-    def body() -> Iterator[bytes]:
-        for i in range(64):
-            if i == 24:  # 6 MiB sent: the first 4 MiB block has reached the file server
-                _wait_for_a_file_of(smbd.share_dir("globex"), 4 * MIB)
-                smbd.stop(kill=True)  # the file server dies mid-upload
-            yield b"x" * 256 * 1024
-
-    try:
-        reply = dav(live, GLOBEX_LOGIN, "PUT", f"/flaky/{name}", data=body())
-        assert reply.status_code == 503
-    except requests.ConnectionError:
-        pass  # the server may close the connection without reading the whole body
-    finally:
-        smbd.start()
-    time.sleep(0.3)
-    members = listed(live, GLOBEX_LOGIN, "/flaky/")
-    assert name not in members and not any(m.startswith(".~") for m in members)
-    assert dav(live, GLOBEX_LOGIN, "GET", f"/flaky/{name}").status_code == 404
-    # the temp file is hidden from listings; nothing of the name was published
-    assert not (smbd.share_dir("globex") / name).exists()
-
-
-def _wait_for_a_file_of(folder: Path, size: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(p.stat().st_size >= size for p in folder.iterdir()):
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"no file of {size} bytes appeared in {folder}")
 
 
 # -- configuration ----------

@@ -34,6 +34,7 @@ from mosaic.auth.login import (
 )
 from mosaic.auth.principal import KERBEROS, Principal
 from mosaic.auth.throttle import Attempt, LoginThrottle, SlowDown
+from mosaic.config.derived import PerObject
 from mosaic.config.schema import Config, Tenant
 
 _log = logging.getLogger(__name__)
@@ -205,7 +206,8 @@ class Authenticator:
             return LocalIdentitySource(target.tenant_id, tenant).authenticate(target.user,
                                                                               password)
         source = self.directories.source(config, target.tenant_id, route.directory)
-        kind = target.kind if _names_directory(tenant, target, route.directory) else ""
+        qualifier = fold_case(target.qualifier or "")
+        kind = target.kind if (target.kind, qualifier) in directory_names(tenant) else ""
         return source.authenticate(source.login_for(target.user, kind, target.qualifier),
                                    password)
 
@@ -214,22 +216,30 @@ def route_login(tenant: Tenant, target: ResolvedLogin) -> Route:
     """A login qualified with a directory's name goes to that directory; any other goes
     to the local user of that name, or, if there is none, to the first directory."""
     user = fold_case(target.user)
-    for index, domain in enumerate(tenant.active_directory):
-        if _names_directory(tenant, target, index):
-            suffix = fold_case(target.qualifier or "") if target.kind == "domains" else ""
-            return Route(index, f"{fold_case(domain.netbios)}\\{user}@{suffix}")
+    qualifier = fold_case(target.qualifier or "")
+    index = directory_names(tenant).get((target.kind, qualifier))
+    if index is not None:
+        netbios = fold_case(tenant.active_directory[index].netbios)
+        suffix = qualifier if target.kind == "domains" else ""
+        return Route(index, f"{netbios}\\{user}@{suffix}")
     if tenant.active_directory and user not in users_by_folded_name(tenant):
         return Route(0, f"{fold_case(tenant.active_directory[0].netbios)}\\{user}@")
     return Route(None, user)
 
 
-def _names_directory(tenant: Tenant, target: ResolvedLogin, index: int) -> bool:
-    if target.qualifier is None:
-        return False
-    domain, qualifier = tenant.active_directory[index], fold_case(target.qualifier)
-    if target.kind == "netbios":
-        return qualifier == fold_case(domain.netbios)
-    return qualifier in {fold_case(name) for name in domain.login_suffixes}
+def _directory_names(tenant: Tenant) -> dict[tuple[str, str], int]:
+    """(login kind, folded qualifier) -> index of the directory it names."""
+    names: dict[tuple[str, str], int] = {}
+    for index, domain in enumerate(tenant.active_directory):
+        names.setdefault(("netbios", fold_case(domain.netbios)), index)
+        for suffix in domain.login_suffixes:
+            names.setdefault(("domains", fold_case(suffix)), index)
+    return names
+
+
+#: A tenant's directory names, built once per (immutable) Tenant: a login is routed
+#: on every request, before the cache is asked.
+directory_names = PerObject(_directory_names)
 
 
 def _attempt(target: ResolvedLogin | None, login: str, address: str | None) -> Attempt:

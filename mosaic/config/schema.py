@@ -143,6 +143,11 @@ class AuthSettings(Strict):
     max_slowed_logins: int = Field(
         4, ge=0, description="Delayed attempts waiting at once per worker; beyond, an attempt "
                              "that would wait is refused at once")
+    pass_through_idle_seconds: float = Field(
+        300, ge=1, le=86400, description="How long a user's own connections to file servers "
+        "(smb mounts with `credentials: pass_through`) stay open after their last request "
+        "(a transfer still running keeps them): then they are logged off and closed, and "
+        "their password is forgotten; the next request signs in again")
 
 
 class FairShare(Strict):
@@ -291,6 +296,11 @@ class ProviderSpec(Strict):
     def options(self) -> BaseModel:
         return providers.load(self.type).Options.model_validate(self.model_extra or {})
 
+    def signs_in_as_user(self) -> bool:
+        """Whether the backend is reached as the signed-in user, with their own account
+        (an options property, see mosaic.core.capabilities)."""
+        return bool(getattr(self.options(), "signs_in_as_user", False))
+
     def __repr_args__(self) -> Any:
         # The raw extras may hold secrets; the validated options mask them.
         yield "type", self.type
@@ -400,6 +410,25 @@ class Tenant(Strict):
         if self.kerberos and not any(d.service_account for d in self.active_directory):
             raise ValueError("kerberos needs an active_directory domain with a service_account "
                              "(a ticket carries no groups; the service account reads them)")
+        return self
+
+    @model_validator(mode="after")
+    def _pass_through_needs_a_directory(self) -> Tenant:
+        """A mount reached as each signed-in user needs users with a directory account and
+        a password; the root must serve local users too (the break-glass admin)."""
+        problems = []
+        if self.root.signs_in_as_user():
+            problems.append(_problem(("root", "credentials"), "the tenant root cannot pass "
+                                     "each user's own credentials through (local users could "
+                                     "not list the tenant): mount the share at a path instead"))
+        for path, mount in self.mounts.items():
+            if mount.provider.signs_in_as_user() and not self.active_directory:
+                problems.append(_problem(
+                    ("mounts", path, "provider", "credentials"),
+                    f"mount {path}: credentials pass_through signs each user in to the file "
+                    "server with their own Active Directory account, and this tenant has no "
+                    "active_directory domain"))
+        _raise_all("Tenant", problems)
         return self
 
     @model_validator(mode="wrap")

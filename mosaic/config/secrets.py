@@ -120,14 +120,35 @@ def shape_of(annotation: Any, value: Mapping[str, Any]) -> Shape | None:
     """The shape of ``value`` if ``annotation`` is a model, else None.
 
     A provider spec's shape depends on its data: ``type`` plus the options of
-    the provider it names.
+    the provider it names; so does a union of models (:func:`_kind_arm`).
     """
-    model = _unwrap(annotation)
-    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+    model = _kind_arm(_unwrap(annotation), value)
+    if not _is_model(model):
         return None
     if model is ProviderSpec:
         return _provider_shape(_provider_options(value))
     return _model_shape(model)
+
+
+def _kind_arm(annotation: Any, value: Mapping[str, Any]) -> Any:
+    """For a union of models told apart by ``kind`` (an smb mount's ``credentials``),
+    the model ``value`` is read as: the one whose ``kind`` it names, else the one whose
+    ``kind`` has a default. Any other annotation as it is."""
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return annotation
+    kind = value.get("kind")
+    for arm in typing.get_args(annotation):
+        field = arm.model_fields.get("kind") if _is_model(arm) else None
+        if field is None:
+            continue
+        if kind in typing.get_args(field.annotation) or (kind is None and
+                                                          not field.is_required()):
+            return arm
+    return annotation
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
 @functools.cache

@@ -21,6 +21,15 @@ The filesystem it builds must:
 * if it declares ``volume_space``, implement ``space() -> (used, free)`` in bytes
   (what Finder and Explorer show as the drive's usage and free space).
 
+A provider whose backend can be reached as the signed-in user (``smb`` with
+``credentials: pass_through``) says so with a true ``signs_in_as_user`` property
+of its options. The VFS then builds that mount for each signed-in user, with
+``BuildContext.account`` set (never for a user without one: a local user, or one
+signed in with Kerberos, is refused before), and the filesystem must implement
+``close_if_idle() -> bool``: log off now unless a call is running or a file is open
+(True when it did); a later call may sign in again. It is what ends a user's
+session on the backend (:mod:`mosaic.auth.sessions`).
+
 Behaviour fixed by the conformance suite (tests/conformance): ``ls`` of a file
 raises NotADirectoryError; ``mkdir`` defaults to ``create_parents=False``; only
 binary "rb"/"wb" modes; ``exists()`` raises InvalidPathError for a refused
@@ -33,6 +42,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+from mosaic.core.credentials import SignedInAccount
 
 
 @dataclass(frozen=True)
@@ -63,9 +74,12 @@ class Capabilities:
 
 @dataclass(frozen=True)
 class BuildContext:
-    """What a provider may know about where it is mounted (for messages)."""
+    """What a provider may know about where it is mounted (for messages), and for a
+    mount reached as the signed-in user, whose account to use."""
 
     tenant: str
     mount: str
     data_dir: Path
     user: str | None = None
+    #: set only for options whose ``signs_in_as_user`` is true
+    account: SignedInAccount | None = None

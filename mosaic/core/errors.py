@@ -88,3 +88,15 @@ class NameCollisionError(OSError):
     def __init__(self, path: str, first: str, second: str, mount: str) -> None:
         super().__init__(errno.EEXIST, f"{first!r} and {second!r} would be one file in "
                          f"{mount} (names there are case-insensitive)", path)
+
+
+class OwnAccountError(PermissionError):
+    """A mount reached with each user's own account (``credentials: pass_through``)
+    that this user cannot use: none to give (a local user, a Kerberos sign-in without
+    a password), or the backend refuses it. 403 for the mount's subtree; the message
+    says why and names no secret."""
+
+    def __init__(self, mount: str, reason: str) -> None:
+        super().__init__(errno.EACCES, f"Mount {mount!r}: {reason}")
+        self.mount = mount
+        self.reason = reason

@@ -10,7 +10,11 @@ in place of wsgidav's HTTPAuthenticator and domain controller:
 * OPTIONS is anonymous (Windows Explorer gives up on a 401 to OPTIONS);
 * on success the principal goes to ``environ["mosaic.principal"]``, and
   ``user@tenant`` (or ``CORP\\\\alice@tenant``) to wsgidav's user name keys,
-  so every spelling of one login is one lock owner.
+  so every spelling of one login is one lock owner;
+* after a Basic login the password goes to ``environ["mosaic.secret"]`` as a
+  :class:`~mosaic.core.credentials.Secret` (masked in any repr): mounts reached
+  as the signed-in user (``credentials: pass_through``) sign in with it. A
+  Kerberos login has none.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from wsgidav.mw.base_mw import BaseMiddleware
 from mosaic.auth.authenticator import Authenticator, Client
 from mosaic.auth.errors import DirectoryUnavailable
 from mosaic.auth.principal import Principal
+from mosaic.core.credentials import Secret
 
 _log = logging.getLogger(__name__)
 StartResponse = Callable[..., Any]
@@ -34,6 +39,8 @@ StartResponse = Callable[..., Any]
 REALM = "Mosaic"
 #: environ key holding the authenticated :class:`Principal`
 PRINCIPAL_KEY = "mosaic.principal"
+#: environ key holding the password of a Basic login, a :class:`Secret`
+SECRET_KEY = "mosaic.secret"
 #: Permissions are enforced by the VFS; wsgidav only displays roles.
 ROLES = ["editor"]
 
@@ -55,7 +62,7 @@ class HttpAuthentication(BaseMiddleware):
             return self.next_app(environ, start_response)
         client = Client(environ.get("REMOTE_ADDR"), environ.get("HTTP_HOST"))
         try:
-            principal, reply = self._sign_in(environ, client)
+            principal, reply, secret = self._sign_in(environ, client)
         except DirectoryUnavailable as exc:
             return _unavailable(start_response, exc.retry_after)
         if principal is None:
@@ -64,6 +71,8 @@ class HttpAuthentication(BaseMiddleware):
             start_response = _with_header(start_response, "WWW-Authenticate",
                                           "Negotiate " + base64.b64encode(reply).decode())
         environ[PRINCIPAL_KEY] = principal
+        if secret is not None:
+            environ[SECRET_KEY] = secret
         environ["wsgidav.auth.realm"] = REALM
         environ["wsgidav.auth.user_name"] = principal.canonical
         environ["wsgidav.user_name"] = principal.canonical
@@ -71,18 +80,21 @@ class HttpAuthentication(BaseMiddleware):
         return self.next_app(environ, start_response)
 
     def _sign_in(self, environ: dict[str, Any],
-                 client: Client) -> tuple[Principal | None, bytes | None]:
+                 client: Client) -> tuple[Principal | None, bytes | None, Secret | None]:
+        """(principal, Kerberos reply token, password) of the request's credentials."""
         scheme, _, value = (environ.get("HTTP_AUTHORIZATION") or "").strip().partition(" ")
         if scheme.lower() == "negotiate":
             token = _base64(value)
-            return self.authenticator.authenticate_ticket(token, client) if token else (None,
-                                                                                          None)
+            if not token:
+                return None, None, None
+            return (*self.authenticator.authenticate_ticket(token, client), None)
         if scheme.lower() != "basic":
-            return None, None
+            return None, None, None
         credentials = basic_credentials(value)
         if credentials is None:
-            return None, None
-        return self.authenticator.authenticate(*credentials, client), None
+            return None, None, None
+        principal = self.authenticator.authenticate(*credentials, client)
+        return principal, None, Secret(credentials[1]) if principal else None
 
 
 def basic_credentials(value: str) -> tuple[str, str] | None:

@@ -8,6 +8,11 @@ off (see docs/smb.md):
   credentials on every call. smbclient's global pool picks a session by user
   name only, so one tenant's calls could run under another's session, and a
   wrong password would be accepted once a session of that name existed.
+* ``credentials: pass_through``: the filesystem is built for one signed-in user
+  (``BuildContext.account``) and signs in as that user, so the server's ACLs
+  apply to them; the file server refusing their account is a 403 for them, not
+  the mount down. Its owner (the user's session) ends it with
+  :meth:`SMBFileSystem.close_if_idle`.
 * A listing is one directory enumeration: ``scandir`` and each entry's own
   ``smb_info`` (``SMBDirEntry.stat()`` would reconnect to port 445 without
   credentials, and a stat per entry is a round trip per entry).
@@ -56,14 +61,16 @@ from smbprotocol.exceptions import (
 from smbprotocol.header import NtStatus
 
 from mosaic.core.capabilities import BuildContext, Capabilities
-from mosaic.core.errors import InvalidPathError, MountUnavailableError
+from mosaic.core.credentials import SignedInAccount
+from mosaic.core.errors import InvalidPathError, MountUnavailableError, OwnAccountError
 from mosaic.core.names import windows_name_problem
 from mosaic.providers import smb_dfs
 from mosaic.providers.common import Parts, ProviderFileSystem, Upload, oserror
 from mosaic.providers.listcache import ListingCache
 from mosaic.providers.smb_notify import ChangeWatcher
-from mosaic.providers.smb_options import DIALECTS, Options
+from mosaic.providers.smb_options import DIALECTS, Options, PassThrough
 from mosaic.providers.smb_status import (
+    ACCOUNT_REFUSED,
     ERRNO_BY_STATUS,
     INVALID_NAME,
     MOUNT_DOWN,
@@ -115,8 +122,10 @@ def build(options: Options, context: BuildContext, kind: str = "smb") -> SMBFile
     cache = ListingCache.for_mount(options.listing_cache_seconds, context.data_dir, "smb",
                                    options.host.lower(), str(options.port),
                                    options.share.lower(), options.path.lower())
+    if options.signs_in_as_user and context.account is None:
+        raise ValueError("credentials pass_through: no signed-in account to use")
     return SMBFileSystem(options, tenant=context.tenant, mount=context.mount, listings=cache,
-                         kind=kind)
+                         kind=kind, account=context.account)
 
 
 def _alive(connection: Connection | None) -> bool:
@@ -137,6 +146,20 @@ def _alive(connection: Connection | None) -> bool:
         return False
 
 
+def _sign_in_as(options: Options, account: SignedInAccount | None) -> tuple[str, str]:
+    """(user name, password) the file server is given: the service account's, or with
+    pass_through the signed-in user's own, ``DOMAIN\\name``."""
+    credentials = options.credentials
+    if isinstance(credentials, PassThrough):
+        if account is None:
+            raise ValueError("credentials pass_through: no signed-in account to use")
+        return (f"{credentials.domain or account.domain}\\{account.name}",
+                account.password.reveal())
+    name = credentials.username
+    return (f"{options.domain}\\{name}" if options.domain else name,
+            credentials.password.get_secret_value())
+
+
 def _disconnect_all(cache: dict[str, Connection]) -> None:
     for connection in list(cache.values()):
         with suppress(Exception):  # a dead server: nothing left to log off from
@@ -150,7 +173,8 @@ class SMBFileSystem(ProviderFileSystem):
     protocol = "mosaic-smb"
 
     def __init__(self, options: Options, tenant: str = "", mount: str = "",
-                 listings: ListingCache | None = None, kind: str = "smb") -> None:
+                 listings: ListingCache | None = None, kind: str = "smb",
+                 account: SignedInAccount | None = None) -> None:
         super().__init__()
         self._options = options
         self._provider_name = kind
@@ -170,15 +194,19 @@ class SMBFileSystem(ProviderFileSystem):
         self._failure = ""
         self._state_lock = threading.Lock()
         self._down = False  # logged once when the server goes away, once when it is back
+        # In use (close_if_idle must wait): calls running, files handed out and not closed.
+        self._calls = 0
+        self._handles: weakref.WeakSet[Reader | TempWriter] = weakref.WeakSet()
         # This filesystem's own pool: never smbclient's global one (see the module doc).
         self._cache: dict[str, Connection] = {}
         # A config reload drops the filesystem without a word; its connection's receiver
         # thread would keep the session (and a socket) open for ever: end them with it.
         self._finalizer = weakref.finalize(self, _disconnect_all, self._cache)
-        account = options.credentials
-        user = f"{options.domain}\\{account.username}" if options.domain else account.username
+        self._own_account = options.signs_in_as_user
+        user, password = _sign_in_as(options, account)
+        self._user = user  # for messages; never the password
         self._call = {  # passed on every smbclient call
-            "username": user, "password": account.password.get_secret_value(),
+            "username": user, "password": password,
             "port": options.port, "encrypt": options.encrypt or None,
             "connection_timeout": options.connect_timeout_s, "connection_cache": self._cache,
             "require_signing": options.require_signing, "auth_protocol": "ntlm",
@@ -193,6 +221,28 @@ class SMBFileSystem(ProviderFileSystem):
         """Log off and disconnect now (also done when the filesystem is collected)."""
         self._stop_watching()
         self._finalizer()
+
+    def close_if_idle(self) -> bool:
+        """Log off and disconnect now unless a call is running or a file it handed out
+        is still open (a download, an upload): True when it did. What ends a
+        pass-through user's session on the file server. A call made later signs in
+        again, without watching folders; the connection then ends with the filesystem."""
+        with self._state_lock:
+            if self._calls or any(not handle.closed for handle in self._handles):
+                return False
+            self._changes.stop()
+            _disconnect_all(self._cache)
+        return True
+
+    @contextmanager
+    def _in_use(self) -> Iterator[None]:
+        with self._state_lock:
+            self._calls += 1
+        try:
+            yield
+        finally:
+            with self._state_lock:
+                self._calls -= 1
 
     # -- paths and errors -----------------------------------------------------------
 
@@ -209,7 +259,9 @@ class SMBFileSystem(ProviderFileSystem):
     def _unc(self, parts: Parts) -> str:
         return "\\".join((self._root, *parts)) if parts else self._root
 
-    def _unavailable(self, reason: str) -> MountUnavailableError:
+    def _unavailable(self, reason: str) -> OSError:
+        if self._own_account and reason == ACCOUNT_REFUSED:
+            return self._refused_account()
         error = MountUnavailableError(self._tenant, self._mount, reason)
         if getattr(self._trying, "target", False):
             return error  # one DFS target of several: the mount may still fail over
@@ -221,6 +273,17 @@ class SMBFileSystem(ProviderFileSystem):
                         self._provider_name, reason)
         return error
 
+    def _refused_account(self) -> OwnAccountError:
+        """With pass_through the account is the user's own: refused, it is that user's
+        403 (logged once for this session), not the mount down for everybody."""
+        with self._state_lock:
+            first, self._failure = self._failure != ACCOUNT_REFUSED, ACCOUNT_REFUSED
+        if first:
+            log.info("tenant %s: mount %s (%s): the file server refused %s's own account",
+                     self._tenant, self._mount, self._provider_name, self._user)
+        return OwnAccountError(self._mount, f"the file server refused your account "
+                                            f"({self._user})")
+
     def _mark_up(self) -> None:
         with self._state_lock:
             was_down, self._down = self._down, False
@@ -231,9 +294,10 @@ class SMBFileSystem(ProviderFileSystem):
     @contextmanager
     def _errors(self, parts: Parts) -> Iterator[None]:
         """Connect if needed; re-raise smbprotocol's errors as the VFS vocabulary."""
-        self._ensure_session()
-        with self._translating(parts):
-            yield
+        with self._in_use():
+            self._ensure_session()
+            with self._translating(parts):
+                yield
 
     @contextmanager
     def _changing(self, parts: Parts) -> Iterator[None]:
@@ -297,7 +361,7 @@ class SMBFileSystem(ProviderFileSystem):
                 raise self._unavailable(self._failure)
             try:
                 self._connect_mount()
-            except MountUnavailableError:
+            except (MountUnavailableError, OwnAccountError):
                 self._retry_at = time.monotonic() + self._options.retry_after_failure_s
                 raise
         self._mark_up()
@@ -490,7 +554,9 @@ class SMBFileSystem(ProviderFileSystem):
             # a writer in place (which would change what is being sent) is kept out.
             raw = smbclient.open_file(self._unc(parts), mode="rb", buffering=self._block,
                                       share_access="rd", **self._call)
-        return Reader(raw, functools.partial(self._translating, parts))  # type: ignore[return-value]
+        reader = Reader(raw, functools.partial(self._translating, parts))
+        self._handles.add(reader)
+        return reader  # type: ignore[return-value]
 
     # -- writing ------------------------------------------------------------------------
 
@@ -503,6 +569,7 @@ class SMBFileSystem(ProviderFileSystem):
             raw = smbclient.open_file(self._unc(temp), mode="xb", buffering=self._block,
                                       share_access="r", **self._call)
         writer = TempWriter(raw, functools.partial(self._translating, parts))
+        self._handles.add(writer)
 
         def publish() -> None:
             writer.close()  # SMB renames a file only once its writer has closed it

@@ -2,15 +2,25 @@
 
 One pydantic model: defaults, validation and the docs of every key. A mount is
 named by ``host``, ``share`` and ``path`` or by one ``unc`` path (a DFS
-namespace path works either way); credentials are a sub-model whose ``kind``
-leaves room for the signed-in user's own (pass-through) later.
+namespace path works either way); credentials are a sub-model whose ``kind`` says
+whose they are: one service account for everybody, or each signed-in directory
+user's own (``pass_through``, also given as that one word).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from mosaic.core import paths
 from mosaic.core.errors import InvalidPathError
@@ -27,12 +37,51 @@ class ServiceAccount(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # A discriminator: the signed-in user's own credentials ("pass_through") will be
-    # the other kind, so existing configs keep their meaning.
+    # The default kind: configs written before pass_through existed keep their meaning.
     kind: Literal["service_account"] = Field(
-        "service_account", description="Whose credentials: `service_account` (the only kind yet)")
+        "service_account", description="Whose credentials: `service_account`, this one account")
     username: str = Field(min_length=1, description="Account name on the file server")
     password: SecretStr = Field(description="Its password")
+
+
+PASS_THROUGH = "pass_through"
+
+
+class PassThrough(BaseModel):
+    """Each signed-in Active Directory user's own account and password, so that the
+    file server's ACLs apply to them as on the LAN. Users without a password to pass
+    (local users, Kerberos sign-ins) are refused the mount (403)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["pass_through"] = Field(
+        description="`pass_through` (`credentials: pass_through` says the same)")
+    domain: str | None = Field(
+        None, min_length=1, description="Domain the file server is told the accounts belong "
+        "to (default: the signed-in account's NetBIOS domain, e.g. `CORP`)")
+
+
+def _credentials(value: Any) -> ServiceAccount | PassThrough:
+    """``kind`` picks the model (none: a service account, as before pass_through existed);
+    the one word ``pass_through`` is short for ``{kind: pass_through}``. Validated here,
+    not as a pydantic union, so that an error's location is the key in the YAML
+    (``credentials.password``), not a union member's name."""
+    if isinstance(value, ServiceAccount | PassThrough):
+        return value
+    if value == PASS_THROUGH:
+        value = {"kind": PASS_THROUGH}
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a mapping (a service account) or {PASS_THROUGH}")
+    kind = value.get("kind", "service_account")
+    if kind not in CREDENTIAL_KINDS:
+        raise ValueError(f"unknown kind {kind!r}; expected {' or '.join(CREDENTIAL_KINDS)}")
+    return CREDENTIAL_KINDS[kind].model_validate(value)
+
+
+CREDENTIAL_KINDS: dict[str, type[ServiceAccount | PassThrough]] = {
+    "service_account": ServiceAccount, PASS_THROUGH: PassThrough}
+Credentials = Annotated[ServiceAccount | PassThrough, PlainValidator(_credentials),
+                        PlainSerializer(lambda value: value.model_dump())]
 
 
 class Options(BaseModel):
@@ -49,8 +98,11 @@ class Options(BaseModel):
     share: str = Field(min_length=1, description="Share name")
     path: str = Field("", description="Folder of the share served as the mount's root; "
                                       "`{user}` is replaced by the signed-in user")
-    domain: str | None = Field(None, description="Windows domain (workgroup) of the account")
-    credentials: ServiceAccount = Field(description="How Mosaic signs in to the file server")
+    domain: str | None = Field(None, description="Windows domain (workgroup) of the service "
+                                                 "account")
+    credentials: Credentials = Field(
+        description="How Mosaic signs in to the file server: a `service_account`, or "
+        "`pass_through` (each Active Directory user as themselves)")
     encrypt: bool = Field(False, description="Require SMB 3 encryption of all traffic")
     min_dialect: Literal["2.0.2", "2.1", "3.0", "3.0.2", "3.1.1"] = Field(
         "2.1", description="Lowest SMB dialect accepted from the server")
@@ -99,6 +151,18 @@ class Options(BaseModel):
         host, _, rest = names[2:].partition("\\")
         share, _, path = rest.partition("\\")
         return {**data, "host": host, "share": share, "path": path.replace("\\", "/")}
+
+    @model_validator(mode="after")
+    def _one_domain(self) -> Options:
+        if self.domain is not None and self.signs_in_as_user:
+            raise ValueError("`domain` is the service account's; with pass_through, set "
+                             "`credentials: {kind: pass_through, domain: ...}`")
+        return self
+
+    @property
+    def signs_in_as_user(self) -> bool:
+        """Each user reaches the file server as themselves (see mosaic.core.capabilities)."""
+        return isinstance(self.credentials, PassThrough)
 
     @field_validator("host", "share")
     @classmethod

@@ -44,13 +44,16 @@ ERRNO_BY_STATUS = {
 }
 INVALID_NAME = {NtStatus.STATUS_OBJECT_NAME_INVALID, NtStatus.STATUS_OBJECT_PATH_INVALID,
                  NtStatus.STATUS_OBJECT_PATH_SYNTAX_BAD}
+#: why signing in failed when the file server refused the account (a pass-through
+#: mount tells that user so, 403, instead of being down for everybody)
+ACCOUNT_REFUSED = "the file server refused the account"
 # The share or the account cannot be used at all: the whole mount is unavailable.
 MOUNT_DOWN = {
-    NtStatus.STATUS_LOGON_FAILURE: "the file server refused the account",
-    STATUS_ACCOUNT_DISABLED: "the file server refused the account",
-    STATUS_ACCOUNT_LOCKED_OUT: "the file server refused the account",
+    NtStatus.STATUS_LOGON_FAILURE: ACCOUNT_REFUSED,
+    STATUS_ACCOUNT_DISABLED: ACCOUNT_REFUSED,
+    STATUS_ACCOUNT_LOCKED_OUT: ACCOUNT_REFUSED,
     STATUS_NETWORK_SESSION_EXPIRED: "the file server ended the session",
-    NtStatus.STATUS_PASSWORD_EXPIRED: "the file server refused the account",
+    NtStatus.STATUS_PASSWORD_EXPIRED: ACCOUNT_REFUSED,
     NtStatus.STATUS_BAD_NETWORK_NAME: "the share does not exist",
     NtStatus.STATUS_USER_SESSION_DELETED: "the file server ended the session",
     NtStatus.STATUS_NETWORK_NAME_DELETED: "the file server ended the session",
@@ -70,5 +73,5 @@ def status_of(exc: SMBException) -> int | None:
 def session_failure(exc: SMBException) -> str:
     """Why signing in failed, as the mount's log line and 503 say it."""
     if isinstance(exc, SMBAuthenticationError):
-        return "the file server refused the account"
+        return ACCOUNT_REFUSED
     return MOUNT_DOWN.get(status_of(exc) or 0, "the file server cannot be reached")

@@ -71,6 +71,10 @@ class TempWriter:
     def tell(self) -> int:
         return self._written
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def flush(self) -> None:
         with self._translating():
             self._raw.flush()

@@ -10,13 +10,15 @@ from fsspec import AbstractFileSystem
 
 from mosaic.core import paths
 from mosaic.core.capabilities import Capabilities
-from mosaic.core.errors import MountUnavailableError
+from mosaic.core.errors import MountUnavailableError, OwnAccountError
 from mosaic.vfs.quota import Usage
 
 
 @dataclass(frozen=True)
 class MountEntry:
-    """One mounted provider. ``fs`` is None when it could not be built."""
+    """One mounted provider. ``fs`` is None when it could not be built (``error``), or
+    when this user may not use it at all (``refused``: a pass-through mount and a user
+    without a password to pass)."""
 
     path: str  # normalised virtual path, "" for the tenant root
     read_only: bool
@@ -26,12 +28,15 @@ class MountEntry:
     owner: str | None = None  # set for per-user ({user}) mounts
     quota: int | None = None  # bytes this mount may hold (configured), None: no limit
     usage: Usage | None = None  # what it holds; None when fs is None
+    refused: str | None = None  # why this user cannot use the mount (403, not 503)
 
     @property
     def key(self) -> str:
         return paths.match_key(self.path)
 
     def filesystem(self, tenant: str) -> AbstractFileSystem:
+        if self.refused is not None:
+            raise OwnAccountError("/" + self.path, self.refused)
         if self.fs is None:
             raise MountUnavailableError(tenant, "/" + self.path, self.error or "not available")
         return self.fs

@@ -70,13 +70,21 @@ class Subtree:
         return mapped
 
 
-def _tenant_fs(tmp: Path, root: dict[str, Any], mounts: dict[str, Any]) -> TenantFileSystem:
-    config = Config.model_validate({"tenants": {"t": {
+def _config(root: dict[str, Any], mounts: dict[str, Any]) -> Config:
+    return Config.model_validate({"tenants": {"t": {
         "root": root,
         "mounts": {path: {"provider": spec} for path, spec in mounts.items()},
     }}})
-    table = StorageRegistry(tmp).mount_table(config, "t", "tester")
-    return TenantFileSystem(table, PermissionView({}, "tester", (), "write"))
+
+
+def user_fs(registry: StorageRegistry, config: Config, user: str) -> TenantFileSystem:
+    """Tenant ``t`` of ``config`` as ``user`` sees it (a ``{user}`` mount is theirs)."""
+    table = registry.mount_table(config, "t", user)
+    return TenantFileSystem(table, PermissionView({}, user, (), "write"))
+
+
+def _tenant_fs(tmp: Path, root: dict[str, Any], mounts: dict[str, Any]) -> TenantFileSystem:
+    return user_fs(StorageRegistry(tmp), _config(root, mounts), "tester")
 
 
 def _local(tmp: Path, name: str) -> dict[str, Any]:
@@ -136,6 +144,18 @@ def in_an_smb_mount(tmp: Path) -> Target:
     return _composed(_tenant_fs(tmp, _local(tmp, "root"), {"/smb": spec}), "smb")
 
 
+def smb_homes(tmp: Path) -> Config:
+    """A local tenant root with /home on the test smbd: ``path: <fresh folder>/{user}``,
+    every user's own folder (made on first use)."""
+    spec = samba.provider("conformance", path=samba.fresh_folder() + "/{user}")
+    return _config(_local(tmp, "root"), {"/home": spec})
+
+
+def in_a_per_user_smb_mount(tmp: Path) -> Target:
+    """The suite in the /home of :func:`smb_homes` as its user ``tester``."""
+    return _composed(user_fs(StorageRegistry(tmp), smb_homes(tmp), "tester"), "home")
+
+
 class PlainStore(MemoryFileSystem):
     """A store with none of the optional operations (as FTP or a plain WebDAV server
     would be): no rename, no copy on its side, no settable time. It declares so, and
@@ -184,6 +204,7 @@ COMPOSITIONS: dict[str, Callable[[Path], Target]] = {
     "tenant-in-a-swift-mount": in_a_swift_mount,
     "tenant-in-an-azure-mount": in_an_azure_mount,
     "tenant-in-an-smb-mount": in_an_smb_mount,
+    "tenant-in-a-per-user-smb-mount": in_a_per_user_smb_mount,
     "tenant-on-a-plain-store": on_a_plain_store,
     "tenant-under-windows-rules": under_windows_rules,
 }

@@ -260,6 +260,27 @@ class SambaServer:
         if self._process is not None:
             os.killpg(self._process.pid, signal.SIGCONT)
 
+    def offsets_open_on(self, path: Path) -> list[int]:
+        """The file offset of each descriptor smbd's processes hold open on ``path``.
+
+        A folder a client enumerates is open in the smbd child serving it from the
+        CREATE to the CLOSE, its offset past 0 once smbd has read part of it; a
+        handle kept only for CHANGE_NOTIFY stays at 0."""
+        if self._process is None:
+            return []
+        group, offsets = self._process.pid, []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if os.getpgid(int(pid)) != group:
+                    continue
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
+                        first_line = Path(f"/proc/{pid}/fdinfo/{fd}").read_text().split("\n")[0]
+                        offsets.append(int(first_line.split()[1]))  # "pos:\t<offset>"
+            except (OSError, ValueError, IndexError):  # the process or descriptor ended
+                continue
+        return offsets
+
     def _stop_dcerpcd(self) -> None:
         """samba-dcerpcd is no child of smbd: if it ran anyway, end it by its own pid file."""
         pid_file = self.base / "state" / "pid" / "samba-dcerpcd.pid"

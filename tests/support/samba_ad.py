@@ -10,7 +10,8 @@ are stopped when the test process exits.
 
 What CORP holds (:data:`CORP`): groups Staff > Finance > Accounting (nested) and
 Engineering; alice (Accounting), bob (Engineering), ivan (Finance) in
-``OU=Mosaic Users``; carol (no group), lena (a spare a test may lock out) and the
+``OU=Mosaic Users``; carol (no group), lena (a spare a test may lock out), mike
+(no group: a spare whose password a test may change) and the
 refused ones in CN=Users, each failing a bind with its own AD sub-code: dave
 disabled (533), erin locked out (775, for good: a password policy object of her
 own never unlocks her), frank must change his password (773), gina expired (701),
@@ -122,6 +123,7 @@ GINA = _account("gina", "Velvet-Canyon-19!", CORP_REALM)
 HANK = _account("hank", "Cobalt-Whistle-86!", CORP_REALM)
 IVAN = _account("ivan", "Hollow-Prairie-95!", CORP_REALM)
 LENA = _account("lena", "Paper-Glacier-53!", CORP_REALM)
+MIKE = _account("mike", "Tin-Orchard-47!", CORP_REALM)
 SVC_MOSAIC = _account("svc-mosaic", "Lookup-Only-Svc-2026!", CORP_REALM)
 SVC_HTTP = _account("svc-http", "Negotiate-Svc-2026!", CORP_REALM)
 HTTP_SPN = "HTTP/mosaic.corp.example.test"
@@ -154,6 +156,7 @@ CORP = DomainSpec(
         UserSpec(HANK, "Hank", "Nohours", state="no_logon_hours"),
         UserSpec(IVAN, "Ivan", "Ivanov", USERS_OU, ("Finance",)),
         UserSpec(LENA, "Lena", "Spare"),
+        UserSpec(MIKE, "Mike", "Spare"),
         UserSpec(SVC_MOSAIC, "Mosaic", "Lookup"),
         UserSpec(SVC_HTTP, "Mosaic", "Web", spn=HTTP_SPN, enctypes=AES_ONLY),
     ),
@@ -237,6 +240,7 @@ class Domain(ADDomain):
     hank: Account  # no logon hours: 530
     ivan: Account  # Finance directly
     lena: Account  # Domain Users only: a spare a test may lock out
+    mike: Account  # Domain Users only: a spare whose password a test may change
     svc_mosaic: Account  # a service account for LDAP searches
     svc_http: Account  # holds http_spn, AES only
 
@@ -341,8 +345,13 @@ class DomainController:
         """samba in a mount namespace where /run/samba is base/run and a pid namespace
         that ends with it (--kill-child: with unshare too); ``-i``: in the foreground,
         logging to stdout, ending when its standard input closes."""
-        mount_run = 'mount --bind "$1" /run/samba && shift && exec "$@"'
-        return [binary("unshare"), "--mount", "--propagation", "private", "--pid", "--fork",
+        # Private before the bind, so it never shows outside. unshare's own
+        # "--propagation private" fails where / is no mount point (a chroot, as in
+        # a fresh-machine check): make private the mount that holds /run/samba.
+        mount_run = ('{ mount --make-rprivate / 2>/dev/null || mount --make-rprivate '
+                     '"$(findmnt -n -o TARGET --target /run/samba)"; } && '
+                     'mount --bind "$1" /run/samba && shift && exec "$@"')
+        return [binary("unshare"), "--mount", "--propagation", "unchanged", "--pid", "--fork",
                 "--kill-child", "--mount-proc", "--", "/bin/sh", "-c", mount_run, "sh",
                 str(self.base / "run"), binary("samba"), "-i", "-M", PROCESS_MODEL,
                 "-s", str(self.conf)]
@@ -458,7 +467,7 @@ def domain() -> Domain:
         users_ou_dn=f"{USERS_OU},{CORP.base_dn}",
         keytab=running.base / "private" / "http.keytab", http_spn=HTTP_SPN, share=SHARE,
         alice=ALICE, bob=BOB, carol=CAROL, dave=DAVE, erin=ERIN, frank=FRANK, gina=GINA,
-        hank=HANK, ivan=IVAN, lena=LENA, svc_mosaic=SVC_MOSAIC, svc_http=SVC_HTTP)
+        hank=HANK, ivan=IVAN, lena=LENA, mike=MIKE, svc_mosaic=SVC_MOSAIC, svc_http=SVC_HTTP)
 
 
 def other_domain() -> OtherDomain:

@@ -16,8 +16,8 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -240,11 +240,3 @@ class DomainConnections:
         for conn in idle:
             close_quietly(conn)
 
-    @contextmanager
-    def probe(self, dc: DomainController) -> Iterator[Any]:
-        """A fresh connection to ``dc`` for diagnostics (``mosaic ad-check``)."""
-        conn = open_connection(dc, self.domain.timeout_seconds)
-        try:
-            yield conn
-        finally:
-            close_quietly(conn)
