@@ -266,8 +266,8 @@ def test_upper_case_login_is_the_same_user(server, cast):
 
 def test_broken_mount_fails_alone(server, cast):
     alice = server.session(*cast.owner)
-    assert alice.request("PROPFIND", server.url + "/broken/",
-                         headers={"Depth": "1"}).status_code == 503
+    listing = alice.request("PROPFIND", server.url + "/broken/", headers={"Depth": "1"})
+    assert (listing.status_code, listing.headers.get("Retry-After")) == (503, "5")
     assert alice.put(server.url + "/broken/x.txt", data=b"x").status_code == 503
     root = alice.request("PROPFIND", server.url + "/", headers={"Depth": "1"})
     assert root.status_code == 207 and "broken" in root.text

@@ -44,6 +44,10 @@ class MountUnavailableError(OSError):
     mount point, never the backend's address or secrets.
     """
 
+    #: seconds after which asking again is worth it: a failed mount is built again
+    #: after this long (mosaic.vfs.storage), and providers retry a server after as long
+    retry_after = 5.0
+
     def __init__(self, tenant: str, mount: str, reason: str) -> None:
         super().__init__(errno.EIO, f"Mount {mount!r} of tenant {tenant!r} unavailable: {reason}")
         self.tenant = tenant

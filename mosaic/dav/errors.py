@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -59,6 +60,9 @@ STATUS_BY_ERRNO: dict[int, int] = {
 def to_dav_error(exc: BaseException) -> DAVError:
     if isinstance(exc, DAVError):
         return exc
+    if isinstance(exc, MountUnavailableError):  # clients wait, then retry: not an error page
+        return DAVError(HTTP_SERVICE_UNAVAILABLE, context_info=_public_message(exc),
+                        add_headers=[("Retry-After", str(math.ceil(exc.retry_after)))])
     for error_type, status in STATUS_BY_ERROR:
         if isinstance(exc, error_type):
             return DAVError(status, context_info=_public_message(exc))

@@ -35,7 +35,7 @@ from mosaic.vfs.quota import Usage
 log = logging.getLogger(__name__)
 
 USER_PLACEHOLDER = "{user}"
-FAILED_MOUNT_RETRY_SECONDS = 5.0
+FAILED_MOUNT_RETRY_SECONDS = MountUnavailableError.retry_after
 
 
 def _expand(value: Any, user: str) -> Any:
