@@ -178,7 +178,8 @@ def _size(count: int) -> str:
 # --- CPU of the processes involved ---------------------------------------------------
 
 class Cpu:
-    """CPU seconds (user + system) of this process, Mosaic and smbd, between two marks."""
+    """CPU seconds (user + system) of this process, Mosaic and smbd, between two marks,
+    and the page faults of the process that talks SMB (``faults``: this one or Mosaic)."""
 
     def __init__(self, server: int | None, smbd: int) -> None:
         self._pids = {"mosaic": server, "smbd": smbd}
@@ -187,6 +188,10 @@ class Cpu:
     def _now(self) -> dict[str, float]:
         own = resource.getrusage(resource.RUSAGE_SELF)
         times = {"client": own.ru_utime + own.ru_stime}
+        smb_talker = self._pids["mosaic"] or os.getpid()
+        # /proc/PID/stat: minflt is the 10th field, after the name in parentheses
+        times["faults"] = int(Path(f"/proc/{smb_talker}/stat").read_text()
+                              .rpartition(")")[2].split()[7])
         for name, pid in self._pids.items():
             if pid is None:
                 continue
@@ -304,7 +309,9 @@ def measure(label: str, action: Callable[[], Any], size: int, runs: int, cpu_of:
     results.sort(key=lambda item: item[0])
     seconds, spent, records = results[len(results) // 2]
     rates = ", ".join(f"{size / r[0] / 1e6:.0f}" for r in results)
+    faults = spent.pop("faults")
     cpu = ", ".join(f"{name} {value:.2f} s" for name, value in spent.items())
+    cpu += f"; {faults / (size / MIB):,.0f} page faults per MiB"
     memory = "" if meter is None else \
         f"; RSS peak {mib(meter.peak()):.0f} MiB, after {mib(meter.rss()):.0f}"
     print(f"  {label}: {size / seconds / 1e6:.0f} MB/s (runs {rates}), {seconds:.2f} s; "
