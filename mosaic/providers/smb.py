@@ -495,9 +495,10 @@ class SMBFileSystem(ProviderFileSystem):
         with self._errors(parts):
             # "rd": other readers come in, and a finished upload may replace the file;
             # a writer in place (which would change what is being sent) is kept out.
-            raw = smbclient.open_file(self._unc(parts), mode="rb", buffering=self._block,
+            raw = smbclient.open_file(self._unc(parts), mode="rb", buffering=0,
                                       share_access="rd", **self._call)
-        return Reader(raw, functools.partial(self._translating, parts))  # type: ignore[return-value]
+        return Reader(raw, self._block,  # type: ignore[return-value]
+                      functools.partial(self._translating, parts))
 
     # -- writing ------------------------------------------------------------------------
 
@@ -507,9 +508,9 @@ class SMBFileSystem(ProviderFileSystem):
             raise oserror(errno.EISDIR, rel)
         temp = (*parts[:-1], TEMP_PREFIX + secrets.token_hex(8))
         with self._errors(parts):
-            raw = smbclient.open_file(self._unc(temp), mode="xb", buffering=self._block,
+            raw = smbclient.open_file(self._unc(temp), mode="xb", buffering=0,
                                       share_access="r", **self._call)
-        writer = TempWriter(raw, functools.partial(self._translating, parts))
+        writer = TempWriter(raw, self._block, functools.partial(self._translating, parts))
         published = False
 
         def publish() -> None:
