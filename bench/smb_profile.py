@@ -5,7 +5,7 @@ One private smbd (tests/support/samba.py), one folder of the ``conformance``
 share; per size, GETs and PUTs (the median of ``--runs`` shown) by:
 
 * ``library``: smbprotocol's smbclient in this process, as bench/stores.py's SMB
-  column does (``buffering=0``, 4 MiB ``readinto`` and writes);
+  column does (``buffering=0``, ``readinto`` and writes of Mosaic's default block);
 * ``mosaic``: ``mosaic serve`` (one worker) with the folder as the mount ``/smb``,
   through bench/davclient.py's one-connection reader and writer; each PUT makes a
   new file, as run_objectstores.py's do.
