@@ -52,6 +52,7 @@ from .memory import RssProbe, mib
 from .objectstores import BLOCK, OwnMemory, mosaic_launch, serving
 from .settings import MIB
 from .stores import SMB, Pattern
+from .workloads import WINDOWS_PROPS, XML
 
 COMMANDS = ("NEGOTIATE", "SESSION_SETUP", "LOGOFF", "TREE_CONNECT", "TREE_DISCONNECT",
             "CREATE", "CLOSE", "FLUSH", "READ", "WRITE", "LOCK", "IOCTL", "CANCEL", "ECHO",
@@ -341,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mosaic-env", action="append", default=[], metavar="NAME=VALUE",
                         help="set in Mosaic's process only (repeatable)")
     parser.add_argument("--only", default="library,mosaic")
+    parser.add_argument("--listing", type=int, default=0, metavar="N",
+                        help="Mosaic lists a folder of N files (PROPFIND Depth 1, twice) "
+                             "before streaming, as run_objectstores.py does")
     args = parser.parse_args(argv)
     import yaml
 
@@ -357,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         store.start(stack)
         smbd = store.server._process.pid  # type: ignore[union-attr]
         store.put_small("write/", b"")
+        if args.listing:
+            store.populate("list", args.listing, BLOCK[:1024])
         for size in sizes:
             store.put(f"read/{size // MIB}.bin", Pattern(BLOCK, size))
         if "library" in args.only:
@@ -377,12 +383,14 @@ def main(argv: list[str] | None = None) -> int:
                         after=lambda: store.purge("write/lib.bin"))
         if "mosaic" in args.only:
             env = dict(item.split("=", 1) for item in args.mosaic_env)
-            _mosaic(store, sizes, args.runs, Path(scratch), options, env, spy_binary, smbd)
+            _mosaic(store, sizes, args.runs, Path(scratch), options, env, spy_binary, smbd,
+                    args.listing)
     return 0
 
 
 def _mosaic(store: SMB, sizes: list[int], runs: int, scratch: Path, options: dict[str, Any],
-            env: dict[str, str], spy_binary: tuple[str, str] | None, smbd: int) -> None:
+            env: dict[str, str], spy_binary: tuple[str, str] | None, smbd: int,
+            listing: int = 0) -> None:
     work = scratch / "mosaic"
     work.mkdir()
     launch = mosaic_launch(store, work, env, options)
@@ -394,6 +402,11 @@ def _mosaic(store: SMB, sizes: list[int], runs: int, scratch: Path, options: dic
     with serving(launch, work) as server, server.dav() as dav:
         pid = server.process.pid
         probe = RssProbe(pid)
+        for _ in range(2 if listing else 0):
+            status, _answer = dav.request("PROPFIND", f"{server.prefix}/list/", WINDOWS_PROPS,
+                                          {"Depth": "1", **XML})
+            if status != 207:
+                raise RuntimeError(f"PROPFIND: {status}")
         print(f"  RSS before streaming {mib(probe.rss()):.0f} MiB")
         target = f"{server.prefix}/write/mosaic.bin"
         for size in sizes:
