@@ -223,7 +223,8 @@ class Sampler:
             argv = ([binary, "record", "--pid", str(pid), "-r", "250", "-f", "raw",
                      "--threads", "-o", str(out), "--nonblocking"] if kind == "py-spy" else
                     [binary, "record", "-e", "cpu-clock", "-F", "999", "-p", str(pid),
-                     "-o", str(out), "-q"])
+                     "-o", str(out), "-q", *(["-g"] if os.environ.get("SMB_PROFILE_CALLERS")
+                                            else [])])
             self._process = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
                                              stderr=subprocess.DEVNULL)
             time.sleep(0.5)  # attached
@@ -242,11 +243,13 @@ class Sampler:
 
 def perf_top(path: Path, top: int = 25) -> str:
     """perf's own-time table: share, shared object, symbol."""
+    callers = bool(os.environ.get("SMB_PROFILE_CALLERS"))  # perf record -g: who called
     done = subprocess.run(["perf", "report", "-i", str(path), "--no-children", "--stdio",
-                           "--sort", "dso,sym", "--percent-limit", "0.7"],
+                           "--sort", "dso,sym", "--percent-limit", "0.7",
+                           *(["-G", "--call-graph=caller,0.5,2"] if callers else [])],
                           capture_output=True, text=True)
     rows = [line for line in done.stdout.splitlines() if line.strip() and line[0] != "#"]
-    return "\n".join("    " + line.strip() for line in rows[:top])
+    return "\n".join("    " + line.rstrip() for line in rows[:top * (8 if callers else 1)])
 
 
 def hottest(path: Path, top: int = 18) -> str:

@@ -83,15 +83,16 @@ class _Requests:
 
     def send(self, make: Callable[[int], tuple[Any, Callable[[Any], Any]]], offset: int,
              length: int) -> int:
-        """Send ``make(length)``'s message (or a shorter one, as the credits allow;
-        at least one credit's worth when nothing is out): the length sent, 0 if none."""
+        """Send ``make(length)``'s message: the length sent. With too few credits,
+        nothing (0) while requests are out, else a shorter one (at least one credit's
+        worth, as smbclient would)."""
         connection = self._connection
         with _send_lock(connection):
             affordable = self.affordable(length)
-            if not affordable and not self.pending:
-                affordable = min(length, MAX_PAYLOAD_SIZE)  # as smbclient would, at least
+            if affordable < length and self.pending:
+                return 0  # the answers to come grant more: a whole block then
             if not affordable:
-                return 0
+                affordable = min(length, MAX_PAYLOAD_SIZE)  # as smbclient would, at least
             charge = _charge(connection, affordable)
             asked = charge + max(0, self._want - (_available(connection) - charge))
             message, receive = make(affordable)
