@@ -14,8 +14,10 @@ off (see docs/smb.md):
 * Files open with the sharing a file server expects: a reader lets other
   readers in, and lets a finished upload replace the file it reads.
 * An upload goes to a hidden temp name beside its target and is published by
-  a rename over it (one compound request); a discarded one is deleted.
+  a rename over it (two compound requests); a discarded one is deleted.
   A copy within the share is server-side (SMB copy-chunk), into a temp name too.
+* A download reads one block ahead and an upload keeps two writes out
+  (:mod:`mosaic.providers.smb_streams`), in ``io_block_size`` requests.
 * Errors are the VFS vocabulary: ACCESS_DENIED (share or file ACL) is a
   PermissionError; the server unreachable or refusing the account is
   :class:`MountUnavailableError` for this mount only, and the next call tries
