@@ -6,8 +6,9 @@ being served and an upload :data:`WRITES_IN_FLIGHT` WRITE requests, so the file
 server reads or writes the next block while Mosaic talks to its client; one
 request at a time (smbclient's file objects) left each side idle by turns.
 Requests go out through the open file's own ``Open`` (smbprotocol's send and
-receive halves), as smbclient's raw file object would send them, and never ask
-for more credits than the server granted.
+receive halves), as smbclient's raw file object would send them; none goes out
+that the credits the server granted do not cover, and each asks for enough more
+to keep its stream's requests out.
 
 smbprotocol raises its own errors; a connection lost mid-transfer must reach
 the DAV layer as the mount being unavailable (503), not as an unknown error
@@ -64,9 +65,9 @@ def _available(connection: Connection) -> int:
 
 
 class _Requests:
-    """READ or WRITE requests of one open file, oldest first: (offset, length, request,
-    receive). ``send`` goes out only with the credits for it; ``want``: the credits
-    asked for, to have that many blocks out at once."""
+    """READ or WRITE requests of one open file, oldest first in ``pending``: (offset,
+    length, request, receive). Each asks the server for the credits to have ``depth``
+    more blocks of ``block`` bytes out, and a few spare."""
 
     def __init__(self, fd: Any, block: int, depth: int) -> None:
         self._fd = fd
