@@ -378,20 +378,23 @@ class Swift(Store):
 class SMB(Store):
     """A private smbd (tests/support/samba.py), share ``conformance``, one fresh folder
     as the "bucket"; smbprotocol's smbclient is the library, with its own connection
-    cache and the same 4 MiB requests as Mosaic's default ``io_block_size`` (its 64 KiB
-    default would measure the block size, not the library)."""
+    cache and the same request size as Mosaic's default ``io_block_size`` (its 64 KiB
+    default would measure the block size, not the library), one request at a time as
+    its file objects send them."""
 
     name = "smb"
     mount = "/smb"
     needs = ("smbclient", "tests.support.samba", "mosaic.providers.smb")
     share = "conformance"
-    block = 4 * MIB
+    block = 0  # start() sets it: Mosaic's default io_block_size
 
     def start(self, stack: ExitStack) -> None:
         import smbclient
 
+        from mosaic.providers.smb_options import Options
         from tests.support import samba
 
+        self.block = Options.model_fields["io_block_size"].default
         self.server = samba.SambaServer().start()
         stack.callback(self.server.remove)
         self.bucket = f"bench-{os.urandom(4).hex()}"

@@ -340,22 +340,43 @@ def _send(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
-#: glibc's M_MMAP_THRESHOLD, and the size from which buffers get their own mapping
+# glibc's mallopt() parameters
+_M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 1024 * 1024
+_M_ARENA_MAX = -8
+_MIB = 1024 * 1024
+#: Buffers from this size get mappings of their own, returned to the system when
+#: freed: object-store parts (5 MiB and up). Smaller ones come from the heap and are
+#: reused - SMB messages (an ``io_block_size`` of up to 4 MiB plus headers) above all.
+MMAP_THRESHOLD = 5 * _MIB
+#: Free memory the heap keeps at its top for the next buffers: smbprotocol's copies
+#: of the messages a transfer has in flight (2 MiB each by default).
+TRIM_THRESHOLD = 16 * _MIB
+#: One heap (glibc arena) for every thread: glibc would make one per thread up to 8
+#: per core, each keeping TRIM_THRESHOLD free (with two, a 10,000-entry listing left
+#: RSS 11 MiB higher). The GIL serialises nearly every allocation anyway.
+ARENA_MAX = 1
 
 
 def return_big_buffers_to_the_system() -> None:
-    """Make glibc give transfer buffers (object-store parts, read blocks: MiBs
-    each) their own mappings, returned to the system when freed. Left to
-    itself glibc raises that threshold after the first big free and then
-    serves parts from per-thread arenas it never shrinks: a worker's RSS
-    climbed by ~100 MiB per large transfer and stayed (measured, bench/)."""
+    """Make glibc give transfer buffers of object-store parts their own mappings,
+    returned to the system when freed, and keep at most a bounded reserve for the
+    rest. Left to itself glibc raises its mapping threshold after the first big
+    free and then serves parts from per-thread arenas it never shrinks: a worker's
+    RSS climbed by ~100 MiB per large transfer and stayed (measured, bench/). A
+    mapping for every buffer from 1 MiB was the other extreme for SMB: smbprotocol
+    copies each 4 MiB message about nine times, and each copy was a fresh mapping
+    faulted in page by page (2,300 page faults per MiB read, two thirds of the
+    process's CPU; bench/smb_profile.py)."""
     libc_name = ctypes.util.find_library("c")
     if not libc_name:
         return
     with contextlib.suppress(OSError, AttributeError):  # not glibc: its own policy
-        ctypes.CDLL(libc_name).mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        libc = ctypes.CDLL(libc_name)
+        for parameter, value in ((_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+                                 (_M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+                                 (_M_ARENA_MAX, ARENA_MAX)):
+            libc.mallopt(parameter, value)
 
 
 def serve(holder: ConfigHolder, listener: socket.socket) -> int:

@@ -19,8 +19,10 @@ off (see docs/smb.md):
 * Files open with the sharing a file server expects: a reader lets other
   readers in, and lets a finished upload replace the file it reads.
 * An upload goes to a hidden temp name beside its target and is published by
-  a rename over it (``smbclient.replace``); a discarded one is deleted.
+  a rename over it (two compound requests); a discarded one is deleted.
   A copy within the share is server-side (SMB copy-chunk), into a temp name too.
+* A download reads one block ahead and an upload keeps two writes out
+  (:mod:`mosaic.providers.smb_streams`), in ``io_block_size`` requests.
 * Errors are the VFS vocabulary: ACCESS_DENIED (share or file ACL) is a
   PermissionError; the server unreachable or refusing the account is
   :class:`MountUnavailableError` for this mount only, and the next call tries
@@ -51,6 +53,7 @@ from typing import Any, BinaryIO
 
 import smbclient
 import smbclient._pool as smbclient_pool
+from smbclient._io import SMBFileTransaction, SMBRawIO, set_info
 from smbprotocol.connection import Connection
 from smbprotocol.exceptions import (
     SMBAuthenticationError,
@@ -58,7 +61,9 @@ from smbprotocol.exceptions import (
     SMBException,
     SMBOSError,
 )
+from smbprotocol.file_info import FileRenameInformation
 from smbprotocol.header import NtStatus
+from smbprotocol.open import CreateOptions, FilePipePrinterAccessMask
 
 from mosaic.core.capabilities import BuildContext, Capabilities
 from mosaic.core.credentials import SignedInAccount
@@ -336,8 +341,12 @@ class SMBFileSystem(ProviderFileSystem):
         if status in INVALID_NAME:
             return InvalidPathError(f"the file server refuses the name {rel!r}")
         code = ERRNO_BY_STATUS.get(status, errno.EIO)  # type: ignore[arg-type]
-        if code == errno.ENOENT and len(parts) > 1 and self._is_file(parts[:-1]):
-            code = errno.ENOTDIR  # "f/x" below a file: Windows says "path not found"
+        # "f/x" below a file: the server says "path not found", as for a missing folder
+        # on the way; a name missing from a folder that exists is "name not found" and
+        # needs no look at the parent (a PUT of a new file would pay a round trip)
+        if status == NtStatus.STATUS_OBJECT_PATH_NOT_FOUND and len(parts) > 1 \
+                and self._is_file(parts[:-1]):
+            code = errno.ENOTDIR
         return oserror(code, rel)
 
     def _is_file(self, parts: Parts) -> bool:
@@ -552,9 +561,9 @@ class SMBFileSystem(ProviderFileSystem):
         with self._errors(parts):
             # "rd": other readers come in, and a finished upload may replace the file;
             # a writer in place (which would change what is being sent) is kept out.
-            raw = smbclient.open_file(self._unc(parts), mode="rb", buffering=self._block,
+            raw = smbclient.open_file(self._unc(parts), mode="rb", buffering=0,
                                       share_access="rd", **self._call)
-        reader = Reader(raw, functools.partial(self._translating, parts))
+        reader = Reader(raw, self._block, functools.partial(self._translating, parts))
         self._handles.add(reader)
         return reader  # type: ignore[return-value]
 
@@ -566,19 +575,23 @@ class SMBFileSystem(ProviderFileSystem):
             raise oserror(errno.EISDIR, rel)
         temp = (*parts[:-1], TEMP_PREFIX + secrets.token_hex(8))
         with self._errors(parts):
-            raw = smbclient.open_file(self._unc(temp), mode="xb", buffering=self._block,
+            raw = smbclient.open_file(self._unc(temp), mode="xb", buffering=0,
                                       share_access="r", **self._call)
-        writer = TempWriter(raw, functools.partial(self._translating, parts))
+        writer = TempWriter(raw, self._block, functools.partial(self._translating, parts))
         self._handles.add(writer)
+        published = False
 
         def publish() -> None:
+            nonlocal published
             writer.close()  # SMB renames a file only once its writer has closed it
             self._replace(temp, parts)
+            published = True
 
-        def cleanup() -> None:
+        def cleanup() -> None:  # also called after publish(): nothing left to remove then
             writer.close()
-            # the server gone: the hidden temp file stays until a listing a day later
-            self._remove_quietly(temp)
+            if not published:
+                # the server gone: the hidden temp file stays until a listing a day later
+                self._remove_quietly(temp)
 
         return Upload(writer, rel, publish, cleanup, autocommit)  # type: ignore[arg-type]
 
@@ -589,8 +602,31 @@ class SMBFileSystem(ProviderFileSystem):
             return None
 
     def _replace(self, src: Parts, dst: Parts) -> None:
+        """Rename ``src`` over ``dst`` in two compound requests where smbclient.replace
+        sends four. The first opens and closes ``dst`` as smbclient does: a file held
+        open elsewhere refuses it (423; the rename itself would replace it, as Samba
+        allows) and on a DFS share it names the target. The second opens ``src``,
+        renames and closes it."""
+        options = {"mode": "r", "share_access": "rwd",
+                   "create_options": CreateOptions.FILE_OPEN_REPARSE_POINT, **self._call}
         with self._changing(dst):
-            smbclient.replace(self._unc(src), self._unc(dst), **self._call)
+            target = SMBRawIO(self._unc(dst), desired_access=FilePipePrinterAccessMask.FILE_EXECUTE,
+                              **options)
+            try:
+                SMBFileTransaction(target).commit()
+            except SMBOSError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+            tree, name = target.fd.tree_connect, target.fd.file_name
+            if tree.is_dfs_share and name.startswith(tree.share_name[2:]):
+                name = name[len(tree.share_name) - 1:]  # as smbclient names it on a DFS share
+            rename = FileRenameInformation()
+            rename["replace_if_exists"] = True
+            rename["file_name"] = name
+            source = SMBRawIO(self._unc(src), desired_access=FilePipePrinterAccessMask.DELETE,
+                              **options)
+            with SMBFileTransaction(source) as transaction:
+                set_info(transaction, rename)
 
     def _remove_quietly(self, parts: Parts) -> None:
         with suppress(OSError), self._errors(parts):

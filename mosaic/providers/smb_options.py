@@ -113,8 +113,11 @@ class Options(BaseModel):
         30.0, ge=1, le=600,
         description="Seconds a silent file server has to answer a keep-alive before its "
                     "connection is given up (its requests fail with 503, no worker waits on)")
-    io_block_size: int = Field(4 * MIB, ge=MIB, le=4 * MIB,
-                               description="Bytes per read and write request (1-4 MiB)")
+    io_block_size: int = Field(
+        2 * MIB, ge=MIB, le=4 * MIB,
+        description="Bytes per read and write request (1-4 MiB); a download reads one block "
+                    "ahead and an upload has two out, so a transfer holds a few blocks and "
+                    "smbprotocol's copies of them")
     retry_after_failure_s: float = Field(
         RETRY_AFTER_FAILURE_S, gt=0, le=300,
         description="Seconds a file server that failed (unreachable, account refused) is "
