@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from mosaic.config.schema import Config
-from tests.support import samba_ad
+from tests.support import kerberos, samba_ad
 from tests.support.kerberos import SERVICE_HOST, kinit, negotiate_header
 from tests.support.live import Live, live_server
 
@@ -33,11 +33,7 @@ def corp() -> samba_ad.Domain:
 @pytest.fixture
 def kerberos_env(corp: samba_ad.Domain, tmp_path: Path,
                  monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """KRB5_CONFIG and a private credential cache, for this process and its children."""
-    env = {"KRB5_CONFIG": str(corp.krb5_conf), "KRB5CCNAME": f"FILE:{tmp_path / 'ccache'}"}
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return env
+    return kerberos.private_credentials(corp, tmp_path, monkeypatch)
 
 
 def config(corp: samba_ad.Domain, tmp_path: Path, **kerberos: Any) -> Config:

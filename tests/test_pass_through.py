@@ -31,7 +31,7 @@ from mosaic.config.holder import ConfigHolder
 from mosaic.config.loader import load_config
 from mosaic.core import passwords
 from mosaic.dav.store import database_url, prepare_database
-from tests.support import samba_ad
+from tests.support import kerberos, samba_ad
 from tests.support.kerberos import SERVICE_HOST, kinit, negotiate_header
 
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
@@ -197,10 +197,7 @@ def test_a_local_user_is_refused_the_mount_only(app: App, caplog: pytest.LogCapt
 @pytest.fixture
 def kerberos_env(corp: samba_ad.Domain, tmp_path: Path,
                  monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    env = {"KRB5_CONFIG": str(corp.krb5_conf), "KRB5CCNAME": f"FILE:{tmp_path / 'ccache'}"}
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return env
+    return kerberos.private_credentials(corp, tmp_path, monkeypatch)
 
 
 def test_a_kerberos_user_is_told_to_sign_in_with_a_password(

@@ -5,14 +5,26 @@ from __future__ import annotations
 
 import base64
 import subprocess
+from pathlib import Path
 
 import gssapi
+import pytest
 
 from tests.support import samba_ad
 
 #: the host of the DC's HTTP SPN (``HTTP/mosaic.corp.example.test``); no DNS: connect to
 #: 127.0.0.1 and name it in Host
 SERVICE_HOST = "mosaic.corp.example.test"
+
+
+def private_credentials(corp: samba_ad.Domain, folder: Path,
+                        monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """``KRB5_CONFIG`` (the DC's realm) and a credential cache in ``folder``, set for this
+    process (its GSSAPI calls) and returned for its children (kinit, curl)."""
+    env = {"KRB5_CONFIG": str(corp.krb5_conf), "KRB5CCNAME": f"FILE:{folder / 'ccache'}"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
 
 
 def kinit(account: samba_ad.Account, env: dict[str, str]) -> None:
